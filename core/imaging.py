@@ -1,0 +1,116 @@
+"""Validation of uploaded catalogue photos with Pillow.
+
+A photo is accepted when it is a JPEG, PNG or WebP that decodes fully, within the size and pixel
+limits. EXIF orientation is applied to the pixels and every other EXIF field (GPS location, camera
+make and serial) is dropped by re-encoding; a photo without EXIF is stored byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+FORMATS = {"JPEG": ("jpg", "image/jpeg"), "PNG": ("png", "image/png"), "WEBP": ("webp", "image/webp")}
+
+
+class RejectedImage(ValueError):
+    """The reason names what is wrong with the file, for the `rejected` list of an upload."""
+
+
+@dataclass(frozen=True)
+class CleanImage:
+    data: bytes
+    sha256: str
+    format: str  # JPEG / PNG / WEBP
+    width: int
+    height: int
+
+    @property
+    def extension(self) -> str:
+        return FORMATS[self.format][0]
+
+    @property
+    def content_type(self) -> str:
+        return FORMATS[self.format][1]
+
+
+def _open(data: bytes) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        if isinstance(exc, UnidentifiedImageError):
+            raise RejectedImage("not an image: the file is not a JPEG, PNG or WebP") from exc
+        raise RejectedImage(f"decompression bomb: {exc}") from exc
+
+
+def validate_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CleanImage:
+    if len(data) == 0:
+        raise RejectedImage("empty file")
+    if len(data) > max_bytes:
+        raise RejectedImage(f"file too large: {len(data)} bytes, the limit is {max_bytes}")
+    img = _open(data)
+    if img.format not in FORMATS:
+        raise RejectedImage(f"unsupported format {img.format}: send JPEG, PNG or WebP")
+    width, height = img.size
+    # Checked from the header, before any pixel is decoded: a bomb never reaches memory.
+    if width * height > max_pixels:
+        raise RejectedImage(
+            f"decompression bomb: {width}x{height} = {width * height} pixels, the limit is {max_pixels}"
+        )
+    try:
+        img.load()
+    except Exception as exc:  # truncated or corrupt data surfaces here
+        raise RejectedImage(f"corrupt image: {exc}") from exc
+    if width < 16 or height < 16:
+        raise RejectedImage(f"image too small: {width}x{height}, at least 16x16 is needed")
+
+    exif = img.getexif()
+    fmt = img.format
+    if len(exif) == 0 and not img.info.get("exif"):
+        clean = data
+    else:
+        clean = _reencode_without_exif(img, fmt)
+        width, height = Image.open(io.BytesIO(clean)).size
+    return CleanImage(clean, hashlib.sha256(clean).hexdigest(), fmt, width, height)
+
+
+def _reencode_without_exif(img: Image.Image, fmt: str) -> bytes:
+    upright = ImageOps.exif_transpose(img)  # applies the orientation, drops the tag
+    out = io.BytesIO()
+    kwargs: dict = {}
+    if icc := img.info.get("icc_profile"):
+        kwargs["icc_profile"] = icc
+    if fmt == "JPEG":
+        if upright.mode not in ("RGB", "L", "CMYK"):
+            upright = upright.convert("RGB")
+        upright.save(out, "JPEG", quality=95, subsampling=0, **kwargs)
+    elif fmt == "WEBP":
+        upright.save(out, "WEBP", quality=95, **kwargs)
+    else:
+        upright.save(out, "PNG", **kwargs)
+    return out.getvalue()
+
+
+def pad_to_square(img: Image.Image, fill: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Pad (never crop) so the whole garment stays in frame."""
+    img = img.convert("RGB")
+    w, h = img.size
+    side = max(w, h)
+    canvas = Image.new("RGB", (side, side), fill)
+    canvas.paste(img, ((side - w) // 2, (side - h) // 2))
+    return canvas
+
+
+def prepare_for_training(data: bytes, size: int) -> bytes:
+    """Upright, square, resized with a Lanczos filter, as PNG: the preprocessed catalogue photo."""
+    img = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    square = pad_to_square(img).resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    out = io.BytesIO()
+    square.save(out, "PNG", compress_level=3)
+    return out.getvalue()

@@ -1,0 +1,105 @@
+"""GAN configuration: one flat dataclass, presets, and validation.
+
+A config travels inside every checkpoint as a plain dict (``to_dict``), so it must hold only JSON-able
+values; ``from_dict`` ignores unknown keys so old checkpoints keep loading after a field is added.
+
+    preset_config("tiny")                    -> 32 px, CPU-sized widths
+    preset_config("small", resolution=128)   -> the small widths, grown or shrunk to 128 px
+    preset_config("tiny", arch="dcgan")      -> the seed's DCGAN baseline at the same size
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+ARCHS = ("atelier", "dcgan")
+MIN_RESOLUTION, MAX_RESOLUTION = 16, 256
+
+
+@dataclass
+class GanConfig:
+    arch: str = "atelier"
+    preset: str = "tiny"
+    resolution: int = 32
+    num_classes: int = 1
+    z_dim: int = 64
+    w_dim: int = 128
+    mapping_layers: int = 2
+    # Channels at resolution r are clamp(channel_base // r, channel_min, channel_max), as in StyleGAN:
+    # cheap wide layers at low resolution, narrow ones where the pixels are many.
+    channel_base: int = 2048
+    channel_max: int = 128
+    channel_min: int = 16
+    batch_size: int = 32
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    # Lazy R1 (StyleGAN2): the penalty is computed every r1_interval D steps and scaled by the interval.
+    r1_gamma: float = 0.1
+    r1_interval: int = 16
+    # EMA of G: half-life in thousands of images, ramped up early (StyleGAN2-ADA's ema_kimg/ema_rampup).
+    ema_kimg: float = 10.0
+    ema_rampup: float = 0.05
+    w_avg_beta: float = 0.995
+    # DiffAugment policy applied to real and fake images in both the D and the G pass.
+    augment: str = "color,translation,cutout"
+    xflip: bool = True
+    mbstd_group: int = 4
+    conditional: bool = True
+
+    def channels(self, res: int) -> int:
+        return max(self.channel_min, min(self.channel_base // res, self.channel_max))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GanConfig:
+        known = {f.name for f in fields(cls)}
+        cfg = cls(**{k: v for k, v in d.items() if k in known})
+        cfg.betas = list(cfg.betas)
+        validate(cfg)
+        return cfg
+
+
+# Widths and batch per preset; the resolution can be overridden (widths follow channel_base / r).
+PRESETS: dict[str, dict] = {
+    # 32 px, sized so that one CPU thread runs several steps per second.
+    "tiny": dict(resolution=32, z_dim=64, w_dim=128, channel_base=2048, channel_max=128, batch_size=32),
+    # 64 px, the GPU default.
+    "small": dict(resolution=64, z_dim=128, w_dim=256, channel_base=8192, channel_max=256, batch_size=64),
+    # 128 px.
+    "base": dict(resolution=128, z_dim=128, w_dim=256, channel_base=16384, channel_max=512, batch_size=64),
+}
+
+# What the seed's DCGAN baseline turns off: no EMA (G_ema is a copy of G), no augmentation, no R1,
+# no conditioning. Everything else (widths, batch, Adam 2e-4 / 0.5, 0.999) is shared.
+_DCGAN_OVERRIDES = dict(ema_kimg=0.0, augment="", xflip=False, r1_gamma=0.0, conditional=False)
+
+
+def validate(cfg: GanConfig) -> None:
+    if cfg.arch not in ARCHS:
+        raise ValueError(f"unknown arch {cfg.arch!r}; expected one of {', '.join(ARCHS)}")
+    r = cfg.resolution
+    if not isinstance(r, int) or r < MIN_RESOLUTION or r > MAX_RESOLUTION or r & (r - 1):
+        raise ValueError(
+            f"resolution must be a power of two between {MIN_RESOLUTION} and {MAX_RESOLUTION}, got {r!r}"
+        )
+    if cfg.num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1, got {cfg.num_classes}")
+    if cfg.batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {cfg.batch_size}")
+
+
+def preset_config(preset: str, resolution: int | None = None, arch: str = "atelier", **overrides) -> GanConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    values = dict(PRESETS[preset], preset=preset, arch=arch)
+    if arch == "dcgan":
+        values.update(_DCGAN_OVERRIDES)
+    if resolution is not None:
+        values["resolution"] = resolution
+    values.update(overrides)
+    cfg = GanConfig(**values)
+    validate(cfg)
+    return cfg

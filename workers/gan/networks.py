@@ -1,0 +1,191 @@
+"""The ``atelier`` networks: a class-conditional generator with a mapping MLP, and a projection D.
+
+    Generator
+      z, label -> Mapping (pixel-norm z ++ class embedding -> MLP) -> w      (w_avg per class: truncation)
+      w -> Linear -> 4x4 -> [upsample x2 -> conv3x3 -> FiLM(w) -> conv3x3 -> FiLM(w)] * log2(R/4) -> toRGB
+
+    Discriminator
+      x -> fromRGB -> [conv3x3 -> conv3x3 -> avgpool, residual] * log2(R/4)
+        -> minibatch-stddev -> conv -> fc -> phi;  logit = fc(phi) + <embed(label), phi>   (projection)
+
+Why: a mapping network gives a w space where truncation towards a per-class mean and linear
+interpolation stay on the manifold; FiLM after pixel-norm is the cheap (non-grouped-conv) cousin of
+StyleGAN's modulation, fast on CPU; no batch norm anywhere in G, so an image depends only on its
+own noise, never on the rest of the batch.
+
+Both nets share one calling convention with the DCGAN baseline (``dcgan.py``):
+``G(z, labels, truncation=1.0)``, ``G.mapping(z, labels, truncation)``, ``G.synthesis(w)``,
+``D(images, labels) -> logits[N]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import GanConfig
+from .dcgan import DCGANDiscriminator, DCGANGenerator
+
+
+def pixel_norm(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    return x * torch.rsqrt(x.square().mean(dim=dim, keepdim=True) + 1e-8)
+
+
+class Mapping(nn.Module):
+    def __init__(self, z_dim: int, w_dim: int, num_classes: int, layers: int, conditional: bool):
+        super().__init__()
+        self.conditional = conditional
+        self.embed = nn.Embedding(num_classes, w_dim) if conditional else None
+        dims = [z_dim + (w_dim if conditional else 0)] + [w_dim] * layers
+        self.net = nn.Sequential(*[m for a, b in zip(dims, dims[1:]) for m in (nn.Linear(a, b), nn.LeakyReLU(0.2))])
+        # Running mean of w per class: the centre that truncation pulls towards.
+        self.register_buffer("w_avg", torch.zeros(num_classes, w_dim))
+
+    def forward(self, z, labels, truncation: float = 1.0, update_w_avg: bool = False, beta: float = 0.995):
+        x = pixel_norm(z)
+        if self.conditional:
+            x = torch.cat([x, pixel_norm(self.embed(labels))], dim=1)
+        w = self.net(x)
+        if update_w_avg:
+            self._track(w.detach(), labels, beta)
+        if truncation != 1.0:
+            w = self.w_avg[labels].lerp(w, truncation)
+        return w
+
+    @torch.no_grad()
+    def _track(self, w, labels, beta):
+        n = self.w_avg.shape[0]
+        sums = torch.zeros_like(self.w_avg).index_add_(0, labels, w)
+        counts = torch.bincount(labels, minlength=n).to(w.dtype)
+        seen = counts > 0
+        means = sums[seen] / counts[seen, None]
+        self.w_avg[seen] = means.lerp(self.w_avg[seen], beta)
+
+
+class FiLM(nn.Module):
+    """Per-channel scale and shift from w, applied to pixel-normalised features."""
+
+    def __init__(self, w_dim: int, channels: int):
+        super().__init__()
+        self.affine = nn.Linear(w_dim, 2 * channels)
+        nn.init.zeros_(self.affine.bias)  # start as the identity: scale 1, shift 0
+
+    def forward(self, x, w):
+        scale, shift = self.affine(w)[:, :, None, None].chunk(2, dim=1)
+        return F.leaky_relu(pixel_norm(x) * (1 + scale) + shift, 0.2)
+
+
+class GBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, w_dim: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.mod1 = FiLM(w_dim, cout)
+        self.mod2 = FiLM(w_dim, cout)
+
+    def forward(self, x, w):
+        # Nearest upsample + conv instead of transposed conv: no checkerboard artefacts.
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        x = self.mod1(self.conv1(x), w)
+        return self.mod2(self.conv2(x), w)
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: GanConfig):
+        super().__init__()
+        self.z_dim, self.resolution, self.num_classes = cfg.z_dim, cfg.resolution, cfg.num_classes
+        self.w_avg_beta = cfg.w_avg_beta
+        self.mapping_net = Mapping(cfg.z_dim, cfg.w_dim, cfg.num_classes, cfg.mapping_layers, cfg.conditional)
+        c4 = cfg.channels(4)
+        self.const = nn.Linear(cfg.w_dim, c4 * 16)
+        self.conv4 = nn.Conv2d(c4, c4, 3, padding=1)
+        self.mod4 = FiLM(cfg.w_dim, c4)
+        blocks, cin = [], c4
+        for k in range(3, int(math.log2(cfg.resolution)) + 1):
+            cout = cfg.channels(2**k)
+            blocks.append(GBlock(cin, cout, cfg.w_dim))
+            cin = cout
+        self.blocks = nn.ModuleList(blocks)
+        self.to_rgb = nn.Conv2d(cin, 3, 1)
+
+    def mapping(self, z, labels, truncation: float = 1.0, update_w_avg: bool = False):
+        return self.mapping_net(z, labels, truncation, update_w_avg, self.w_avg_beta)
+
+    def synthesis(self, w):
+        x = self.const(w).view(w.shape[0], -1, 4, 4)
+        x = self.mod4(self.conv4(F.leaky_relu(pixel_norm(x), 0.2)), w)
+        for block in self.blocks:
+            x = block(x, w)
+        return self.to_rgb(x)  # linear output in ~[-1, 1]; clamped only when converted to pixels
+
+    def forward(self, z, labels, truncation: float = 1.0, update_w_avg: bool = False):
+        return self.synthesis(self.mapping(z, labels, truncation, update_w_avg))
+
+
+class DBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cin, 3, padding=1)
+        self.conv2 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1, bias=False)
+
+    def forward(self, x):
+        y = F.leaky_relu(self.conv1(x), 0.2)
+        y = F.avg_pool2d(F.leaky_relu(self.conv2(y), 0.2), 2)
+        # Residual D (StyleGAN2): gradients reach the early layers, variance kept by 1/sqrt(2).
+        return (y + F.avg_pool2d(self.skip(x), 2)) * (1 / math.sqrt(2))
+
+
+def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:
+    """Append the std of features across a small group of samples: lets D notice a collapsed batch."""
+    n, c, h, w = x.shape
+    g = max(d for d in range(1, min(group, n) + 1) if n % d == 0)
+    y = x.view(g, n // g, c, h, w)
+    y = (y - y.mean(dim=0)).square().mean(dim=0).add(1e-8).sqrt()  # [n/g, c, h, w]
+    y = y.mean(dim=(1, 2, 3)).view(n // g, 1, 1, 1).repeat(g, 1, h, w)
+    return torch.cat([x, y], dim=1)
+
+
+class Discriminator(nn.Module):
+    def __init__(self, cfg: GanConfig):
+        super().__init__()
+        self.mbstd_group = cfg.mbstd_group
+        res = cfg.resolution
+        self.from_rgb = nn.Conv2d(3, cfg.channels(res), 1)
+        blocks = []
+        while res > 4:
+            blocks.append(DBlock(cfg.channels(res), cfg.channels(res // 2)))
+            res //= 2
+        self.blocks = nn.Sequential(*blocks)
+        c4 = cfg.channels(4)
+        self.conv = nn.Conv2d(c4 + 1, c4, 3, padding=1)
+        self.fc = nn.Linear(c4 * 16, c4)
+        self.out = nn.Linear(c4, 1)
+        # Projection discriminator (Miyato & Koyama 2018): the class enters as an inner product with
+        # the features, which conditions far better than concatenating a one-hot.
+        self.embed = nn.Embedding(cfg.num_classes, c4) if cfg.conditional else None
+
+    def forward(self, x, labels):
+        x = F.leaky_relu(self.from_rgb(x), 0.2)
+        x = self.blocks(x)
+        x = minibatch_stddev(x, self.mbstd_group)
+        x = F.leaky_relu(self.conv(x), 0.2)
+        phi = F.leaky_relu(self.fc(x.flatten(1)), 0.2)
+        logits = self.out(phi).squeeze(1)
+        if self.embed is not None:
+            logits = logits + (self.embed(labels) * phi).sum(dim=1) / math.sqrt(phi.shape[1])
+        return logits
+
+
+def build_networks(cfg: GanConfig) -> tuple[nn.Module, nn.Module]:
+    """(G, D) for ``cfg.arch``: the seed's DCGAN baseline or the atelier default."""
+    if cfg.arch == "dcgan":
+        return DCGANGenerator(cfg), DCGANDiscriminator(cfg)
+    return Generator(cfg), Discriminator(cfg)
+
+
+def build_generator(cfg: GanConfig) -> nn.Module:
+    return DCGANGenerator(cfg) if cfg.arch == "dcgan" else Generator(cfg)
