@@ -46,9 +46,7 @@ class IngestResult:
 def normalize_category(raw: str | None) -> str:
     value = (raw or "").strip().lower().replace(" ", "-")
     if not CATEGORY_RE.match(value):
-        raise ValueError(
-            f"category {raw!r} is not valid: use 1-64 lowercase letters, digits, '-' or '_'"
-        )
+        raise ValueError(f"category {raw!r} is not valid: use 1-64 lowercase letters, digits, '-' or '_'")
     return value
 
 
@@ -71,9 +69,7 @@ def expand_zip(upload: Upload, *, settings: Settings) -> tuple[list[tuple[Upload
         name = member.filename.replace("\\", "/")
         parts = PurePosixPath(name).parts
         if name.startswith("/") or ".." in parts or re.match(r"^[A-Za-z]:", name):
-            return [], [
-                {"filename": upload.filename, "reason": f"unsafe path in ZIP: {member.filename!r}"}
-            ]
+            return [], [{"filename": upload.filename, "reason": f"unsafe path in ZIP: {member.filename!r}"}]
     if len(members) > settings.max_zip_members:
         reason = f"ZIP has {len(members)} files, the limit is {settings.max_zip_members}"
         return [], [{"filename": upload.filename, "reason": reason}]
@@ -127,8 +123,9 @@ def ingest_uploads(
                 reason = "no category: send the form field `category` or a ZIP of category folders"
                 result.rejected.append({"filename": photo.filename, "reason": reason})
                 continue
-            _ingest_one(session=session, store=store, settings=settings, upload=photo, category=cat,
-                        result=result)
+            _ingest_one(
+                session=session, store=store, settings=settings, upload=photo, category=cat, result=result
+            )
     return result
 
 
@@ -182,9 +179,7 @@ def _ingest_one(
 
 def stats(*, session: Session) -> dict[str, Any]:
     per_category = dict(
-        session.execute(
-            select(CatalogueImage.category, func.count()).group_by(CatalogueImage.category)
-        ).all()
+        session.execute(select(CatalogueImage.category, func.count()).group_by(CatalogueImage.category)).all()
     )
     day = func.date(CatalogueImage.created_at)  # UTC days on both SQLite and PostgreSQL
     per_day = {

@@ -1,0 +1,66 @@
+"""Dependencies shared by the routes: the SQL session, the object store and API-key auth."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from sqlalchemy.orm import Session
+
+from core import auth
+from core.config import Settings, get_settings
+from core.db import session_factory
+from core.models import ApiKey
+from core.storage import ObjectStore, get_store
+
+
+def get_session() -> Iterator[Session]:
+    session = session_factory()()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[ObjectStore, Depends(get_store)]
+
+
+def _current_key(request: Request, session: SessionDep) -> ApiKey:
+    header = request.headers.get("authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing API key: send `Authorization: Bearer <key>`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    key = auth.find_key(session=session, secret=secret.strip())
+    if key is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="unknown or revoked API key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return key
+
+
+def require(scope: str):  # noqa: ANN201
+    def checker(key: Annotated[ApiKey, Depends(_current_key)]) -> ApiKey:
+        if not auth.has_scope(key, scope):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this API key lacks the `{scope}` scope")
+        return key
+
+    return checker
+
+
+ReadKey = Annotated[ApiKey, Depends(require("read"))]
+SubmitKey = Annotated[ApiKey, Depends(require("submit"))]
+CatalogueKey = Annotated[ApiKey, Depends(require("catalogue"))]
+AdminKey = Annotated[ApiKey, Depends(require("admin"))]

@@ -1,0 +1,18 @@
+"""The FastAPI app: thin routes over core services. It never imports torch or the workers."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api.routes import catalogue, health, jobs
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="Atelier", version="0.1.0", description="GAN training and bulk design generation")
+    app.include_router(health.router)
+    app.include_router(catalogue.router)
+    app.include_router(jobs.router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+
+from api.deps import CatalogueKey, ReadKey, SessionDep, SettingsDep, StoreDep
+from api.schemas import CatalogueImageOut, CataloguePage, CatalogueStats, JobOut, UploadResult
+from core import catalogue, jobs
+from core.models import CatalogueImage
+from core.pagination import MAX_LIMIT, BadCursor, page
+from core.queue import dispatch_job
+
+router = APIRouter(prefix="/v1/catalogue", tags=["catalogue"])
+
+
+@router.post("/images", status_code=201, response_model=UploadResult)
+def upload_images(
+    key: CatalogueKey,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    files: Annotated[list[UploadFile], File(description="JPEG/PNG/WebP photos, or ZIPs of category folders")],
+    category: Annotated[str | None, Form()] = None,
+):
+    uploads = []
+    for f in files:
+        name = f.filename or "upload"
+        # a ZIP may be far larger than one photo; each of its members is checked on its own
+        limit = settings.max_request_bytes if name.lower().endswith(".zip") else settings.max_upload_bytes
+        data = f.file.read(limit + 1)
+        uploads.append(catalogue.Upload(name, data))
+    try:
+        result = catalogue.ingest_uploads(
+            session=session, store=store, settings=settings, uploads=uploads, category=category
+        )
+    except ValueError as exc:
+        raise HTTPException(422, detail=[{"loc": ["body", "category"], "msg": str(exc)}]) from exc
+    job = None
+    if result.new_ids:
+        job = jobs.create_job(
+            session=session,
+            kind="ingest",
+            params={"image_ids": result.new_ids},
+            total=len(result.new_ids),
+            api_key_id=key.id,
+        )
+        dispatch_job(session, job)
+    body = UploadResult(
+        accepted=result.accepted, rejected=result.rejected, job=JobOut.of(job) if job else None
+    )
+    if not result.accepted:
+        session.commit()
+        return JSONResponse(
+            {"detail": "no file was accepted", **body.model_dump(mode="json")}, status_code=422
+        )
+    return body
+
+
+@router.get("/images", response_model=CataloguePage)
+def list_images(
+    _: ReadKey,
+    session: SessionDep,
+    store: StoreDep,
+    category: str | None = None,
+    since: str | None = Query(None, description="ISO 8601 date or datetime; images created at or after"),
+    limit: int = Query(100, ge=1, le=MAX_LIMIT),
+    cursor: str | None = None,
+):
+    stmt = select(CatalogueImage)
+    if category:
+        stmt = stmt.where(CatalogueImage.category == category.strip().lower())
+    try:
+        since_at = catalogue.parse_since(since)
+    except ValueError as exc:
+        raise HTTPException(422, detail=[{"loc": ["query", "since"], "msg": str(exc)}]) from exc
+    if since_at:
+        stmt = stmt.where(CatalogueImage.created_at >= since_at)
+    try:
+        rows, next_cursor = page(
+            stmt,
+            session=session,
+            time_col=CatalogueImage.created_at,
+            id_col=CatalogueImage.id,
+            limit=limit,
+            cursor=cursor,
+        )
+    except BadCursor as exc:
+        raise HTTPException(422, detail=[{"loc": ["query", "cursor"], "msg": str(exc)}]) from exc
+    return CataloguePage(
+        items=[CatalogueImageOut.of(r, store.presign(r.key)) for r in rows], next_cursor=next_cursor
+    )
+
+
+@router.get("/stats", response_model=CatalogueStats)
+def catalogue_stats(_: ReadKey, session: SessionDep):
+    return CatalogueStats(**catalogue.stats(session=session))

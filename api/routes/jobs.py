@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Query
+from sqlalchemy import select
+
+from api.deps import ReadKey, SessionDep, SubmitKey
+from api.schemas import EventOut, EventPage, JobOut, JobPage
+from core import jobs
+from core.models import Job, JobEvent
+from core.pagination import MAX_LIMIT, BadCursor, page
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def get_job_or_404(session, job_id: str, *, for_update: bool = False) -> Job:  # noqa: ANN001
+    job = session.get(Job, job_id, with_for_update=for_update)
+    if job is None:
+        raise HTTPException(404, detail=f"no job with id {job_id!r}")
+    return job
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(
+    _: ReadKey,
+    session: SessionDep,
+    kind: str | None = None,
+    status: str | None = None,
+    limit: int = Query(50, ge=1, le=MAX_LIMIT),
+    cursor: str | None = None,
+):
+    stmt = select(Job)
+    if kind is not None:
+        if kind not in jobs.KINDS:
+            raise HTTPException(
+                422,
+                detail=[
+                    {
+                        "loc": ["query", "kind"],
+                        "msg": f"unknown kind {kind!r}; one of {', '.join(jobs.KINDS)}",
+                    }
+                ],
+            )
+        stmt = stmt.where(Job.kind == kind)
+    if status is not None:
+        if status not in jobs.STATES:
+            raise HTTPException(
+                422,
+                detail=[
+                    {
+                        "loc": ["query", "status"],
+                        "msg": f"unknown status {status!r}; one of {', '.join(jobs.STATES)}",
+                    }
+                ],
+            )
+        stmt = stmt.where(Job.status == status)
+    try:
+        rows, next_cursor = page(
+            stmt, session=session, time_col=Job.created_at, id_col=Job.id, limit=limit, cursor=cursor
+        )
+    except BadCursor as exc:
+        raise HTTPException(422, detail=[{"loc": ["query", "cursor"], "msg": str(exc)}]) from exc
+    return JobPage(items=[JobOut.of(j) for j in rows], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: str, _: ReadKey, session: SessionDep):
+    return JobOut.of(get_job_or_404(session, job_id))
+
+
+@router.get("/{job_id}/events", response_model=EventPage)
+def job_events(
+    job_id: str,
+    _: ReadKey,
+    session: SessionDep,
+    limit: int = Query(200, ge=1, le=MAX_LIMIT),
+    cursor: int | None = Query(None, description="the id of the last event already seen"),
+):
+    get_job_or_404(session, job_id)
+    stmt = select(JobEvent).where(JobEvent.job_id == job_id)
+    if cursor is not None:
+        stmt = stmt.where(JobEvent.id > cursor)
+    rows = list(session.scalars(stmt.order_by(JobEvent.id).limit(limit + 1)))
+    next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
+    return EventPage(items=[EventOut.of(e) for e in rows[:limit]], next_cursor=next_cursor)
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job_id: str, _: SubmitKey, session: SessionDep):
+    job = get_job_or_404(session, job_id, for_update=True)
+    try:
+        jobs.request_cancel(session=session, job=job)
+    except jobs.IllegalTransition as exc:
+        raise HTTPException(409, detail=f"job {job_id} already ended as {job.status}") from exc
+    return JobOut.of(job)

@@ -1,0 +1,207 @@
+"""The `atelier` command: the embedded stack, the demo, keys, and a thin client of the HTTP API."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def cli() -> None:
+    """Atelier: turn a fashion catalogue into new clothing designs."""
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), default=Path(".atelier"), show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True, help="API port on 127.0.0.1")
+def up(data_dir: Path, port: int) -> None:
+    """Run the embedded stack in the foreground until Ctrl-C or SIGTERM."""
+    from cli.stack import Stack
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    t0 = time.monotonic()
+    stack = Stack(data_dir, api_port=port)
+    stack.start()
+    click.echo(f"Atelier is up in {time.monotonic() - t0:.1f} s")
+    click.echo(f"  API       {stack.api_url}   (docs at {stack.api_url}/docs)")
+    click.echo(f"  admin key {stack.data_dir / 'admin.key'}")
+    click.echo(f"  S3        {stack.s3_url}  bucket {stack.settings.s3_bucket}")
+    click.echo(f"  broker    {stack.broker_url}")
+    click.echo(f"  logs      {stack.data_dir / 'logs'}")
+    try:
+        while not stop.wait(1.0):
+            for name in stack.supervise_once():
+                click.echo(f"  restarted {name} (exited unexpectedly)")
+    finally:
+        click.echo("Stopping ...")
+        stack.stop()
+        click.echo("Stopped.")
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="default: a new temp dir")
+@click.option("--per-category", type=int, default=40, show_default=True)
+def demo(data_dir: Path | None, per_category: int) -> None:
+    """Run the main job end to end on the embedded stack with a drawn catalogue."""
+    from cli.demo import run_demo
+
+    sys.exit(run_demo(data_dir, per_category))
+
+
+@cli.command()
+def migrate() -> None:
+    """Bring the database of ATELIER_DATABASE_URL to the newest schema."""
+    from core.config import get_settings
+    from migrations import upgrade
+
+    upgrade(get_settings().database_url)
+    click.echo("database is at the newest revision")
+
+
+@cli.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@click.option("--name", required=True)
+@click.option(
+    "--scopes", default="read,submit", show_default=True, help="comma-separated: read,submit,catalogue,admin"
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="use the database of an `atelier up` data dir instead of ATELIER_DATABASE_URL",
+)
+def keys_create(name: str, scopes: str, data_dir: Path | None) -> None:
+    """Create a key and print it (it is shown only once)."""
+    from core import auth
+    from core.config import get_settings
+    from core.db import session_scope
+
+    url = f"sqlite:///{data_dir.resolve() / 'atelier.db'}" if data_dir else get_settings().database_url
+    try:
+        with session_scope(url) as session:
+            key, secret = auth.create_key(
+                session=session, name=name, scopes=[s.strip() for s in scopes.split(",") if s.strip()]
+            )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scopes") from exc
+    click.echo(secret)
+
+
+def _client(api_url: str, key_file: Path | None):  # noqa: ANN202
+    import os
+
+    from cli.client import Client
+
+    key = os.environ.get("ATELIER_API_KEY")
+    if not key:
+        path = key_file or Path(".atelier/admin.key")
+        if not path.exists():
+            raise click.UsageError("set ATELIER_API_KEY or pass --key-file (default .atelier/admin.key)")
+        key = path.read_text().strip()
+    return Client(api_url, key)
+
+
+api_option = click.option(
+    "--api", "api_url", default="http://127.0.0.1:8000", envvar="ATELIER_API_URL", show_default=True
+)
+key_option = click.option("--key-file", type=click.Path(path_type=Path), default=None)
+
+
+@cli.group()
+def catalogue() -> None:
+    """Catalogue photos."""
+
+
+@catalogue.command("upload")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--batch", type=int, default=100, show_default=True)
+@api_option
+@key_option
+def catalogue_upload(directory: Path, batch: int, api_url: str, key_file: Path | None) -> None:
+    """Upload DIRECTORY/<category>/<photo> files."""
+    client = _client(api_url, key_file)
+    files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"})
+    by_category: dict[str, list[Path]] = {}
+    for p in files:
+        by_category.setdefault(p.parent.name, []).append(p)
+    accepted = rejected = 0
+    t0 = time.monotonic()
+    for category, paths in by_category.items():
+        for i in range(0, len(paths), batch):
+            result = client.upload([(p.name, p.read_bytes()) for p in paths[i : i + batch]], category)
+            accepted += len(result["accepted"])
+            rejected += len(result["rejected"])
+            for r in result["rejected"]:
+                click.echo(f"rejected {r['filename']}: {r['reason']}", err=True)
+    dt = time.monotonic() - t0
+    click.echo(
+        json.dumps(
+            {
+                "accepted": accepted,
+                "rejected": rejected,
+                "seconds": round(dt, 2),
+                "images_per_s": round(accepted / dt, 1) if dt else None,
+            }
+        )
+    )
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--watch", is_flag=True, help="follow the job until it ends")
+@api_option
+@key_option
+def status(job_id: str, watch: bool, api_url: str, key_file: Path | None) -> None:
+    """Show a job (with --watch, a progress line until it ends)."""
+    client = _client(api_url, key_file)
+
+    def show(job: dict) -> None:
+        p = job["progress"]
+        eta = f" eta {job['eta_seconds']:.0f}s" if job.get("eta_seconds") else ""
+        click.echo(f"\r{job['status']:<20} {p['done']}/{p['total']}{eta}   ", nl=False)
+
+    if watch:
+        job = client.wait(job_id, timeout=7 * 24 * 3600, interval=1.0, on_update=show)
+        click.echo()
+    else:
+        job = client.job(job_id)
+    click.echo(json.dumps(job, indent=2))
+
+
+def _register_optional() -> None:
+    # The local GAN commands and benchmarks need torch (the worker extra); the CLI starts without it.
+    try:
+        from cli.gan import gan
+
+        cli.add_command(gan)
+    except ImportError:
+        pass
+    try:
+        from cli.bench_model import bench
+
+        cli.add_command(bench)
+    except ImportError:
+        pass
+
+
+_register_optional()
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

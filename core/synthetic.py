@@ -1,0 +1,106 @@
+"""A procedurally drawn mini-catalogue: simple garment silhouettes with random colours and patterns.
+
+Used by `atelier demo` and the tests (factories over checked-in binaries): `draw_garment("dress", rng)`
+returns a PIL image, `make_catalogue(n_per_category, categories)` a list of (category, filename, bytes).
+"""
+
+from __future__ import annotations
+
+import io
+import random
+
+from PIL import Image, ImageDraw
+
+CATEGORIES = ("dress", "t-shirt", "pants", "skirt", "hat", "shoes")
+
+# Silhouettes as polygons on a 100x100 canvas (x, y); scaled to the image size when drawn.
+SHAPES: dict[str, list[list[tuple[float, float]]]] = {
+    "dress": [[(38, 10), (62, 10), (66, 35), (84, 92), (16, 92), (34, 35)]],
+    "t-shirt": [
+        [
+            (30, 15),
+            (42, 12),
+            (58, 12),
+            (70, 15),
+            (90, 32),
+            (80, 42),
+            (72, 36),
+            (72, 88),
+            (28, 88),
+            (28, 36),
+            (20, 42),
+            (10, 32),
+        ]
+    ],
+    "pants": [[(30, 10), (70, 10), (76, 92), (56, 92), (50, 40), (44, 92), (24, 92)]],
+    "skirt": [[(34, 25), (66, 25), (84, 80), (16, 80)]],
+    "hat": [[(10, 66), (90, 66), (90, 74), (10, 74)], [(28, 66), (32, 32), (50, 26), (68, 32), (72, 66)]],
+    "shoes": [[(14, 58), (44, 50), (60, 58), (88, 64), (90, 76), (14, 76)]],
+}
+
+
+def _colour(rng: random.Random) -> tuple[int, int, int]:
+    return (rng.randint(20, 235), rng.randint(20, 235), rng.randint(20, 235))
+
+
+def draw_garment(category: str, rng: random.Random, size: int = 96) -> Image.Image:
+    if category not in SHAPES:
+        raise ValueError(f"no drawing for category {category!r}; known: {', '.join(SHAPES)}")
+    background = (rng.randint(225, 255),) * 3
+    img = Image.new("RGB", (size, size), background)
+    mask = Image.new("L", (size, size), 0)
+    mdraw = ImageDraw.Draw(mask)
+    jitter = rng.uniform(-4, 4)
+    scale = size / 100 * rng.uniform(0.9, 1.05)
+    for poly in SHAPES[category]:
+        mdraw.polygon([((x + jitter) * scale, (y + jitter) * scale) for x, y in poly], fill=255)
+    base = _colour(rng)
+    fabric = Image.new("RGB", (size, size), base)
+    fdraw = ImageDraw.Draw(fabric)
+    pattern = rng.choice(("plain", "stripes", "dots", "checks"))
+    accent = _colour(rng)
+    step = rng.randint(6, 14) * size // 96 or 4
+    if pattern == "stripes":
+        for y in range(0, size, step):
+            fdraw.rectangle([0, y, size, y + step // 3], fill=accent)
+    elif pattern == "dots":
+        for y in range(0, size, step):
+            for x in range((y // step % 2) * step // 2, size, step):
+                fdraw.ellipse([x, y, x + step // 3, y + step // 3], fill=accent)
+    elif pattern == "checks":
+        for y in range(0, size, step):
+            for x in range(0, size, step):
+                if (x // step + y // step) % 2:
+                    fdraw.rectangle([x, y, x + step, y + step], fill=accent)
+    img.paste(fabric, (0, 0), mask)
+    return img
+
+
+def encode(img: Image.Image, fmt: str = "JPEG") -> bytes:
+    out = io.BytesIO()
+    img.save(out, fmt, quality=92) if fmt == "JPEG" else img.save(out, fmt)
+    return out.getvalue()
+
+
+def make_catalogue(
+    n_per_category: int, categories: tuple[str, ...] = CATEGORIES, *, seed: int = 0, size: int = 96
+) -> list[tuple[str, str, bytes]]:
+    rng = random.Random(seed)
+    items = []
+    for category in categories:
+        for i in range(n_per_category):
+            items.append(
+                (category, f"{category}-{seed}-{i:04d}.jpg", encode(draw_garment(category, rng, size)))
+            )
+    return items
+
+
+def catalogue_zip(items: list[tuple[str, str, bytes]]) -> bytes:
+    """A ZIP of category folders, as `POST /v1/catalogue/images` takes it."""
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        for category, filename, data in items:
+            archive.writestr(f"{category}/{filename}", data)
+    return out.getvalue()

@@ -1,0 +1,69 @@
+"""The Celery app: queues, routes, beat and the reliability settings.
+
+Queues: `train` and `generate.interactive` / `generate.bulk` for GPU workers, `io` for CPU work
+(ingest, reconcile, finalize, schedules). Delivery is at least once: a message is acknowledged only
+after its task ends (acks_late), a worker process killed mid-task puts its message back
+(reject_on_worker_lost), and each worker process reserves one message at a time (prefetch 1), so a
+slow chunk never holds others hostage. Every task re-reads its row and is idempotent.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu import Queue
+
+from core.config import get_settings
+from core.db import dispose_engine
+
+QUEUES = ("train", "generate.interactive", "generate.bulk", "io")
+TASK_MODULES = ["workers.tasks.ingest", "workers.tasks.reconcile"]
+
+
+def make_app() -> Celery:
+    settings = get_settings()
+    app = Celery("atelier", broker=settings.broker_url, include=TASK_MODULES)
+    app.conf.update(
+        task_queues=[Queue(name, routing_key=name) for name in QUEUES],
+        task_default_queue="io",
+        task_routes={
+            "atelier.ingest": {"queue": "io"},
+            "atelier.reconcile": {"queue": "io"},
+            "atelier.fire_schedules": {"queue": "io"},
+            "atelier.train_segment": {"queue": "train"},
+            "atelier.generate_plan": {"queue": "io"},
+            "atelier.finalize_generation": {"queue": "io"},
+        },
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=settings.task_soft_time_limit,
+        task_time_limit=settings.task_time_limit,
+        # A message unacked for this long is handed to another worker; every task's hard time limit
+        # stays below it, so a healthy task is never delivered twice by the broker.
+        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        task_ignore_result=True,
+        worker_send_task_events=False,
+        worker_hijack_root_logger=False,
+        worker_max_tasks_per_child=200,
+        beat_schedule={
+            "reconcile": {
+                "task": "atelier.reconcile",
+                "schedule": settings.reconcile_every_seconds,
+                "options": {"queue": "io", "expires": settings.reconcile_every_seconds * 3},
+            },
+        },
+        timezone="UTC",
+    )
+    return app
+
+
+app = make_app()
+
+
+@worker_process_init.connect
+def _fresh_connections(**_kwargs) -> None:
+    # A forked pool process must not share the parent's SQL connections.
+    dispose_engine()
