@@ -15,8 +15,8 @@ from core.models import ApiKey
 from core.storage import ObjectStore, get_store
 
 
-def get_session() -> Iterator[Session]:
-    session = session_factory()()
+def get_session(request: Request) -> Iterator[Session]:
+    session = session_factory(readonly=request.method in ("GET", "HEAD"))()
     try:
         yield session
         session.commit()
@@ -27,7 +27,9 @@ def get_session() -> Iterator[Session]:
         session.close()
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the commit happens before the response is sent, so a client that got its 201
+# reads its own write on the next request (the default "request" scope commits after sending).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 

@@ -43,9 +43,12 @@ def make_engine(url: str) -> Engine:
         def _no_pysqlite_begin(dbapi_conn, _record):  # noqa: ANN001
             dbapi_conn.isolation_level = None
 
+        # Read-only sessions (API GETs) ask for a deferred BEGIN so that pollers never queue
+        # behind a writer: WAL readers see the last committed snapshot without any lock.
         @event.listens_for(engine, "begin")
         def _begin_immediate(conn):  # noqa: ANN001
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+            conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -68,8 +71,11 @@ def dispose_engine() -> None:
     _engines.clear()
 
 
-def session_factory(url: str | None = None) -> sessionmaker[Session]:
-    return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+def session_factory(url: str | None = None, *, readonly: bool = False) -> sessionmaker[Session]:
+    engine = get_engine(url)
+    if readonly:
+        engine = engine.execution_options(sqlite_begin="DEFERRED")
+    return sessionmaker(bind=engine, expire_on_commit=False)
 
 
 @contextmanager

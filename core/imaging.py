@@ -43,10 +43,12 @@ def _open(data: bytes) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        if isinstance(exc, UnidentifiedImageError):
-            raise RejectedImage("not an image: the file is not a JPEG, PNG or WebP") from exc
+    except UnidentifiedImageError as exc:
+        raise RejectedImage("not an image: the file is not a JPEG, PNG or WebP") from exc
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise RejectedImage(f"decompression bomb: {exc}") from exc
+    except Exception as exc:  # a header Pillow recognises but cannot parse
+        raise RejectedImage(f"corrupt image: {exc}") from exc
 
 
 def validate_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CleanImage:
@@ -63,19 +65,16 @@ def validate_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CleanImag
         raise RejectedImage(
             f"decompression bomb: {width}x{height} = {width * height} pixels, the limit is {max_pixels}"
         )
-    try:
-        img.load()
-    except Exception as exc:  # truncated or corrupt data surfaces here
-        raise RejectedImage(f"corrupt image: {exc}") from exc
     if width < 16 or height < 16:
         raise RejectedImage(f"image too small: {width}x{height}, at least 16x16 is needed")
-
-    exif = img.getexif()
     fmt = img.format
-    if len(exif) == 0 and not img.info.get("exif"):
-        clean = data
-    else:
-        clean = _reencode_without_exif(img, fmt)
+    try:
+        img.load()  # truncated or corrupt data surfaces here
+        has_exif = len(img.getexif()) > 0 or bool(img.info.get("exif"))
+        clean = _reencode_without_exif(img, fmt) if has_exif else data
+    except Exception as exc:
+        raise RejectedImage(f"corrupt image: {exc}") from exc
+    if clean is not data:
         width, height = Image.open(io.BytesIO(clean)).size
     return CleanImage(clean, hashlib.sha256(clean).hexdigest(), fmt, width, height)
 

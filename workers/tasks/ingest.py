@@ -4,7 +4,7 @@ already prepared is skipped, so a re-delivered message redoes nothing."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from core.config import get_settings
 from core.db import session_scope
@@ -13,6 +13,8 @@ from core.models import CatalogueImage, Job, utcnow
 from core.storage import get_store
 from workers.celery_app import app
 from workers.leases import Cancelled, JobLease
+
+BATCH = 20  # photos per progress update
 
 
 def prepared_key(sha256: str, size: int) -> str:
@@ -35,16 +37,27 @@ def run_ingest(lease: JobLease) -> None:
         image_ids = list(session.get(Job, lease.job_id).params.get("image_ids", []))
     total = len(image_ids)
     done = 0
-    for start in range(0, total, 50):
-        batch = image_ids[start : start + 50]
+    for start in range(0, total, BATCH):
+        batch = image_ids[start : start + BATCH]
         with session_scope() as session:
-            images = list(session.scalars(select(CatalogueImage).where(CatalogueImage.id.in_(batch))))
-            for image in images:
-                key = prepared_key(image.sha256, size)
-                if image.prepared_key != key:
-                    store.put(key, prepare_for_training(store.get(image.key), size), content_type="image/png")
-                    image.prepared_key = key
-                    image.prepared_at = utcnow()
+            todo = session.execute(
+                select(CatalogueImage.id, CatalogueImage.sha256, CatalogueImage.key).where(
+                    CatalogueImage.id.in_(batch),
+                    or_(
+                        CatalogueImage.prepared_key.is_(None),
+                        ~CatalogueImage.prepared_key.startswith(f"catalogue/prepared/{size}/"),
+                    ),
+                )
+            ).all()
+        prepared = {}
+        for image_id, sha256, original in todo:  # S3 work outside any SQL transaction
+            key = prepared_key(sha256, size)
+            store.put(key, prepare_for_training(store.get(original), size), content_type="image/png")
+            prepared[image_id] = key
+        if prepared:
+            with session_scope() as session:
+                for image in session.scalars(select(CatalogueImage).where(CatalogueImage.id.in_(prepared))):
+                    image.prepared_key, image.prepared_at = prepared[image.id], utcnow()
         done += len(batch)
         lease.progress(done, total)
         if lease.should_stop:

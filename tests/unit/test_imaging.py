@@ -1,0 +1,128 @@
+import io
+import random
+import zipfile
+
+import pytest
+from PIL import Image
+
+from core.catalogue import Upload, expand_zip, normalize_category
+from core.config import Settings
+from core.imaging import RejectedImage, prepare_for_training, validate_image
+from core.synthetic import catalogue_zip, draw_garment, encode, make_catalogue
+
+LIMITS = {"max_bytes": 5_000_000, "max_pixels": 4_000_000}
+
+
+def jpeg_with_exif(orientation: int) -> bytes:
+    img = Image.new("RGB", (60, 30), (200, 10, 10))
+    img.paste((10, 10, 200), (0, 0, 30, 30))  # left half blue, so rotation is visible
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # Orientation
+    exif[0x010F] = "ACME Camera"  # Make
+    exif[0x8825] = {1: "N", 2: (52.0, 22.0, 0.0)}  # GPSInfo
+    out = io.BytesIO()
+    img.save(out, "JPEG", exif=exif, quality=95)
+    return out.getvalue()
+
+
+def test_valid_jpeg_is_kept_byte_for_byte():
+    data = encode(draw_garment("dress", random.Random(1)))
+    clean = validate_image(data, **LIMITS)
+    assert clean.data == data and clean.format == "JPEG" and (clean.width, clean.height) == (96, 96)
+
+
+def test_exif_orientation_applied_and_location_and_device_dropped():
+    clean = validate_image(jpeg_with_exif(6), **LIMITS)  # 6 = rotate 90° clockwise to display
+    img = Image.open(io.BytesIO(clean.data))
+    assert img.size == (30, 60)
+    exif = img.getexif()
+    assert 0x8825 not in exif and 0x010F not in exif and 0x0112 not in exif
+    assert b"ACME" not in clean.data
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty file"),
+        (b"hello, this is a text file" * 10, "not an image"),
+        (encode(draw_garment("hat", random.Random(2)))[:600], "corrupt image"),
+        (encode(Image.new("RGB", (8, 8))), "too small"),
+    ],
+    ids=["empty", "non-image", "truncated", "tiny"],
+)
+def test_rejected_files_name_the_reason(data, reason):
+    with pytest.raises(RejectedImage, match=reason):
+        validate_image(data, **LIMITS)
+
+
+def test_oversized_file_rejected_before_decoding():
+    data = encode(draw_garment("dress", random.Random(3)))
+    with pytest.raises(RejectedImage, match="file too large"):
+        validate_image(data, max_bytes=len(data) - 1, max_pixels=10**7)
+
+
+def test_decompression_bomb_rejected_from_its_header():
+    # 6000x6000 of one colour compresses to a few KB but would decode to 108 MB
+    out = io.BytesIO()
+    Image.new("RGB", (6000, 6000), (255, 255, 255)).save(out, "PNG")
+    assert len(out.getvalue()) < 500_000
+    with pytest.raises(RejectedImage, match="decompression bomb"):
+        validate_image(out.getvalue(), **LIMITS)
+
+
+def test_prepared_image_is_square_and_keeps_the_whole_garment():
+    tall = Image.new("RGB", (40, 120), (255, 255, 255))
+    tall.paste((0, 0, 0), (10, 0, 30, 120))  # a black bar from top to bottom
+    out = Image.open(io.BytesIO(prepare_for_training(encode(tall, "PNG"), 64)))
+    assert out.size == (64, 64)
+    # the bar still reaches the top and bottom rows: padded, not cropped
+    assert out.getpixel((32, 1))[0] < 60 and out.getpixel((32, 62))[0] < 60
+    assert out.getpixel((2, 32)) == (255, 255, 255)
+
+
+SETTINGS = Settings(max_upload_bytes=1_000_000)
+
+
+def test_zip_folders_become_categories():
+    items = make_catalogue(2, ("dress", "skirt"), seed=4)
+    photos, rejected = expand_zip(Upload("c.zip", catalogue_zip(items)), settings=SETTINGS)
+    assert rejected == []
+    assert sorted(cat for _, cat in photos) == ["dress", "dress", "skirt", "skirt"]
+
+
+@pytest.mark.parametrize("name", ["../evil/x.jpg", "/etc/x.jpg", "dress/../../x.jpg", "C:/x/y.jpg"])
+def test_zip_with_path_traversal_is_refused_whole(name):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("dress/ok.jpg", encode(draw_garment("dress", random.Random(5))))
+        z.writestr(name, b"x")
+    photos, rejected = expand_zip(Upload("bad.zip", buf.getvalue()), settings=SETTINGS)
+    assert photos == []
+    assert (
+        len(rejected) == 1 and "unsafe path" in rejected[0]["reason"] and rejected[0]["filename"] == "bad.zip"
+    )
+
+
+def test_zip_members_without_folder_or_not_images_are_rejected_by_name():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("loose.jpg", encode(draw_garment("dress", random.Random(6))))
+        z.writestr("dress/notes.txt", b"hello")
+    photos, rejected = expand_zip(Upload("c.zip", buf.getvalue()), settings=SETTINGS)
+    assert photos == []
+    reasons = {r["filename"]: r["reason"] for r in rejected}
+    assert "no category" in reasons["c.zip:loose.jpg"]
+    assert "not an image" in reasons["c.zip:dress/notes.txt"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("Dress", "dress"), (" t-shirt ", "t-shirt"), ("Long Sleeve", "long-sleeve")]
+)
+def test_category_names_normalised(raw, expected):
+    assert normalize_category(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "../x", "a/b", "x" * 65])
+def test_bad_category_names_refused(raw):
+    with pytest.raises(ValueError, match="category"):
+        normalize_category(raw)

@@ -1,0 +1,65 @@
+import pytest
+from pydantic import ValidationError
+
+from core import jobs
+from core.auth import create_key, has_scope, hash_key
+from core.config import Settings
+from core.models import ApiKey
+from core.models.base import utcnow
+from core.pagination import BadCursor, decode_cursor, encode_cursor
+
+
+def test_production_refuses_development_secrets():
+    with pytest.raises(ValidationError, match="ATELIER_S3_SECRET_KEY"):
+        Settings(env="production")
+    ok = Settings(env="production", s3_secret_key="s3cret", webhook_secret="hooks3cret")
+    assert ok.env == "production"
+
+
+def test_hard_time_limit_must_stay_under_the_visibility_timeout():
+    with pytest.raises(ValidationError, match="VISIBILITY_TIMEOUT"):
+        Settings(task_soft_time_limit=100, task_time_limit=4000, broker_visibility_timeout=3600)
+
+
+def test_settings_read_from_environment(monkeypatch):
+    monkeypatch.setenv("ATELIER_S3_BUCKET", "designs")
+    monkeypatch.setenv("ATELIER_MAX_DELIVERIES", "7")
+    s = Settings()
+    assert s.s3_bucket == "designs" and s.max_deliveries == 7
+
+
+@pytest.mark.parametrize(
+    ("current", "target", "legal"),
+    [
+        ("queued", "running", True),
+        ("queued", "cancelled", True),
+        ("queued", "succeeded", False),
+        ("running", "succeeded", True),
+        ("running", "partially_succeeded", True),
+        ("running", "queued", True),
+        ("succeeded", "running", False),
+        ("cancelled", "queued", False),
+        ("failed", "succeeded", False),
+    ],
+)
+def test_legal_transitions(current, target, legal):
+    assert jobs.can_transition(current, target) is legal
+
+
+def test_cursor_round_trip_and_garbage():
+    at = utcnow()
+    assert decode_cursor(encode_cursor(at, "abc")) == (at, "abc")
+    with pytest.raises(BadCursor):
+        decode_cursor("not-a-cursor")
+
+
+def test_admin_scope_implies_the_others():
+    key = ApiKey(name="k", key_hash=hash_key("x"), scopes=["admin"])
+    assert has_scope(key, "submit") and has_scope(key, "catalogue")
+    reader = ApiKey(name="r", key_hash=hash_key("y"), scopes=["read"])
+    assert has_scope(reader, "read") and not has_scope(reader, "submit")
+
+
+def test_unknown_scope_refused():
+    with pytest.raises(ValueError, match="unknown scope"):
+        create_key(session=None, name="x", scopes=["read", "root"])
