@@ -9,7 +9,9 @@ from core.models.base import utcnow
 from core.pagination import BadCursor, decode_cursor, encode_cursor
 
 
-def test_production_refuses_development_secrets():
+def test_production_refuses_development_secrets(monkeypatch):
+    for name in ("ATELIER_S3_SECRET_KEY", "ATELIER_WEBHOOK_SECRET"):
+        monkeypatch.delenv(name, raising=False)
     with pytest.raises(ValidationError, match="ATELIER_S3_SECRET_KEY"):
         Settings(env="production")
     ok = Settings(env="production", s3_secret_key="s3cret", webhook_secret="hooks3cret")
