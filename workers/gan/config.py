@@ -30,6 +30,8 @@ class GanConfig:
     channel_base: int = 2048
     channel_max: int = 128
     channel_min: int = 16
+    g_convs: int = 2  # 3x3 convs per generator block
+    d_convs: int = 2  # 3x3 convs per discriminator block
     batch_size: int = 32
     lr_g: float = 2e-4
     lr_d: float = 2e-4
@@ -91,7 +93,9 @@ def validate(cfg: GanConfig) -> None:
         raise ValueError(f"batch_size must be positive, got {cfg.batch_size}")
 
 
-def preset_config(preset: str, resolution: int | None = None, arch: str = "atelier", **overrides) -> GanConfig:
+def preset_config(
+    preset: str, resolution: int | None = None, arch: str = "atelier", **overrides
+) -> GanConfig:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
     values = dict(PRESETS[preset], preset=preset, arch=arch)

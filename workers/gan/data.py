@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps
 
@@ -29,7 +30,7 @@ def _edge_colour(img: Image.Image) -> tuple[int, int, int]:
     # touching one edge.
     w, h = img.size
     border = [img.crop(b) for b in ((0, 0, w, 1), (0, h - 1, w, h), (0, 0, 1, h), (w - 1, 0, w, h))]
-    px = torch.cat([torch.tensor(list(b.getdata()), dtype=torch.int32).view(-1, 3) for b in border])
+    px = torch.cat([torch.from_numpy(np.asarray(b, dtype=np.int32).reshape(-1, 3)) for b in border])
     return tuple(int(v) for v in px.median(dim=0).values)
 
 
