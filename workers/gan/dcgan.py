@@ -30,7 +30,11 @@ class DCGANGenerator(nn.Module):
         super().__init__()
         self.z_dim, self.resolution, self.num_classes = cfg.z_dim, cfg.resolution, cfg.num_classes
         c4 = cfg.channels(4)
-        layers: list[nn.Module] = [nn.ConvTranspose2d(cfg.z_dim, c4, 4, 1, 0, bias=False), nn.BatchNorm2d(c4), nn.ReLU()]
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(cfg.z_dim, c4, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(c4),
+            nn.ReLU(),
+        ]
         cin = c4
         for k in range(3, int(math.log2(cfg.resolution))):
             cout = cfg.channels(2**k)

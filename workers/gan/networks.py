@@ -40,7 +40,9 @@ class Mapping(nn.Module):
         self.conditional = conditional
         self.embed = nn.Embedding(num_classes, w_dim) if conditional else None
         dims = [z_dim + (w_dim if conditional else 0)] + [w_dim] * layers
-        self.net = nn.Sequential(*[m for a, b in zip(dims, dims[1:]) for m in (nn.Linear(a, b), nn.LeakyReLU(0.2))])
+        self.net = nn.Sequential(
+            *[m for a, b in zip(dims, dims[1:], strict=False) for m in (nn.Linear(a, b), nn.LeakyReLU(0.2))]
+        )
         # Running mean of w per class: the centre that truncation pulls towards.
         self.register_buffer("w_avg", torch.zeros(num_classes, w_dim))
 
@@ -79,18 +81,19 @@ class FiLM(nn.Module):
 
 
 class GBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, w_dim: int):
+    def __init__(self, cin: int, cout: int, w_dim: int, n_convs: int = 2):
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
-        self.mod1 = FiLM(w_dim, cout)
-        self.mod2 = FiLM(w_dim, cout)
+        self.convs = nn.ModuleList(
+            nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1) for i in range(n_convs)
+        )
+        self.mods = nn.ModuleList(FiLM(w_dim, cout) for _ in range(n_convs))
 
     def forward(self, x, w):
         # Nearest upsample + conv instead of transposed conv: no checkerboard artefacts.
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        x = self.mod1(self.conv1(x), w)
-        return self.mod2(self.conv2(x), w)
+        for conv, mod in zip(self.convs, self.mods, strict=False):
+            x = mod(conv(x), w)
+        return x
 
 
 class Generator(nn.Module):
@@ -106,7 +109,7 @@ class Generator(nn.Module):
         blocks, cin = [], c4
         for k in range(3, int(math.log2(cfg.resolution)) + 1):
             cout = cfg.channels(2**k)
-            blocks.append(GBlock(cin, cout, cfg.w_dim))
+            blocks.append(GBlock(cin, cout, cfg.w_dim, cfg.g_convs))
             cin = cout
         self.blocks = nn.ModuleList(blocks)
         self.to_rgb = nn.Conv2d(cin, 3, 1)
@@ -126,17 +129,19 @@ class Generator(nn.Module):
 
 
 class DBlock(nn.Module):
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, n_convs: int = 2):
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cin, 3, padding=1)
-        self.conv2 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.convs = nn.ModuleList(
+            nn.Conv2d(cin, cout if i == n_convs - 1 else cin, 3, padding=1) for i in range(n_convs)
+        )
         self.skip = nn.Conv2d(cin, cout, 1, bias=False)
 
     def forward(self, x):
-        y = F.leaky_relu(self.conv1(x), 0.2)
-        y = F.avg_pool2d(F.leaky_relu(self.conv2(y), 0.2), 2)
+        y = x
+        for conv in self.convs:
+            y = F.leaky_relu(conv(y), 0.2)
         # Residual D (StyleGAN2): gradients reach the early layers, variance kept by 1/sqrt(2).
-        return (y + F.avg_pool2d(self.skip(x), 2)) * (1 / math.sqrt(2))
+        return (F.avg_pool2d(y, 2) + F.avg_pool2d(self.skip(x), 2)) * (1 / math.sqrt(2))
 
 
 def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:
@@ -157,7 +162,7 @@ class Discriminator(nn.Module):
         self.from_rgb = nn.Conv2d(3, cfg.channels(res), 1)
         blocks = []
         while res > 4:
-            blocks.append(DBlock(cfg.channels(res), cfg.channels(res // 2)))
+            blocks.append(DBlock(cfg.channels(res), cfg.channels(res // 2), cfg.d_convs))
             res //= 2
         self.blocks = nn.Sequential(*blocks)
         c4 = cfg.channels(4)
