@@ -1,0 +1,159 @@
+"""The offline judge: a small CNN classifier trained on the catalogue itself.
+
+No downloaded Inception weights are available to a worker (or wanted: a catalogue of garments is far
+from ImageNet), so metrics use a classifier trained on the catalogue's own real photos:
+
+    judge(images)            -> logits over the catalogue's categories  (GAN-test accuracy)
+    judge.features(images)   -> penultimate features                    (KID, precision/recall, novelty)
+
+It sees images at ``min(R, 64)`` px whatever the dataset resolution, so one judge fits every preset.
+A stratified held-out split (recorded in ``judge.info``) measures its own accuracy, the yardstick for
+GAN-test accuracy.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import images_as_float
+
+
+def _stage(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
+
+
+class Judge(nn.Module):
+    def __init__(self, num_classes: int, width: int = 32, input_res: int = 32):
+        super().__init__()
+        self.num_classes, self.width, self.input_res = num_classes, width, input_res
+        self.body = nn.Sequential(_stage(3, width), _stage(width, 2 * width), _stage(2 * width, 4 * width))
+        self.dropout = nn.Dropout(0.3)
+        self.head = nn.Linear(4 * width, num_classes)
+        self.info: dict = {}
+
+    def _prep(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = images_as_float(x)
+        if x.shape[-1] != self.input_res:
+            x = F.interpolate(x, size=(self.input_res, self.input_res), mode="area")
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self._prep(x)).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.features(x)))
+
+
+def stratified_split(labels: torch.Tensor, heldout_fraction: float, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    train_idx, held_idx = [], []
+    for c in labels.unique().tolist():
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(idx.numel(), generator=gen)]
+        k = max(1, round(idx.numel() * heldout_fraction)) if idx.numel() > 1 else 0
+        held_idx.append(idx[:k])
+        train_idx.append(idx[k:])
+    return torch.cat(train_idx).sort().values, torch.cat(held_idx).sort().values
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    # Flips and small shifts (reflect-padded): the judge must not key on exact pixel positions.
+    n, _, h, w = x.shape
+    flip = torch.rand(n, generator=gen) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    pad = max(1, h // 8)
+    padded = F.pad(x, [pad] * 4, mode="reflect")
+    dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=gen).tolist()
+    return padded[:, :, dy : dy + h, dx : dx + w]
+
+
+@torch.no_grad()
+def judge_accuracy(judge: Judge, images: torch.Tensor, labels: torch.Tensor, batch: int = 512) -> float:
+    judge.eval()
+    if labels.numel() == 0:
+        return float("nan")
+    correct = sum(
+        (judge(images[i : i + batch]).argmax(1) == labels[i : i + batch]).sum().item()
+        for i in range(0, labels.numel(), batch)
+    )
+    return correct / labels.numel()
+
+
+def train_judge(
+    dataset: dict,
+    *,
+    seed: int = 0,
+    seconds: float | None = None,
+    epochs: int | None = None,
+    heldout_fraction: float = 0.15,
+    width: int = 32,
+    batch_size: int = 64,
+) -> tuple[Judge, dict]:
+    """Train on the stratified train split; report accuracy on the held-out split."""
+    if seconds is None and epochs is None:
+        epochs = 15
+    images, labels = dataset["images"], dataset["labels"]
+    num_classes = int(dataset.get("num_classes", int(labels.max()) + 1))
+    if "class_names" in dataset:
+        num_classes = max(num_classes, len(dataset["class_names"]))
+    train_idx, held_idx = stratified_split(labels, heldout_fraction, seed)
+    torch.manual_seed(seed)
+    judge = Judge(num_classes, width=width, input_res=min(images.shape[-1], 64))
+    opt = torch.optim.AdamW(judge.parameters(), lr=2e-3, weight_decay=5e-4)
+    gen = torch.Generator().manual_seed(seed)
+    x_train, y_train = images_as_float(images[train_idx]), labels[train_idx]
+    t0, epoch = time.perf_counter(), 0
+    total_epochs = epochs if epochs is not None else 10**9
+    while epoch < total_epochs:
+        judge.train()
+        order = torch.randperm(train_idx.numel(), generator=gen)
+        for i in range(0, order.numel(), batch_size):
+            b = order[i : i + batch_size]
+            loss = F.cross_entropy(judge(_augment(x_train[b], gen)), y_train[b], label_smoothing=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        epoch += 1
+        if seconds is not None and time.perf_counter() - t0 >= seconds:
+            break
+    judge.eval()
+    info = {
+        "heldout_accuracy": judge_accuracy(judge, images[held_idx], labels[held_idx]),
+        "train_accuracy": judge_accuracy(judge, images[train_idx], labels[train_idx]),
+        "epochs": epoch,
+        "seconds": time.perf_counter() - t0,
+        "train_index": train_idx,
+        "heldout_index": held_idx,
+        "seed": seed,
+    }
+    judge.info = info
+    return judge, info
+
+
+def judge_to_bytes(judge: Judge) -> bytes:
+    buf = io.BytesIO()
+    meta = {"num_classes": judge.num_classes, "width": judge.width, "input_res": judge.input_res}
+    torch.save({"meta": meta, "state_dict": judge.state_dict(), "info": judge.info}, buf)
+    return buf.getvalue()
+
+
+def judge_from_bytes(b: bytes) -> Judge:
+    d = torch.load(io.BytesIO(b), weights_only=True, map_location="cpu")
+    judge = Judge(**d["meta"])
+    judge.load_state_dict(d["state_dict"])
+    judge.info = d.get("info", {})
+    return judge.eval()

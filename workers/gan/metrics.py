@@ -1,0 +1,198 @@
+"""Offline metrics in the judge's feature space (``judge.py``).
+
+kid(a, b)                   unbiased MMD^2, kernel k(x, y) = (x.y / d + 1)^3, averaged over subsets
+                            (Binkowski et al. 2018): ~0 for one distribution, grows with the gap
+precision_recall(r, f, k)   k-NN manifold estimate (Kynkaenniemi et al. 2019): fraction of fakes
+                            inside the real manifold (fidelity), of reals inside the fake one (cover)
+gan_test_accuracy(j, x, y)  does the judge see the asked-for category in the generated image
+novelty(fake, train)        distance to the nearest training photo, relative to how far that photo
+                            is from its own nearest neighbour; < threshold flags a near-copy
+evaluate(G, judge, data)    all of the above for a generator (GAN-test on n_per_class per category,
+                            KID / precision / recall against the real set with its category mix)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .judge import Judge, judge_accuracy, judge_from_bytes, judge_to_bytes, train_judge
+
+__all__ = [
+    "kid",
+    "precision_recall",
+    "gan_test_accuracy",
+    "novelty",
+    "evaluate",
+    "extract_features",
+    "train_judge",
+    "judge_to_bytes",
+    "judge_from_bytes",
+    "judge_accuracy",
+    "Judge",
+]
+
+
+def kid(
+    feat_a: torch.Tensor, feat_b: torch.Tensor, *, subsets: int = 50, subset_size: int = 1000, seed: int = 0
+) -> float:
+    a, b = feat_a.double(), feat_b.double()
+    d = a.shape[1]
+    m = min(a.shape[0], b.shape[0], subset_size)
+    if m < 2:
+        raise ValueError("kid needs at least 2 samples in each set")
+    gen = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for _ in range(subsets):
+        x = a[torch.randperm(a.shape[0], generator=gen)[:m]]
+        y = b[torch.randperm(b.shape[0], generator=gen)[:m]]
+        kxx = (x @ x.T / d + 1) ** 3
+        kyy = (y @ y.T / d + 1) ** 3
+        kxy = (x @ y.T / d + 1) ** 3
+        # Unbiased: the diagonals (k(x, x)) are left out of the within-set means.
+        total += float(
+            (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
+            + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+            - 2 * kxy.mean()
+        )
+    return total / subsets
+
+
+def _kth_nn_radius(f: torch.Tensor, k: int) -> torch.Tensor:
+    dist = torch.cdist(f, f)
+    # k+1: the nearest "neighbour" of a point is itself at distance 0.
+    return dist.topk(min(k + 1, f.shape[0]), dim=1, largest=False).values[:, -1]
+
+
+def precision_recall(real_f: torch.Tensor, fake_f: torch.Tensor, k: int = 3) -> dict:
+    real_f, fake_f = real_f.double(), fake_f.double()
+    r_real, r_fake = _kth_nn_radius(real_f, k), _kth_nn_radius(fake_f, k)
+    d = torch.cdist(fake_f, real_f)  # [fake, real]
+    precision = (d <= r_real[None, :]).any(dim=1).double().mean().item()
+    recall = (r_fake[None, :] >= d.T).any(dim=1).double().mean().item()
+    return {"precision": precision, "recall": recall}
+
+
+@torch.no_grad()
+def gan_test_accuracy(judge: Judge, images: torch.Tensor, labels: torch.Tensor) -> float:
+    return judge_accuracy(judge, images, torch.as_tensor(labels))
+
+
+def novelty(fake_f: torch.Tensor, train_f: torch.Tensor, *, threshold: float = 0.5) -> dict:
+    """Near-copy check: ratio = d(fake, NN train) / d(that train photo, its own NN in train).
+
+    A generated design much closer to a photo than any other photo is (ratio << 1) is a likely copy.
+    """
+    fake_f, train_f = fake_f.double(), train_f.double()
+    nn_dist, nn_idx = torch.cdist(fake_f, train_f).min(dim=1)
+    own = _kth_nn_radius(train_f, 1).clamp_min(1e-12)
+    ratio = nn_dist / own[nn_idx]
+    flagged = (ratio < threshold).nonzero().flatten()
+    return {
+        "novelty_median_ratio": ratio.median().item(),
+        "near_copy_fraction": flagged.numel() / max(1, ratio.numel()),
+        "near_copy_threshold": threshold,
+        "near_copy_indices": flagged.tolist()[:100],
+        "nearest_train_index": nn_idx.tolist(),
+    }
+
+
+@torch.no_grad()
+def extract_features(judge: Judge, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    judge.eval()
+    return torch.cat(
+        [judge.features(images[i : i + batch]).double() for i in range(0, images.shape[0], batch)]
+    )
+
+
+def evaluate(
+    G,
+    judge: Judge,
+    dataset: dict,
+    *,
+    n_per_class: int = 100,
+    seed: int = 0,
+    truncation: float = 1.0,
+    device: str = "cpu",
+    max_real: int = 5000,
+    kid_subsets: int = 50,
+) -> dict:
+    """All metrics for generator ``G`` (use G_ema) against ``dataset``'s real images.
+
+    GAN-test: ``n_per_class`` images per category, seeds ``seed + i``. KID / precision / recall: one
+    generated image per real image (up to ``max_real``) with the same category, so a conditional model
+    is compared at the catalogue's category mix; ``kid_heldout`` does the same on the judge's held-out
+    split only. Novelty is measured against the judge's train split.
+    """
+    from .sampling import generate
+
+    images, labels = dataset["images"], dataset["labels"]
+    num_classes = judge.num_classes
+    gen_labels = torch.arange(num_classes).repeat_interleave(n_per_class)
+    fakes = generate(
+        G,
+        seeds=[seed + i for i in range(gen_labels.numel())],
+        labels=gen_labels.tolist(),
+        truncation=truncation,
+        device=device,
+    )
+    per_class = [
+        gan_test_accuracy(judge, fakes[gen_labels == c], gen_labels[gen_labels == c])
+        for c in range(num_classes)
+    ]
+    n = images.shape[0]
+    real_idx = torch.arange(n)
+    if n > max_real:
+        real_idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_real].sort().values
+    # Real features once, indexed by position in the dataset (-1: not computed).
+    real_f = extract_features(judge, images[real_idx])
+    offset = seed + gen_labels.numel()
+    kid_fakes = generate(
+        G,
+        seeds=[offset + i for i in range(real_idx.numel())],
+        labels=labels[real_idx].tolist(),
+        truncation=truncation,
+        device=device,
+    )
+    fake_f = extract_features(judge, kid_fakes)
+    info = getattr(judge, "info", {}) or {}
+    out = {
+        "gan_test_accuracy": gan_test_accuracy(judge, fakes, gen_labels),
+        "gan_test_per_class": per_class,
+        "judge_heldout_accuracy": info.get("heldout_accuracy"),
+        "kid": kid(real_f, fake_f, seed=seed, subsets=kid_subsets),
+        **precision_recall(real_f, fake_f, k=3),
+        "n_generated": int(gen_labels.numel() + real_idx.numel()),
+        "n_real": int(real_idx.numel()),
+        "truncation": truncation,
+    }
+
+    def real_features(idx):
+        if n <= max_real:
+            return real_f[idx]
+        return extract_features(judge, images[idx])
+
+    held = info.get("heldout_index")
+    if held is not None and len(held) > 1:
+        held = torch.as_tensor(held)
+        # The KID fakes already carry one image per real image with its label: reuse the held-out ones.
+        held_fake_f = (
+            fake_f[held]
+            if n <= max_real
+            else extract_features(
+                judge,
+                generate(
+                    G,
+                    seeds=[offset + i for i in range(held.numel())],
+                    labels=labels[held].tolist(),
+                    truncation=truncation,
+                    device=device,
+                ),
+            )
+        )
+        out["kid_heldout"] = kid(real_features(held), held_fake_f, seed=seed, subsets=kid_subsets)
+    train_idx = info.get("train_index")
+    train_f = real_features(torch.as_tensor(train_idx)) if train_idx is not None else real_f
+    nov = novelty(extract_features(judge, fakes), train_f)
+    nov.pop("nearest_train_index")
+    out.update(nov)
+    return out

@@ -1,0 +1,141 @@
+"""Sampling: one seed per image, so any image can be regenerated alone.
+
+    image i of a request  <-  z_i = randn(z_dim, generator=Generator().manual_seed(seed + i))
+
+z is always drawn on the CPU and then moved, so the same seed gives the same noise on every device,
+at every batch size and position in the batch (G has no batch-dependent layer in eval mode).
+
+    load_generator(ckpt, device)            -> (G_ema in eval mode, config, class_names)
+    generate(G, seeds=, labels=, truncation) -> uint8 [N, 3, R, R]
+    interpolate(G, seed_a, seed_b, label, steps)  linear in w (the mapping output), ends included
+    variations(G, seed, label, n, strength)       z + strength * noise_j, renormalised
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import torch
+
+from .config import GanConfig
+from .networks import build_generator
+
+
+def load_generator(ckpt: dict, device: str | torch.device = "cpu"):
+    device = torch.device(device)
+    cfg = GanConfig.from_dict(ckpt["config"])
+    G = build_generator(cfg)
+    G.load_state_dict(ckpt["G_ema"])
+    G = G.eval().requires_grad_(False).to(device)
+    if device.type == "cuda":
+        G = G.to(memory_format=torch.channels_last)
+    return G, cfg, list(ckpt["class_names"])
+
+
+def seed_noise(seeds: list[int], z_dim: int) -> torch.Tensor:
+    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+def _device_of(G) -> torch.device:
+    return next(G.parameters()).device
+
+
+def _autocast(device: torch.device):
+    # bf16 on CUDA only: CPU bf16 is slower on most CPUs and would change the pixels of a CPU rerun.
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def to_hwc(images_u8: torch.Tensor):
+    """uint8 [N, 3, H, W] -> numpy uint8 [N, H, W, 3], the layout PIL and encoders want."""
+    return images_u8.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def encode_png(image_u8: torch.Tensor, compress_level: int = 6, text: dict | None = None) -> bytes:
+    from PIL import Image, PngImagePlugin
+
+    img = Image.fromarray(to_hwc(image_u8[None])[0])
+    info = None
+    if text:
+        info = PngImagePlugin.PngInfo()
+        for k, v in text.items():
+            info.add_text(str(k), str(v))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=compress_level, pnginfo=info)
+    return buf.getvalue()
+
+
+@torch.inference_mode()
+def _run(G, fn, n: int, batch_size: int) -> torch.Tensor:
+    dev = _device_of(G)
+    out = []
+    for i in range(0, n, batch_size):
+        with _autocast(dev):
+            out.append(to_uint8(fn(slice(i, i + batch_size), dev)).cpu())
+    if not out:
+        r = G.resolution
+        return torch.zeros(0, 3, r, r, dtype=torch.uint8)
+    return torch.cat(out)
+
+
+def _check_labels(G, labels) -> torch.Tensor:
+    y = torch.as_tensor(labels, dtype=torch.int64)
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= G.num_classes):
+        raise ValueError(f"labels must be in [0, {G.num_classes}), got {y.min().item()}..{y.max().item()}")
+    return y
+
+
+def generate(
+    G,
+    *,
+    seeds: list[int],
+    labels: list[int],
+    truncation: float = 1.0,
+    device: str | torch.device | None = None,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    if len(seeds) != len(labels):
+        raise ValueError(f"{len(seeds)} seeds but {len(labels)} labels")
+    if device is not None and torch.device(device) != _device_of(G):
+        G = G.to(device)
+    y = _check_labels(G, labels)
+    z = seed_noise(seeds, G.z_dim) if seeds else torch.zeros(0, G.z_dim)
+
+    def fn(s, dev):
+        return G(z[s].to(dev), y[s].to(dev), truncation=truncation)
+
+    return _run(G, fn, len(seeds), batch_size)
+
+
+def interpolate(G, seed_a: int, seed_b: int, label: int, steps: int, truncation: float = 1.0) -> torch.Tensor:
+    y = _check_labels(G, [label] * steps)
+    z = seed_noise([seed_a, seed_b], G.z_dim)
+
+    def fn(s, dev):
+        w = G.mapping(z.to(dev), y[:2].to(dev), truncation=truncation)
+        t = torch.linspace(0, 1, steps, device=dev)[s, None]
+        return G.synthesis(w[0].lerp(w[1], t) if steps > 1 else w[:1])
+
+    return _run(G, fn, steps, steps)
+
+
+def variations(
+    G, seed: int, label: int, n: int, strength: float = 0.3, truncation: float = 1.0
+) -> torch.Tensor:
+    """``n`` designs near ``seed``'s; variation j uses noise seeded from (seed, j), so it is reproducible."""
+    y = _check_labels(G, [label] * n)
+    z0 = seed_noise([seed], G.z_dim)
+    eps = seed_noise([(seed * 1_000_003 + j + 1) % 2**63 for j in range(n)], G.z_dim)
+    # Renormalise so the result stays a standard normal draw (same expected norm as z0).
+    z = (z0 + strength * eps) / (1 + strength**2) ** 0.5
+
+    def fn(s, dev):
+        return G(z[s].to(dev), y[s].to(dev), truncation=truncation)
+
+    return _run(G, fn, n, 256)
