@@ -1,0 +1,58 @@
+import math
+
+import pytest
+import torch
+
+from workers.gan.config import PRESETS, GanConfig, preset_config
+from workers.gan.losses import d_loss, g_loss
+from workers.gan.networks import build_networks
+
+from .conftest import tiny_config
+
+
+def test_seed_losses_equal_hand_computation():
+    real = torch.tensor([2.0, -1.0, 0.5, 0.0])
+    fake = torch.tensor([-3.0, 1.5, 0.25, -0.5])
+    sig = torch.sigmoid
+    # The seed's formulas, written literally with D = sigmoid(logit).
+    expected_d = -torch.log(sig(real)).mean() - torch.log(1 - sig(fake)).mean()
+    expected_g = -torch.log(sig(fake)).mean()
+    assert d_loss(real, fake).item() == pytest.approx(expected_d.item(), rel=1e-6)
+    assert g_loss(fake).item() == pytest.approx(expected_g.item(), rel=1e-6)
+    # At D = 1/2 everywhere both are the textbook values 2 log 2 and log 2.
+    zeros = torch.zeros(5)
+    assert d_loss(zeros, zeros).item() == pytest.approx(2 * math.log(2))
+    assert g_loss(zeros).item() == pytest.approx(math.log(2))
+
+
+def test_losses_stay_finite_on_extreme_logits():
+    big = torch.tensor([200.0, -200.0])
+    assert torch.isfinite(d_loss(big, -big)) and torch.isfinite(g_loss(-big))
+
+
+@pytest.mark.parametrize("arch", ["atelier", "dcgan"])
+@pytest.mark.parametrize("resolution", [16, 32, 64])
+def test_networks_shapes_per_category(arch, resolution):
+    cfg = tiny_config(arch, num_classes=4, resolution=resolution)
+    G, D = build_networks(cfg)
+    z = torch.randn(8, cfg.z_dim)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    img = G(z, labels)
+    assert img.shape == (8, 3, resolution, resolution)
+    assert D(img, labels).shape == (8,)
+
+
+def test_preset_config_validates():
+    assert set(PRESETS) == {"tiny", "small", "base"}
+    assert preset_config("tiny").resolution == 32
+    assert preset_config("small", resolution=256).resolution == 256
+    assert preset_config("base", arch="dcgan").ema_kimg == 0
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset_config("huge")
+    with pytest.raises(ValueError, match="unknown arch"):
+        preset_config("tiny", arch="stylegan9")
+    for bad in (8, 48, 512):
+        with pytest.raises(ValueError, match="power of two"):
+            preset_config("tiny", resolution=bad)
+    cfg = preset_config("tiny", num_classes=7)
+    assert GanConfig.from_dict({**cfg.to_dict(), "future_field": 1}) == cfg

@@ -1,0 +1,112 @@
+import torch
+
+from workers.gan.training import (
+    checkpoint_from_bytes,
+    checkpoint_to_bytes,
+    finetune_state,
+    new_state,
+    state_from_checkpoint,
+    state_to_checkpoint,
+    train,
+)
+
+from .conftest import CATEGORIES, tiny_config
+
+
+def _params(m):
+    return [p.detach().clone() for p in m.state_dict().values()]
+
+
+def _same(a, b):
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=False))
+
+
+def test_one_step_changes_g_and_d_and_losses_are_finite(tiny_dataset):
+    for arch in ("atelier", "dcgan"):
+        state = new_state(tiny_config(arch), CATEGORIES, seed=1)
+        g0, d0 = _params(state.G), _params(state.D)
+        reports = []
+        train(state, tiny_dataset, steps=2, progress_fn=reports.append, progress_every=1)
+        assert state.step == 2
+        assert not _same(g0, _params(state.G)) and not _same(d0, _params(state.D))
+        assert reports and all(
+            torch.isfinite(torch.tensor([r["loss_d"], r["loss_g"]])).all() for r in reports
+        )
+        assert {"step", "loss_d", "loss_g", "images_per_s"} <= set(reports[-1])
+
+
+def test_g_ema_differs_from_g(tiny_dataset):
+    state = new_state(tiny_config(), CATEGORIES, seed=1)
+    train(state, tiny_dataset, steps=3)
+    ema = dict(state.G_ema.named_parameters())
+    assert any(not torch.equal(p, ema[n]) for n, p in state.G.named_parameters())
+
+
+def test_abort_fn_and_seconds_stop_training(tiny_dataset):
+    state = new_state(tiny_config(), CATEGORIES)
+    train(state, tiny_dataset, steps=100, abort_fn=lambda: state.step >= 2)
+    assert state.step == 2
+    train(state, tiny_dataset, seconds=0.0)
+    assert state.step == 2
+
+
+def test_resume_is_bit_identical(tiny_dataset):
+    # r1_interval=2 in tiny_config, so both segments contain R1 steps; 3 + 2 splits across them.
+    straight = new_state(tiny_config(), CATEGORIES, seed=3)
+    train(straight, tiny_dataset, steps=5)
+
+    first = new_state(tiny_config(), CATEGORIES, seed=3)
+    train(first, tiny_dataset, steps=3)
+    blob = checkpoint_to_bytes(state_to_checkpoint(first))
+    del first
+    torch.manual_seed(12345)  # a different process would have a different global RNG
+    resumed = state_from_checkpoint(checkpoint_from_bytes(blob))
+    train(resumed, tiny_dataset, steps=2)
+
+    assert resumed.step == straight.step == 5
+    for name in ("G", "D", "G_ema"):
+        assert _same(_params(getattr(straight, name)), _params(getattr(resumed, name))), name
+    a, b = state_to_checkpoint(straight), state_to_checkpoint(resumed)
+    assert torch.equal(a["rng"]["train_gen"], b["rng"]["train_gen"])
+    assert torch.equal(a["history"], b["history"])
+
+
+def test_checkpoint_holds_only_plain_data(tiny_dataset):
+    state = new_state(tiny_config("dcgan"), CATEGORIES)
+    train(state, tiny_dataset, steps=1)
+    ckpt = checkpoint_from_bytes(checkpoint_to_bytes(state_to_checkpoint(state)))  # weights_only=True inside
+    assert {
+        "G",
+        "D",
+        "G_ema",
+        "opt_G",
+        "opt_D",
+        "augment",
+        "step",
+        "rng",
+        "config",
+        "class_names",
+        "history",
+    } <= set(ckpt)
+    assert ckpt["class_names"] == CATEGORIES and ckpt["config"]["arch"] == "dcgan"
+
+
+def test_finetune_with_new_category_keeps_old_rows(tiny_dataset):
+    state = new_state(tiny_config(), CATEGORIES, seed=0)
+    train(state, tiny_dataset, steps=2)
+    ckpt = state_to_checkpoint(state)
+    new_names = ["hat", "skirt", "dress", "pants"]  # reordered, plus one new category
+    ft = finetune_state(ckpt, new_names)
+    assert ft.config.num_classes == 4 and ft.class_names == new_names
+    for net, key in ((ft.G, "G"), (ft.D, "D")):
+        sd = net.state_dict()
+        for name in ("mapping_net.embed.weight", "embed.weight"):
+            if name in sd:
+                for new_i, cat in enumerate(new_names):
+                    if cat in CATEGORIES:
+                        assert torch.equal(sd[name][new_i], ckpt[key][name][CATEGORIES.index(cat)])
+    # Shared (non per-class) weights are carried over unchanged.
+    assert torch.equal(ft.G.state_dict()["to_rgb.weight"], ckpt["G"]["to_rgb.weight"])
+    relabelled = dict(tiny_dataset, labels=tiny_dataset["labels"] + 1)  # labels 1..3 of 4 classes
+    train(ft, relabelled, steps=1)
+    assert ft.step == 1
