@@ -1,0 +1,222 @@
+"""`atelier gan ...`: train, sample and evaluate on a local folder, without the stack.
+
+    atelier gan train  --data DIR --preset tiny --minutes 10 --out OUT  -> checkpoint.pt, grid.png, losses.png
+    atelier gan sample --checkpoint F --per-category 70 --out OUT        -> OUT/<category>/<index>.png
+    atelier gan eval   --checkpoint F --data DIR                         -> JSON metrics on stdout
+
+torch is imported inside the commands so that `atelier` itself starts on machines without it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+def _load_dataset(data: str, resolution: int, cache: str | None):
+    from workers.gan.data import dataset_from_bytes, dataset_to_bytes, prepare_folder
+
+    cache_file = Path(cache) / f"{Path(data).resolve().name}-{resolution}.pt" if cache else None
+    if cache_file and cache_file.exists():
+        return dataset_from_bytes(cache_file.read_bytes())
+    d = prepare_folder(data, resolution)
+    if cache_file:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        cache_file.write_bytes(dataset_to_bytes(d))
+    return d
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@click.group()
+def gan():
+    """Train, sample and evaluate GANs locally (no API, queue or S3)."""
+
+
+@gan.command()
+@click.option(
+    "--data", required=True, type=click.Path(exists=True, file_okay=False), help="one folder per category"
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--preset", default="tiny", show_default=True, type=click.Choice(["tiny", "small", "base"]))
+@click.option("--arch", default="atelier", show_default=True, type=click.Choice(["atelier", "dcgan"]))
+@click.option("--resolution", type=int, default=None, help="power of two, 16..256 (default: the preset's)")
+@click.option("--minutes", type=float, default=None, help="wall-clock budget")
+@click.option("--steps", type=int, default=None, help="step budget (whichever of minutes/steps ends first)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--resume/--no-resume", default=True, show_default=True, help="continue OUT/checkpoint.pt if present"
+)
+@click.option(
+    "--cache", type=click.Path(file_okay=False), default=None, help="folder for the prepared tensor file"
+)
+@click.option("--threads", type=int, default=None, help="torch CPU threads")
+@click.option("--device", default=None, help="cpu or cuda (default: cuda when available)")
+def train(data, out, preset, arch, resolution, minutes, steps, seed, resume, cache, threads, device):
+    """Train a GAN on DATA and write checkpoint.pt, grid.png and losses.png to OUT."""
+    import torch
+
+    from workers.gan.config import preset_config
+    from workers.gan.figures import loss_curve_png, sample_grid_png
+    from workers.gan.sampling import load_generator
+    from workers.gan.training import (
+        checkpoint_from_bytes,
+        checkpoint_to_bytes,
+        new_state,
+        state_from_checkpoint,
+        state_to_checkpoint,
+    )
+    from workers.gan.training import train as train_loop
+
+    _set_threads(threads)
+    if minutes is None and steps is None:
+        minutes = 10.0
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / "checkpoint.pt"
+    try:
+        cfg = preset_config(preset, resolution, arch)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    dataset = _load_dataset(data, cfg.resolution, cache)
+    names = dataset["class_names"]
+    click.echo(f"{dataset['images'].shape[0]} images, {len(names)} categories: {', '.join(names)}", err=True)
+    if resume and ckpt_path.exists():
+        state = state_from_checkpoint(checkpoint_from_bytes(ckpt_path.read_bytes()), device=device)
+        if state.class_names != names:
+            raise click.ClickException(f"{ckpt_path} was trained on other categories; use --no-resume")
+        click.echo(f"resuming at step {state.step}", err=True)
+    else:
+        state = new_state(cfg, names, seed=seed, device=device)
+
+    def progress(p):
+        click.echo(
+            f"step {p['step']}  loss_d {p['loss_d']:.3f}  loss_g {p['loss_g']:.3f}  "
+            f"{p['steps_per_s']:.2f} steps/s",
+            err=True,
+        )
+
+    train_loop(
+        state,
+        dataset,
+        steps=steps,
+        seconds=None if minutes is None else minutes * 60,
+        progress_fn=progress,
+        progress_every=100,
+    )
+    ckpt = state_to_checkpoint(state)
+    ckpt_path.write_bytes(checkpoint_to_bytes(ckpt))
+    G, _, _ = load_generator(ckpt, "cpu")
+    (out_dir / "grid.png").write_bytes(sample_grid_png(G, names, per_row=8, seed=seed))
+    (out_dir / "losses.png").write_bytes(loss_curve_png(state.history))
+    click.echo(
+        json.dumps(
+            {
+                "step": state.step,
+                "checkpoint": str(ckpt_path),
+                "grid": str(out_dir / "grid.png"),
+                "losses": str(out_dir / "losses.png"),
+            }
+        )
+    )
+
+
+@gan.command()
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--per-category", type=int, default=70, show_default=True)
+@click.option("--category", "categories", multiple=True, help="only these categories (repeatable)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--truncation", type=float, default=1.0, show_default=True)
+@click.option("--device", default=None)
+def sample(checkpoint, out, per_category, categories, seed, truncation, device):
+    """Write OUT/<category>/<index>.png; image i (over the whole request) has seed SEED + i."""
+    import torch
+
+    from workers.gan.sampling import encode_png, generate, load_generator
+    from workers.gan.training import checkpoint_from_bytes
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    ckpt = checkpoint_from_bytes(Path(checkpoint).read_bytes())
+    G, cfg, names = load_generator(ckpt, device)
+    unknown = [c for c in categories if c not in names]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown categories {unknown}; the model knows {names}", param_hint="--category"
+        )
+    chosen = [c for c in names if not categories or c in categories]
+    labels = [names.index(c) for c in chosen for _ in range(per_category)]
+    out_dir = Path(out)
+    written, batch = 0, 256
+    for start in range(0, len(labels), batch):
+        part = labels[start : start + batch]
+        seeds = [seed + start + i for i in range(len(part))]
+        images = generate(G, seeds=seeds, labels=part, truncation=truncation)
+        for j, (s, y) in enumerate(zip(seeds, part, strict=False)):
+            folder = out_dir / names[y]
+            folder.mkdir(parents=True, exist_ok=True)
+            text = {
+                "generator": f"atelier-{cfg.arch}",
+                "seed": s,
+                "category": names[y],
+                "truncation": truncation,
+            }
+            (folder / f"{start + j}.png").write_bytes(encode_png(images[j], text=text))
+            written += 1
+    click.echo(json.dumps({"written": written, "out": str(out_dir), "categories": chosen}))
+
+
+@gan.command(name="eval")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--judge",
+    "judge_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="judge file: loaded if it exists, else trained and saved there",
+)
+@click.option("--judge-seconds", type=float, default=240.0, show_default=True)
+@click.option("--n-per-class", type=int, default=100, show_default=True)
+@click.option("--seed", type=int, default=10_000, show_default=True)
+@click.option("--truncation", type=float, default=1.0, show_default=True)
+@click.option("--cache", type=click.Path(file_okay=False), default=None)
+@click.option("--threads", type=int, default=None)
+def eval_cmd(checkpoint, data, judge_path, judge_seconds, n_per_class, seed, truncation, cache, threads):
+    """Print JSON metrics: judge accuracy, GAN-test accuracy, KID, precision/recall, novelty."""
+    from workers.gan.judge import judge_from_bytes, judge_to_bytes, train_judge
+    from workers.gan.metrics import evaluate
+    from workers.gan.sampling import load_generator
+    from workers.gan.training import checkpoint_from_bytes
+
+    _set_threads(threads)
+    ckpt = checkpoint_from_bytes(Path(checkpoint).read_bytes())
+    G, cfg, names = load_generator(ckpt, "cpu")
+    dataset = _load_dataset(data, cfg.resolution, cache)
+    if dataset["class_names"] != names:
+        raise click.ClickException(f"categories differ: checkpoint {names}, data {dataset['class_names']}")
+    if judge_path and Path(judge_path).exists():
+        judge = judge_from_bytes(Path(judge_path).read_bytes())
+    else:
+        judge, _ = train_judge(dataset, seed=0, seconds=judge_seconds)
+        if judge_path:
+            Path(judge_path).write_bytes(judge_to_bytes(judge))
+    metrics = evaluate(G, judge, dataset, n_per_class=n_per_class, seed=seed, truncation=truncation)
+    metrics.update(
+        step=ckpt["step"], arch=cfg.arch, preset=cfg.preset, resolution=cfg.resolution, categories=names
+    )
+    json.dump(metrics, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    gan()
