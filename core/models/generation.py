@@ -12,7 +12,10 @@ class GenerationChunk(Base):
     """A slice [start, start+count) of a generation job's image indices, run as one task."""
 
     __tablename__ = "generation_chunks"
-    __table_args__ = (UniqueConstraint("job_id", "index"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "index"),
+        Index("ix_generation_chunks_status_heartbeat", "status", "heartbeat_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
@@ -23,6 +26,9 @@ class GenerationChunk(Base):
     deliveries: Mapped[int] = mapped_column(Integer, default=0)
     batch_size: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+    # the lease: who runs it, when it last beat; dispatched_at tells the reconciler a lost message
+    worker: Mapped[str | None] = mapped_column(String(255))
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
