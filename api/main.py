@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api.routes import catalogue, health, jobs
+from api.routes import catalogue, generation, health, jobs
 
 
 def create_app() -> FastAPI:
@@ -12,6 +12,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(catalogue.router)
     app.include_router(jobs.router)
+    app.include_router(generation.router)
     return app
 
 

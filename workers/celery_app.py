@@ -17,7 +17,12 @@ from core.config import get_settings
 from core.db import dispose_engine
 
 QUEUES = ("train", "generate.interactive", "generate.bulk", "io")
-TASK_MODULES = ["workers.tasks.ingest", "workers.tasks.reconcile"]
+TASK_MODULES = [
+    "workers.tasks.ingest",
+    "workers.tasks.reconcile",
+    "workers.tasks.generate",
+    "workers.tasks.finalize",
+]
 
 
 def make_app() -> Celery:
@@ -33,6 +38,7 @@ def make_app() -> Celery:
             "atelier.train_segment": {"queue": "train"},
             "atelier.generate_plan": {"queue": "io"},
             "atelier.finalize_generation": {"queue": "io"},
+            "atelier.deliver_webhook": {"queue": "io"},
         },
         task_acks_late=True,
         task_reject_on_worker_lost=True,

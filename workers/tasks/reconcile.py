@@ -16,6 +16,7 @@ from core.config import get_settings
 from core.db import session_scope
 from core.queue import dispatch_job
 from workers.celery_app import app
+from workers.tasks.generate import reconcile_generation
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ def reconcile() -> dict[str, int]:
 def run_reconcile() -> dict[str, int]:
     settings = get_settings()
     counts = {"requeued": 0, "failed": 0, "resent": 0, "cancelled": 0}
+    counts.update(reconcile_generation())  # first: generate jobs are leased by chunk, not by job row
     with session_scope() as session:
         for job in jobs.stale_running_jobs(session=session, stale_after=settings.stale_after_seconds):
             if job.cancel_requested:

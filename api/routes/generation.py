@@ -1,0 +1,165 @@
+"""Generation jobs over HTTP: submit, list the images, the manifest and archive, and a live stream.
+
+POST /v1/generation-jobs          202 job (200 and the same job for a repeated Idempotency-Key)
+GET  /v1/jobs/{id}/images         by index, cursor-paginated, presigned URLs, ?category=
+GET  /v1/jobs/{id}/manifest       307 to the JSONL manifest once the job has ended
+GET  /v1/jobs/{id}/archive        307 to the ZIP of a job submitted with archive: true
+GET  /v1/jobs/{id}/stream         server-sent events: the job object on every change, until it ends
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from anyio import to_thread
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi.responses import RedirectResponse, StreamingResponse
+from sqlalchemy import select
+
+from api.deps import ReadKey, SessionDep, SettingsDep, StoreDep, SubmitKey
+from api.generation_schemas import GenerationRequest, ImageOut, ImagePage
+from api.routes.jobs import get_job_or_404
+from api.schemas import JobOut
+from core import generation, jobs
+from core.db import session_factory
+from core.models import GeneratedImage, Job
+from core.pagination import MAX_LIMIT
+
+router = APIRouter(tags=["generation"])
+
+STREAM_POLL_SECONDS = 0.5
+STREAM_KEEPALIVE_SECONDS = 15.0
+
+
+def _field_error(field: str, msg: str, status: int = 422) -> HTTPException:
+    return HTTPException(status, detail=[{"loc": ["body", field], "msg": msg, "type": "value_error"}])
+
+
+@router.post("/v1/generation-jobs", response_model=JobOut, status_code=202)
+def submit_generation(
+    body: GenerationRequest,
+    key: SubmitKey,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+):
+    try:
+        job, created = generation.submit(
+            session=session,
+            spec=body.to_spec(),
+            settings=settings,
+            api_key_id=key.id,
+            idempotency_key=idempotency_key,
+            request_hash=body.request_hash(),
+            model_given="model" in body.model_fields_set,
+        )
+    except generation.InvalidRequest as exc:
+        raise _field_error(exc.field, str(exc)) from exc
+    except generation.IdempotencyConflict as exc:
+        raise HTTPException(409, detail=str(exc)) from exc
+    if not created:
+        response.status_code = 200
+    return JobOut.of(job)
+
+
+def _generate_job(session, job_id: str) -> Job:  # noqa: ANN001
+    job = get_job_or_404(session, job_id)
+    if job.kind != "generate":
+        raise HTTPException(404, detail=f"job {job_id} is a {job.kind} job, not a generation job")
+    return job
+
+
+@router.get("/v1/jobs/{job_id}/images", response_model=ImagePage)
+def list_generated_images(
+    job_id: str,
+    _: ReadKey,
+    session: SessionDep,
+    store: StoreDep,
+    category: str | None = None,
+    limit: int = Query(100, ge=1, le=MAX_LIMIT),
+    cursor: str | None = Query(None, description="the next_cursor of the previous page"),
+):
+    _generate_job(session, job_id)
+    after = -1
+    if cursor is not None:
+        if not cursor.isdigit():
+            raise HTTPException(
+                422, detail=[{"loc": ["query", "cursor"], "msg": "cursor is not one this API returned"}]
+            )
+        after = int(cursor)
+    stmt = select(GeneratedImage).where(GeneratedImage.job_id == job_id, GeneratedImage.index > after)
+    if category:
+        stmt = stmt.where(GeneratedImage.category == category.strip().lower())
+    rows = list(session.scalars(stmt.order_by(GeneratedImage.index).limit(limit + 1)))
+    next_cursor = str(rows[limit - 1].index) if len(rows) > limit else None
+    items = [ImageOut.of(row, store.presign(row.key)) for row in rows[:limit]]
+    return ImagePage(items=items, next_cursor=next_cursor)
+
+
+def _result_redirect(session, store, job_id: str, field: str, what: str) -> RedirectResponse:  # noqa: ANN001
+    job = _generate_job(session, job_id)
+    key = (job.result or {}).get(field)
+    if key:
+        filename = f"{job_id}-{key.rsplit('/', 1)[-1]}"
+        return RedirectResponse(store.presign(key, filename=filename), status_code=307)
+    if job.status not in jobs.TERMINAL:
+        done, total = job.progress_done, job.progress_total
+        raise HTTPException(
+            409,
+            detail=f"the {what} is written when the job ends; job {job_id} is {job.status} ({done}/{total})",
+        )
+    if what == "archive" and not (job.params or {}).get("archive"):
+        raise HTTPException(404, detail=f"job {job_id} was submitted without `archive: true`")
+    raise HTTPException(404, detail=f"job {job_id} ended as {job.status} without a {what}")
+
+
+@router.get("/v1/jobs/{job_id}/manifest", status_code=307, response_class=RedirectResponse)
+def job_manifest(job_id: str, _: ReadKey, session: SessionDep, store: StoreDep):
+    return _result_redirect(session, store, job_id, "manifest_key", "manifest")
+
+
+@router.get("/v1/jobs/{job_id}/archive", status_code=307, response_class=RedirectResponse)
+def job_archive(job_id: str, _: ReadKey, session: SessionDep, store: StoreDep):
+    return _result_redirect(session, store, job_id, "archive_key", "archive")
+
+
+def _read_job(job_id: str) -> tuple[str, str] | None:
+    """(status, JobOut JSON) from a fresh, short, read-only session: a stream holds no connection."""
+    session = session_factory(readonly=True)()
+    try:
+        job = session.get(Job, job_id)
+        return None if job is None else (job.status, JobOut.of(job).model_dump_json())
+    finally:
+        session.close()
+
+
+@router.get("/v1/jobs/{job_id}/stream")
+async def stream_job(job_id: str, request: Request, _: ReadKey):
+    first = await to_thread.run_sync(_read_job, job_id)
+    if first is None:
+        raise HTTPException(404, detail=f"no job with id {job_id!r}")
+
+    async def events():
+        current, last_sent = first, time.monotonic()
+        previous = None
+        while True:
+            status, body = current
+            if body != previous:
+                yield f"event: job\ndata: {body}\n\n"
+                previous, last_sent = body, time.monotonic()
+            elif time.monotonic() - last_sent > STREAM_KEEPALIVE_SECONDS:
+                yield ": keep-alive\n\n"
+                last_sent = time.monotonic()
+            if status in jobs.TERMINAL or await request.is_disconnected():
+                return
+            await asyncio.sleep(STREAM_POLL_SECONDS)
+            current = await to_thread.run_sync(_read_job, job_id) or current
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,240 @@
+"""Generation requests: shape errors name their field, model checks name theirs, chunks and idempotency
+in SQL, the webhook body equals the API's JobOut, and the manifest and ZIP are streamed from disk."""
+
+import hashlib
+import io
+import json
+import zipfile
+
+import pytest
+from pydantic import ValidationError
+
+from api.generation_schemas import GenerationRequest
+from api.schemas import JobOut
+from core import generation, registry, webhooks
+from core.config import Settings
+from core.models import GeneratedImage, GenerationChunk, Job
+
+CLASSES = ["dress", "skirt", "hat"]
+
+
+def error_fields(body: dict) -> list[str]:
+    with pytest.raises(ValidationError) as info:
+        GenerationRequest(**body)
+    return [".".join(str(p) for p in e["loc"]) for e in info.value.errors()]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"count": 0}, "count"),
+        ({"count": 5, "format": "gif"}, "format"),
+        ({"count": 5, "truncation": 0}, "truncation"),
+        ({"count": 5, "truncation": 1.5}, "truncation"),
+        ({"count": 5, "size": 4096}, "size"),
+        ({"count": 5, "quality": 0}, "quality"),
+        ({"count": 5, "priority": "urgent"}, "priority"),
+        ({"count": 5, "webhook_url": "not a url"}, "webhook_url"),
+        ({"count": 5, "colour": "red"}, "colour"),
+        ({"per_category": {"dress": -1}}, "per_category"),
+        ({"count": 5, "postprocess": [{"op": "sparkle"}]}, "postprocess.0"),
+        ({"count": 5, "postprocess": [{"op": "recolor"}]}, "postprocess.0.recolor"),
+        ({"count": 5, "postprocess": [{"op": "recolor", "color": "#12345g"}]}, "postprocess.0.recolor.color"),
+    ],
+)
+def test_shape_errors_name_the_field(body, field):
+    assert any(f == field or f.startswith(field) for f in error_fields(body)), error_fields(body)
+
+
+def test_shorthands_normalise():
+    req = GenerationRequest(
+        count=3, format="JPG", postprocess=["upscale", {"op": "recolor", "color": "navy"}]
+    )
+    spec = req.to_spec()
+    assert spec.format == "jpeg"
+    assert spec.postprocess == [
+        {"op": "upscale", "sharpen": 1.0},
+        {"op": "recolor", "palette": ["#000080"], "strength": 1.0},
+    ]
+    assert req.request_hash() == GenerationRequest(**req.model_dump(mode="json")).request_hash()
+
+
+@pytest.fixture
+def version(session):
+    v = registry.create_version(
+        session=session,
+        arch="atelier",
+        preset="tiny",
+        resolution=32,
+        class_names=CLASSES,
+        checkpoint_key="models/x/checkpoint.pt",
+    )
+    session.commit()
+    return v
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    calls = []
+    monkeypatch.setattr("core.queue.send_task", lambda name, **kw: calls.append((name, kw)))
+    return calls
+
+
+def plan(session, version, settings=None, **body):
+    spec = GenerationRequest(model=version.id, **body).to_spec()
+    return generation.plan(session=session, spec=spec, settings=settings or Settings())
+
+
+def invalid_field(session, version, settings=None, **body) -> str:
+    with pytest.raises(generation.InvalidRequest) as info:
+        plan(session, version, settings, **body)
+    return info.value.field
+
+
+def test_model_checks_name_the_field(session, version):
+    assert invalid_field(session, version, per_category={"dress": 2, "gown": 1}) == "per_category"
+    assert invalid_field(session, version, Settings(max_generation_count=10), count=11) == "count"
+    assert invalid_field(session, version, count=4, size=40) == "size"
+    assert invalid_field(session, version, count=4, size=16) == "size"
+    assert invalid_field(session, version, count=4, postprocess=["upscale"]) == "postprocess"
+    assert invalid_field(session, version, count=4, quality=80) == "quality"
+    assert invalid_field(session, version, count=4, seed=2**31 - 2) == "seed"
+    assert invalid_field(session, version, count=4, mode="variations") == "image_id"
+    assert invalid_field(session, version, count=4, mode="variations", image_id="nope") == "image_id"
+    with pytest.raises(generation.InvalidRequest) as info:
+        generation.plan(session=session, spec=GenerationRequest(count=3).to_spec(), settings=Settings())
+    assert info.value.field == "model" and "no production model" in str(info.value)
+
+
+def test_plans_split_categories_and_pick_priority(session, version):
+    even = plan(session, version, count=10, seed=5)
+    assert even["per_category"] == [["dress", 4], ["skirt", 3], ["hat", 3]]
+    assert even["priority"] == "interactive" and even["size"] == 32 and even["seed"] == 5
+    assert generation.categories_for(even, 2, 6) == ["dress", "dress", "skirt", "skirt"]
+    blocks = plan(
+        session, version, per_category={"skirt": 100, "hat": 0, "dress": 20}, size=128, format="webp"
+    )
+    assert blocks["per_category"] == [["skirt", 100], ["dress", 20]] and blocks["priority"] == "bulk"
+    assert blocks["count"] == 120 and blocks["size"] == 128 and 0 <= blocks["seed"] < 2**30
+
+
+def test_submit_creates_chunks_and_honours_idempotency(session, version, sent):
+    req = GenerationRequest(model=version.id, count=600, seed=1, chunk_size=256)
+    job, created = generation.submit(
+        session=session,
+        spec=req.to_spec(),
+        settings=Settings(),
+        api_key_id=None,
+        idempotency_key="k1",
+        request_hash=req.request_hash(),
+    )
+    session.commit()
+    chunks = session.query(GenerationChunk).filter_by(job_id=job.id).order_by(GenerationChunk.index).all()
+    assert created and [(c.start, c.count) for c in chunks] == [(0, 256), (256, 256), (512, 88)]
+    assert [kw["kwargs"]["chunk_index"] for name, kw in sent] == [0, 1, 2]
+    assert {kw["queue"] for _, kw in sent} == {"generate.bulk"}
+    again, created = generation.submit(
+        session=session,
+        spec=req.to_spec(),
+        settings=Settings(),
+        api_key_id=None,
+        idempotency_key="k1",
+        request_hash=req.request_hash(),
+    )
+    assert again.id == job.id and not created
+    other = GenerationRequest(model=version.id, count=601, seed=1)
+    with pytest.raises(generation.IdempotencyConflict):
+        generation.submit(
+            session=session,
+            spec=other.to_spec(),
+            settings=Settings(),
+            api_key_id=None,
+            idempotency_key="k1",
+            request_hash=other.request_hash(),
+        )
+
+
+def test_webhook_body_is_the_api_job_object_and_signed(session, version, sent):
+    job, _ = generation.submit(
+        session=session,
+        spec=GenerationRequest(model=version.id, count=3).to_spec(),
+        settings=Settings(),
+        api_key_id=None,
+    )
+    session.commit()
+    session.refresh(job)
+    assert json.loads(webhooks.body_of(job)) == json.loads(JobOut.of(job).model_dump_json())
+    body = webhooks.body_of(job)
+    header = webhooks.signature(body, "s3cret")
+    assert header.startswith("sha256=") and webhooks.verify(body, header, "s3cret")
+    assert not webhooks.verify(body + b" ", header, "s3cret") and not webhooks.verify(body, header, "other")
+
+
+class FakeStore:
+    def __init__(self, objects: dict[str, bytes]):
+        self.objects = objects
+
+    def get(self, key: str) -> bytes:
+        return self.objects[key]
+
+
+def test_manifest_and_zip_stream_from_disk(session, version, sent, db_url, tmp_path, monkeypatch):
+    from core.config import get_settings
+    from workers.tasks.finalize import write_archive, write_manifest
+
+    job, _ = generation.submit(
+        session=session,
+        spec=GenerationRequest(model=version.id, count=6, seed=0).to_spec(),
+        settings=Settings(),
+        api_key_id=None,
+    )
+    objects = {}
+    for i in (0, 1, 2, 4):  # 3 and 5 missing
+        data = f"image {i}".encode()
+        key = generation.image_key(job.id, i, "png")
+        objects[key] = data
+        session.add(
+            GeneratedImage(
+                job_id=job.id,
+                index=i,
+                seed=i,
+                category="dress",
+                key=key,
+                sha256=hashlib.sha256(data).hexdigest(),
+                format="png",
+                width=32,
+                height=32,
+                size_bytes=len(data),
+                model_version_id=version.id,
+            )
+        )
+    session.commit()
+    monkeypatch.setenv("ATELIER_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    try:
+        summary = write_manifest(job.id, tmp_path / "m.jsonl", 6)
+    finally:
+        get_settings.cache_clear()
+    assert summary["generated"] == 4 and summary["missing"] == [[3, 3], [5, 5]]
+    lines = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [line["index"] for line in lines] == [0, 1, 2, 4]
+    assert set(lines[0]) >= {
+        "index",
+        "seed",
+        "category",
+        "key",
+        "sha256",
+        "width",
+        "height",
+        "format",
+        "model_version",
+    }
+    n = write_archive(FakeStore(objects), tmp_path / "m.jsonl", tmp_path / "a.zip")
+    assert n == 4
+    with zipfile.ZipFile(tmp_path / "a.zip") as zf:
+        assert zf.namelist() == ["000000.png", "000001.png", "000002.png", "000004.png", "manifest.jsonl"]
+        assert zf.read("000004.png") == b"image 4"
+    first = (tmp_path / "a.zip").read_bytes()
+    write_archive(FakeStore(objects), tmp_path / "m.jsonl", tmp_path / "b.zip")
+    assert io.BytesIO(first).getvalue() == (tmp_path / "b.zip").read_bytes()  # deterministic archive
+    session.query(Job).filter_by(id=job.id).one()
