@@ -64,7 +64,10 @@ def reconcile_generation() -> dict[str, int]:
 def encode_pool() -> ThreadPoolExecutor:
     global _pool, _pool_pid
     if _pool is None or _pool_pid != os.getpid():  # never reuse a pool across a fork
-        _pool, _pool_pid = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="encode"), os.getpid()
+        # Encoding is CPU work (one thread per core would do), but each thread then waits for an S3
+        # round trip; four per core keep every core encoding while puts are in flight.
+        threads = 4 * (os.cpu_count() or 1)
+        _pool, _pool_pid = ThreadPoolExecutor(threads, thread_name_prefix="encode"), os.getpid()
     return _pool
 
 
