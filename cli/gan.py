@@ -101,7 +101,7 @@ def train(data, out, preset, arch, resolution, minutes, steps, seed, resume, cac
     def progress(p):
         click.echo(
             f"step {p['step']}  loss_d {p['loss_d']:.3f}  loss_g {p['loss_g']:.3f}  "
-            f"{p['steps_per_s']:.2f} steps/s",
+            f"{p['steps_per_s']:.2f} steps/s  cpu {p['cpu_s']:.0f}s",
             err=True,
         )
 

@@ -47,6 +47,7 @@ class GanConfig:
     augment: str = "color,translation,cutout"
     xflip: bool = True
     mbstd_group: int = 4
+    he_init: bool = True
     conditional: bool = True
 
     def channels(self, res: int) -> int:
@@ -66,12 +67,33 @@ class GanConfig:
 
 # Widths and batch per preset; the resolution can be overridden (widths follow channel_base / r).
 PRESETS: dict[str, dict] = {
-    # 32 px, sized so that one CPU thread runs several steps per second.
-    "tiny": dict(resolution=32, z_dim=64, w_dim=128, channel_base=2048, channel_max=128, batch_size=32),
+    # 32 px, sized so that one CPU thread runs a few steps per second (see GAN_NOTES.md): narrow, one
+    # conv per block, light R1.
+    "tiny": dict(
+        resolution=32,
+        z_dim=64,
+        w_dim=128,
+        channel_base=512,
+        channel_max=128,
+        g_convs=1,
+        d_convs=1,
+        batch_size=32,
+        r1_gamma=0.01,
+    ),
     # 64 px, the GPU default.
-    "small": dict(resolution=64, z_dim=128, w_dim=256, channel_base=8192, channel_max=256, batch_size=64),
+    "small": dict(
+        resolution=64, z_dim=128, w_dim=256, channel_base=8192, channel_max=256, batch_size=64, r1_gamma=0.02
+    ),
     # 128 px.
-    "base": dict(resolution=128, z_dim=128, w_dim=256, channel_base=16384, channel_max=512, batch_size=64),
+    "base": dict(
+        resolution=128,
+        z_dim=128,
+        w_dim=256,
+        channel_base=16384,
+        channel_max=512,
+        batch_size=64,
+        r1_gamma=0.05,
+    ),
 }
 
 # What the seed's DCGAN baseline turns off: no EMA (G_ema is a copy of G), no augmentation, no R1,
@@ -99,10 +121,12 @@ def preset_config(
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
     values = dict(PRESETS[preset], preset=preset, arch=arch)
-    if arch == "dcgan":
-        values.update(_DCGAN_OVERRIDES)
     if resolution is not None:
         values["resolution"] = resolution
+    if arch == "dcgan":
+        values.update(_DCGAN_OVERRIDES)
+        # The paper's widths, ngf = ndf = 64 at the layer next to the image: 32px -> 256, 128, 64.
+        values.update(channel_base=32 * values["resolution"], channel_max=512)
     values.update(overrides)
     cfg = GanConfig(**values)
     validate(cfg)

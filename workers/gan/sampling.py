@@ -71,13 +71,28 @@ def encode_png(image_u8: torch.Tensor, compress_level: int = 6, text: dict | Non
     return buf.getvalue()
 
 
+GEN_BATCH = 64
+
+
 @torch.inference_mode()
-def _run(G, fn, n: int, batch_size: int) -> torch.Tensor:
+def _padded(G, fn, *tensors: torch.Tensor, batch_size: int = GEN_BATCH) -> torch.Tensor:
+    """Run ``fn(*chunk)`` on chunks padded to exactly ``batch_size`` rows; return uint8 images.
+
+    Matrix-multiply kernels pick their blocking (and so their float summation order) from the
+    problem shape, so a row's result can move by ~1e-6 with the batch size. Always running the same
+    shape makes image i depend only on its seed, label and ``batch_size``: never on its position or
+    on the rest of the request (checked by the tests).
+    """
     dev = _device_of(G)
+    n = tensors[0].shape[0]
     out = []
     for i in range(0, n, batch_size):
+        chunk = [t[i : i + batch_size] for t in tensors]
+        k = chunk[0].shape[0]
+        if k < batch_size:
+            chunk = [torch.cat([c, c[:1].expand(batch_size - k, *c.shape[1:])]) for c in chunk]
         with _autocast(dev):
-            out.append(to_uint8(fn(slice(i, i + batch_size), dev)).cpu())
+            out.append(to_uint8(fn(*(c.to(dev) for c in chunk))[:k]).cpu())
     if not out:
         r = G.resolution
         return torch.zeros(0, 3, r, r, dtype=torch.uint8)
@@ -98,35 +113,49 @@ def generate(
     labels: list[int],
     truncation: float = 1.0,
     device: str | torch.device | None = None,
-    batch_size: int = 256,
+    batch_size: int = GEN_BATCH,
 ) -> torch.Tensor:
+    """uint8 [N, 3, R, R]; image i is a function of (seeds[i], labels[i], truncation, batch_size) only."""
     if len(seeds) != len(labels):
         raise ValueError(f"{len(seeds)} seeds but {len(labels)} labels")
     if device is not None and torch.device(device) != _device_of(G):
         G = G.to(device)
     y = _check_labels(G, labels)
     z = seed_noise(seeds, G.z_dim) if seeds else torch.zeros(0, G.z_dim)
-
-    def fn(s, dev):
-        return G(z[s].to(dev), y[s].to(dev), truncation=truncation)
-
-    return _run(G, fn, len(seeds), batch_size)
+    return _padded(G, lambda zz, yy: G(zz, yy, truncation=truncation), z, y, batch_size=batch_size)
 
 
-def interpolate(G, seed_a: int, seed_b: int, label: int, steps: int, truncation: float = 1.0) -> torch.Tensor:
-    y = _check_labels(G, [label] * steps)
+@torch.inference_mode()
+def interpolate(
+    G, seed_a: int, seed_b: int, label: int, steps: int, truncation: float = 1.0, batch_size: int = GEN_BATCH
+) -> torch.Tensor:
+    """``steps`` images from seed_a's design to seed_b's (both ends included), linear in w."""
+    y = _check_labels(G, [label] * max(steps, 2))
     z = seed_noise([seed_a, seed_b], G.z_dim)
+    # The ends go through the same padded mapping as generate(), so they match it exactly.
+    w_ends = _padded_mapping(G, z, y[:2], truncation, batch_size)
+    t = torch.linspace(0, 1, steps)[:, None] if steps > 1 else torch.zeros(1, 1)
+    w = w_ends[0].lerp(w_ends[1], t)
+    return _padded(G, G.synthesis, w, batch_size=batch_size)
 
-    def fn(s, dev):
-        w = G.mapping(z.to(dev), y[:2].to(dev), truncation=truncation)
-        t = torch.linspace(0, 1, steps, device=dev)[s, None]
-        return G.synthesis(w[0].lerp(w[1], t) if steps > 1 else w[:1])
 
-    return _run(G, fn, steps, steps)
+def _padded_mapping(G, z, y, truncation, batch_size):
+    dev = _device_of(G)
+    k = z.shape[0]
+    zz = torch.cat([z, z[:1].expand(batch_size - k, -1)]).to(dev)
+    yy = torch.cat([y, y[:1].expand(batch_size - k)]).to(dev)
+    with _autocast(dev):
+        return G.mapping(zz, yy, truncation=truncation)[:k].float().cpu()
 
 
 def variations(
-    G, seed: int, label: int, n: int, strength: float = 0.3, truncation: float = 1.0
+    G,
+    seed: int,
+    label: int,
+    n: int,
+    strength: float = 0.3,
+    truncation: float = 1.0,
+    batch_size: int = GEN_BATCH,
 ) -> torch.Tensor:
     """``n`` designs near ``seed``'s; variation j uses noise seeded from (seed, j), so it is reproducible."""
     y = _check_labels(G, [label] * n)
@@ -134,8 +163,4 @@ def variations(
     eps = seed_noise([(seed * 1_000_003 + j + 1) % 2**63 for j in range(n)], G.z_dim)
     # Renormalise so the result stays a standard normal draw (same expected norm as z0).
     z = (z0 + strength * eps) / (1 + strength**2) ** 0.5
-
-    def fn(s, dev):
-        return G(z[s].to(dev), y[s].to(dev), truncation=truncation)
-
-    return _run(G, fn, n, 256)
+    return _padded(G, lambda zz, yy: G(zz, yy, truncation=truncation), z, y, batch_size=batch_size)

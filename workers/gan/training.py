@@ -181,7 +181,7 @@ def train(
         raise ValueError("dataset is empty")
     if int(labels.max()) >= state.config.num_classes:
         raise ValueError(f"label {int(labels.max())} out of range for {state.config.num_classes} classes")
-    start_step, t0 = state.step, time.perf_counter()
+    start_step, t0, cpu0 = state.step, time.perf_counter(), time.process_time()
     end_step = None if steps is None else start_step + steps
     last = {}
 
@@ -196,6 +196,7 @@ def train(
                 "total": end_step,
                 "done": done,
                 "elapsed_s": elapsed,
+                "cpu_s": time.process_time() - cpu0,  # under CPU contention, the fairer clock
                 "final": final,
                 "loss_d": float(last["loss_d"]),
                 "loss_g": float(last["loss_g"]),
