@@ -180,6 +180,21 @@ def status(job_id: str, watch: bool, api_url: str, key_file: Path | None) -> Non
     click.echo(json.dumps(job, indent=2))
 
 
+@cli.group()
+def submit() -> None:
+    """Submit jobs (a thin client of the HTTP API)."""
+
+
+def _register_generation() -> None:
+    from cli.generation_cmds import download, generate
+
+    submit.add_command(generate)
+    cli.add_command(download)
+
+
+_register_generation()
+
+
 def _register_optional() -> None:
     # The local GAN commands and benchmarks need torch (the worker extra); the CLI starts without it.
     try:
@@ -190,7 +205,9 @@ def _register_optional() -> None:
         pass
     try:
         from cli.bench_model import bench
+        from cli.bench_system import bench_generate_system_cmd
 
+        bench.add_command(bench_generate_system_cmd)  # `bench generate`: bare_memory, bare_s3, system, ratio
         cli.add_command(bench)
     except ImportError:
         pass

@@ -29,7 +29,7 @@ from core import generation, jobs
 from core.config import get_settings
 from core.db import session_scope
 from core.generation import ClaimedChunk
-from core.models import GeneratedImage, ModelVersion
+from core.models import GeneratedImage, Job, ModelVersion
 from core.storage import get_store
 from workers import imaging
 from workers.celery_app import app
@@ -135,6 +135,11 @@ def run_chunk(job_id: str, chunk_index: int, *, resume: bool = True) -> str:
     """Claim and run one chunk; returns what became of it (skipped, succeeded, cancelled, queued)."""
     settings = get_settings()
     worker = worker_identity()
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        version_id = (job.params or {}).get("model_version") if job is not None else None
+    if version_id and job.status not in jobs.TERMINAL:
+        load_model(version_id)  # before the claim: the lease then covers generating, not imports
     with session_scope() as session:
         chunk = generation.claim_chunk(
             session=session, job_id=job_id, index=chunk_index, worker=worker, settings=settings
