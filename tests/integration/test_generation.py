@@ -283,15 +283,17 @@ def test_interactive_overtakes_bulk_then_cancel(stack, admin, model):
 
 def test_stream_variations_and_interpolation(stack, admin, model):
     first = submit(stack, {"model": model, "count": 4, "seed": 21}).json()["id"]
-    statuses = []
+    statuses, done = [], []
     with httpx.stream(
         "GET", f"{stack.api_url}/v1/jobs/{first}/stream", headers=admin.http.headers, timeout=60
     ) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         for line in r.iter_lines():
             if line.startswith("data: "):
-                statuses.append(json.loads(line[6:])["status"])
-    assert statuses[-1] == "succeeded" and len(statuses) == len(set(map(str, enumerate(statuses))))
+                job = json.loads(line[6:])
+                statuses.append(job["status"])
+                done.append(job["progress"]["done"])
+    assert statuses[-1] == "succeeded" and done == sorted(done) and done[-1] == 4
 
     var = submit(stack, {"mode": "variations", "image_id": f"{first}:2", "count": 3, "strength": 0.5}).json()
     lerp = submit(

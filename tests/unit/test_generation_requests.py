@@ -238,3 +238,42 @@ def test_manifest_and_zip_stream_from_disk(session, version, sent, db_url, tmp_p
     write_archive(FakeStore(objects), tmp_path / "m.jsonl", tmp_path / "b.zip")
     assert io.BytesIO(first).getvalue() == (tmp_path / "b.zip").read_bytes()  # deterministic archive
     session.query(Job).filter_by(id=job.id).one()
+
+
+def test_reconcile_requeues_stale_chunks_resends_lost_ones_and_finalizes(session, version, sent):
+    from datetime import timedelta
+
+    from core.models import utcnow
+
+    settings = Settings(stale_after_seconds=30, resend_after_seconds=120)
+    job, _ = generation.submit(
+        session=session,
+        spec=GenerationRequest(model=version.id, count=30, seed=0, chunk_size=10).to_spec(),
+        settings=settings,
+        api_key_id=None,
+    )
+    session.commit()
+    sent.clear()
+    old = utcnow() - timedelta(seconds=600)
+    c0, c1, c2 = session.query(GenerationChunk).filter_by(job_id=job.id).order_by(GenerationChunk.index).all()
+    c0.status, c0.worker, c0.heartbeat_at, c0.deliveries = "running", "dead", old, 1  # worker died
+    c1.dispatched_at = old  # its message was lost: nothing runs, yet it waits
+    c2.status = "succeeded"
+    job.status = "running"
+    session.commit()
+    counts = generation.reconcile(session=session, settings=settings)
+    session.commit()
+    assert counts == {"chunks_requeued": 1, "chunks_resent": 1, "finalize_resent": 0}
+    assert sorted(kw["kwargs"]["chunk_index"] for _, kw in sent) == [0, 1]
+    assert c0.status == "queued" and c0.worker is None
+    # a second pass right away sends nothing more
+    sent.clear()
+    assert generation.reconcile(session=session, settings=settings)["chunks_resent"] == 0 and not sent
+    # every chunk done, job not finalized: finalize is sent (once per resend interval)
+    for c in (c0, c1):
+        c.status = "succeeded"
+    session.commit()
+    assert generation.reconcile(session=session, settings=settings)["finalize_resent"] == 1
+    session.commit()
+    assert [name for name, _ in sent] == ["atelier.finalize_generation"]
+    assert generation.reconcile(session=session, settings=settings)["finalize_resent"] == 0
