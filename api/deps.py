@@ -31,7 +31,11 @@ def get_session(request: Request) -> Iterator[Session]:
 # reads its own write on the next request (the default "request" scope commits after sending).
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-StoreDep = Annotated[ObjectStore, Depends(get_store)]
+def _store() -> ObjectStore:
+    return get_store()
+
+
+StoreDep = Annotated[ObjectStore, Depends(_store)]
 
 
 def _current_key(request: Request, session: SessionDep) -> ApiKey:

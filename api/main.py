@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api.routes import catalogue, generation, health, jobs
+from api.routes import catalogue, generation, health, jobs, models, schedules, training
 
 
 def create_app() -> FastAPI:
@@ -13,6 +13,9 @@ def create_app() -> FastAPI:
     app.include_router(catalogue.router)
     app.include_router(jobs.router)
     app.include_router(generation.router)
+    app.include_router(training.router)
+    app.include_router(models.router)
+    app.include_router(schedules.router)
     return app
 
 

@@ -46,9 +46,18 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(4, ge=1)
     resend_after_seconds: float = Field(120.0, gt=0)
     reconcile_every_seconds: float = Field(10.0, gt=0)
+    schedule_tick_seconds: float = Field(30.0, gt=0)
     task_soft_time_limit: int = Field(900, ge=10)
     task_time_limit: int = Field(960, ge=10)
     broker_visibility_timeout: int = Field(3600, ge=60)
+
+    # Training: segment length (a killed worker costs at most this), checkpoints kept per job, and the
+    # size of the evaluation that every new model version gets.
+    train_segment_seconds: float = Field(120.0, gt=0)
+    keep_checkpoints: int = Field(3, ge=1)
+    judge_seconds: float = Field(60.0, gt=0)
+    eval_per_class: int = Field(50, ge=1)
+    eval_max_real: int = Field(2000, ge=10)
 
     webhook_secret: str = _DEV_WEBHOOK_SECRET
     max_generation_count: int = Field(100_000, ge=1)

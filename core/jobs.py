@@ -121,7 +121,8 @@ def transition(
 
 
 def claim(*, session: Session, job_id: str, worker: str, stale_after: float) -> Job | None:
-    """Take a queued job (or a running one whose worker stopped heartbeating) in one UPDATE.
+    """Take a queued job, a running one released by its last task, or one whose worker stopped
+    heartbeating, in one UPDATE.
 
     Returns the claimed job, or None when another delivery owns it or it has ended."""
     now = utcnow()
@@ -135,7 +136,8 @@ def claim(*, session: Session, job_id: str, worker: str, stale_after: float) -> 
         .where(
             or_(
                 Job.status == QUEUED,
-                (Job.status == RUNNING) & (or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before)),
+                (Job.status == RUNNING)
+                & or_(Job.worker.is_(None), Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before),
             )
         )
         .values(
@@ -160,6 +162,14 @@ def claim(*, session: Session, job_id: str, worker: str, stale_after: float) -> 
         data={"from": row.status, "to": RUNNING, "delivery": job.deliveries, "worker": worker},
     )
     return job
+
+
+def release_lease(*, session: Session, job: Job) -> None:
+    """Hand a running job over to its next task (a training segment): the next claim takes it at once,
+    and its delivery count starts again; until then the reconciler sees a fresh heartbeat."""
+    job.worker = None
+    job.heartbeat_at = utcnow()
+    job.deliveries = 0
 
 
 def heartbeat(*, session: Session, job_id: str, worker: str) -> bool:

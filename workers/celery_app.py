@@ -22,6 +22,8 @@ TASK_MODULES = [
     "workers.tasks.reconcile",
     "workers.tasks.generate",
     "workers.tasks.finalize",
+    "workers.tasks.train",
+    "workers.tasks.schedules",
 ]
 
 
@@ -55,6 +57,11 @@ def make_app() -> Celery:
         worker_hijack_root_logger=False,
         worker_max_tasks_per_child=200,
         beat_schedule={
+            "fire-schedules": {
+                "task": "atelier.fire_schedules",
+                "schedule": settings.schedule_tick_seconds,
+                "options": {"queue": "io", "expires": settings.schedule_tick_seconds * 3},
+            },
             "reconcile": {
                 "task": "atelier.reconcile",
                 "schedule": settings.reconcile_every_seconds,

@@ -30,6 +30,14 @@ def stack(request, tmp_path_factory, postgres) -> Iterator[Stack]:  # noqa: ANN0
             "ATELIER_STALE_AFTER_SECONDS": "4",
             "ATELIER_RECONCILE_EVERY_SECONDS": "1",
             "ATELIER_RESEND_AFTER_SECONDS": "30",
+            "ATELIER_SCHEDULE_TICK_SECONDS": "1",
+            # tiny training segments and evaluations: CPU tests in seconds
+            "ATELIER_TRAIN_SEGMENT_SECONDS": "3",
+            # one torch thread per worker: on 2 cores, more threads than cores makes training crawl
+            "OMP_NUM_THREADS": "1",
+            "ATELIER_JUDGE_SECONDS": "2",
+            "ATELIER_EVAL_PER_CLASS": "8",
+            "ATELIER_EVAL_MAX_REAL": "64",
         },
     )
     s.start()

@@ -1,0 +1,147 @@
+"""Training jobs on the real stack: segments, a killed worker, cancel, registry, schedules."""
+
+import os
+import random
+import signal
+import threading
+
+import httpx
+import pytest
+
+from core.synthetic import catalogue_zip, make_catalogue
+from tests.integration.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+CATS = ("dress", "hat", "pants")
+
+
+@pytest.fixture(scope="module")
+def catalogue(stack):
+    """A small drawn catalogue, uploaded once for this module."""
+    from cli.client import Client
+
+    client = Client(stack.api_url, stack.admin_key)
+    upload = client.upload(
+        [("c.zip", catalogue_zip(make_catalogue(12, CATS, seed=random.randrange(1 << 30))))]
+    )
+    assert client.wait(upload["job"]["id"], timeout=120)["status"] == "succeeded"
+    client.close()
+    return upload
+
+
+def submit(admin, **body):
+    request = {"preset": "tiny", "resolution": 16, "steps": 60, "categories": list(CATS), **body}
+    return admin.post("/v1/training-jobs", json=request)
+
+
+def events(admin, job_id):
+    return admin.get(f"/v1/jobs/{job_id}/events")["items"]
+
+
+def test_training_runs_through_segments_and_registers_a_model(stack, admin, catalogue):
+    job = submit(admin, steps=80, promote="never")
+    assert job["status"] == "queued" and job["progress"]["total"] == 80
+    done = admin.wait(job["id"], timeout=300)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["progress"]["done"] == 80
+    segments = [e for e in events(admin, job["id"]) if e["kind"] == "segment"]
+    assert len(segments) >= 1  # 2-second segments: the job took several
+    result = done["result"]
+    model = admin.get(f"/v1/models/{result['model_version']}")
+    assert model["steps"] == 80 and model["resolution"] == 16 and model["class_names"] == sorted(CATS)
+    assert {"kid", "gan_test_accuracy", "judge_heldout_accuracy", "precision", "recall"} <= set(
+        model["metrics"]
+    )
+    grid = httpx.get(model["grid_url"])
+    assert grid.status_code == 200 and grid.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert model["production"] is False and result["promoted"] is False
+
+
+def test_validation_names_the_field(stack, admin, catalogue):
+    headers = {"Authorization": f"Bearer {stack.admin_key}"}
+    cases = [
+        ({"resolution": 48}, "resolution"),
+        ({"steps": 0}, "steps"),
+        ({"categories": ["ballgown"]}, "categories"),
+        ({"base_model": "nope"}, "base_model"),
+        ({"preset": "huge"}, "preset"),
+    ]
+    for body, field in cases:
+        r = httpx.post(
+            f"{stack.api_url}/v1/training-jobs", headers=headers, json={"preset": "tiny", "steps": 10, **body}
+        )
+        assert r.status_code == 422, body
+        assert r.json()["detail"][0]["loc"][-1] == field, r.json()
+
+
+def _gpu_pool_pids(stack):
+    main = stack.children["worker-gpu"].proc.pid
+    return [int(p) for p in os.popen(f"pgrep -P {main}").read().split()]
+
+
+def test_sigkill_mid_segment_resumes_and_step_count_is_exact(stack, admin, catalogue):
+    job = submit(admin, steps=150, promote="never")
+    wait_for(
+        lambda: admin.job(job["id"])["progress"]["done"] >= 40,
+        timeout=120,
+        interval=0.1,
+        what="training to pass step 40",
+    )
+    for pid in _gpu_pool_pids(stack):
+        os.kill(pid, signal.SIGKILL)
+    done = admin.wait(job["id"], timeout=300)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["progress"]["done"] == 150 and done["result"]["steps"] == 150
+    resumed = [e for e in events(admin, job["id"]) if e["kind"] == "resumed"]
+    assert resumed and resumed[0]["message"].startswith("resumed at step ")
+
+
+def test_cancel_stops_training_within_a_segment(stack, admin, catalogue):
+    job = submit(admin, steps=100_000)
+    wait_for(lambda: admin.job(job["id"])["progress"]["done"] > 0, timeout=120, what="training to start")
+    admin.post(f"/v1/jobs/{job['id']}/cancel")
+    done = admin.wait(job["id"], timeout=60)
+    assert done["status"] == "cancelled" and done["progress"]["done"] < 100_000
+
+
+def test_production_is_unique_under_concurrent_promotes(stack, admin, catalogue):
+    from core import registry
+    from core.db import session_scope
+    from core.models import ModelVersion
+
+    ids = []
+    with session_scope() as session:
+        for _ in range(6):
+            v = registry.create_version(
+                session=session,
+                arch="atelier",
+                preset="tiny",
+                resolution=16,
+                class_names=list(CATS),
+                checkpoint_key="none",
+            )
+            ids.append(v.id)
+    errors = []
+
+    def promote(version_id):
+        try:
+            admin_http = httpx.post(
+                f"{stack.api_url}/v1/models/{version_id}/promote",
+                headers={"Authorization": f"Bearer {stack.admin_key}"},
+                timeout=60,
+            )
+            assert admin_http.status_code == 200, admin_http.text
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=promote, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with session_scope() as session:
+        production = session.query(ModelVersion).filter(ModelVersion.is_production.is_(True)).all()
+    assert len(production) == 1 and production[0].id in ids
+    assert admin.get("/v1/models/production")["id"] == production[0].id

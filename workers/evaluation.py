@@ -1,0 +1,113 @@
+"""How a model version is judged and promoted.
+
+Every version is scored with the judge of its own dataset snapshot (a small CNN trained on the
+snapshot's real photos, cached in S3 per snapshot and resolution). The promotion gate compares the
+candidate with the production model on that same judge and the same real images, so the two KIDs
+are measured with one ruler.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from core import registry
+from core.config import get_settings
+from core.db import session_scope
+from core.models import DatasetSnapshot
+from core.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+def judge_key(snapshot_id: str, resolution: int) -> str:
+    return f"snapshots/{snapshot_id}/judge-{resolution}.pt"
+
+
+def judge_for(store: ObjectStore, snapshot: DatasetSnapshot, dataset: dict):  # noqa: ANN201
+    from workers.gan.judge import judge_from_bytes, judge_to_bytes, train_judge
+
+    resolution = int(dataset["images"].shape[-1])
+    key = judge_key(snapshot.id, resolution)
+    if store.exists(key):
+        return judge_from_bytes(store.get(key))
+    judge, _info = train_judge(dataset, seed=0, seconds=get_settings().judge_seconds)
+    store.put(key, judge_to_bytes(judge))
+    return judge
+
+
+def evaluate_version(G, judge, dataset: dict) -> dict:  # noqa: ANN001
+    from workers.gan.metrics import evaluate
+
+    settings = get_settings()
+    metrics = evaluate(
+        G, judge, dataset, n_per_class=settings.eval_per_class, seed=0, max_real=settings.eval_max_real
+    )
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, list, dict, type(None)))}
+
+
+def promotion_decision(
+    store: ObjectStore,
+    version_id: str,
+    metrics: dict,
+    judge,
+    dataset: dict,
+    params: dict,  # noqa: ANN001
+) -> tuple[bool, str]:
+    """(promote?, why) for a freshly trained version, by the job's `promote` policy."""
+    policy = params.get("promote", "if_better")
+    if policy == "never":
+        return False, "the job asked not to promote"
+    if policy == "always":
+        return True, "the job asked to promote"
+    with session_scope() as session:
+        current = registry.production(session=session)
+        if current is None:
+            return True, "first model: there was no production model"
+        if current.id == version_id:
+            return True, "already production"
+        prod = {
+            "id": current.id,
+            "key": current.checkpoint_key,
+            "resolution": current.resolution,
+            "class_names": list(current.class_names),
+        }
+    if prod["resolution"] != int(dataset["images"].shape[-1]):
+        return (
+            False,
+            f"production {prod['id']} is {prod['resolution']} px: KIDs at different sizes do not compare",
+        )
+    if set(prod["class_names"]) - set(dataset["class_names"]):
+        return False, f"production {prod['id']} knows categories this dataset lacks"
+    from workers.gan.sampling import load_generator
+    from workers.gan.training import checkpoint_from_bytes
+
+    G_prod, _, prod_names = load_generator(checkpoint_from_bytes(store.get(prod["key"])))
+    prod_metrics = evaluate_version(
+        _remap_labels(G_prod, prod_names, list(dataset["class_names"])), judge, dataset
+    )
+    tolerance = float(params.get("kid_tolerance", 0.0))
+    new_kid, old_kid = metrics["kid"], prod_metrics["kid"]
+    verdict = f"KID {new_kid:.4f} vs production {prod['id']} {old_kid:.4f} (tolerance {tolerance})"
+    if new_kid <= old_kid + tolerance:
+        return True, f"no worse: {verdict}"
+    return False, f"worse: {verdict}"
+
+
+def _remap_labels(G, own_names: list[str], dataset_names: list[str]):  # noqa: ANN001, ANN202
+    """Production may order (or lack) categories differently: translate dataset labels to its own."""
+    if own_names == dataset_names:
+        return G
+    import torch
+
+    table = torch.tensor([own_names.index(n) for n in dataset_names])
+
+    class Remapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = G
+            self.z_dim, self.resolution, self.num_classes = G.z_dim, G.resolution, len(dataset_names)
+
+        def forward(self, z, y, **kw):  # noqa: ANN001, ANN003, ANN201
+            return self.inner(z, table.to(y.device)[y], **kw)
+
+    return Remapped()
