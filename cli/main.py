@@ -59,10 +59,14 @@ def demo(data_dir: Path | None, per_category: int) -> None:
 @cli.command()
 def migrate() -> None:
     """Bring the database of ATELIER_DATABASE_URL to the newest schema."""
+    from core import schedules
     from core.config import get_settings
+    from core.db import session_scope
     from migrations import upgrade
 
     upgrade(get_settings().database_url)
+    with session_scope() as session:
+        schedules.ensure_defaults(session=session)
     click.echo("database is at the newest revision")
 
 

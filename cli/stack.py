@@ -355,9 +355,13 @@ class Stack:
             time.sleep(0.1)
 
     def migrate(self) -> None:
+        from core import schedules
+        from core.db import session_scope
         from migrations import upgrade
 
         upgrade(self.env["ATELIER_DATABASE_URL"])
+        with session_scope(self.env["ATELIER_DATABASE_URL"]) as session:
+            schedules.ensure_defaults(session=session)
 
     def ensure_admin_key(self) -> str:
         """Reuse DIR/admin.key when it is still valid, else create a new admin key and write it."""

@@ -136,3 +136,12 @@ def run_key_for(name: str, scheduled_for: datetime) -> str:
 
 def manual_run_key(name: str) -> str:
     return f"{name}:manual:{utcnow().strftime('%Y-%m-%dT%H:%M:%S.%f')}"
+
+
+NIGHTLY = "nightly-retrain"
+
+
+def ensure_defaults(*, session: Session) -> None:
+    """A fresh installation retrains nightly at 02:00 UTC once 100 new photos have arrived."""
+    if session.get(Schedule, NIGHTLY) is None:
+        put_schedule(session=session, name=NIGHTLY, cron="0 2 * * *", enabled=True, params={})

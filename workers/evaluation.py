@@ -85,10 +85,13 @@ def promotion_decision(
     prod_metrics = evaluate_version(
         _remap_labels(G_prod, prod_names, list(dataset["class_names"])), judge, dataset
     )
-    tolerance = float(params.get("kid_tolerance", 0.0))
-    new_kid, old_kid = metrics["kid"], prod_metrics["kid"]
-    verdict = f"KID {new_kid:.4f} vs production {prod['id']} {old_kid:.4f} (tolerance {tolerance})"
-    if new_kid <= old_kid + tolerance:
+    return kid_gate(metrics["kid"], prod_metrics["kid"], float(params.get("kid_tolerance", 0.0)), prod["id"])
+
+
+def kid_gate(new_kid: float, production_kid: float, tolerance: float, production_id: str) -> tuple[bool, str]:
+    """Promote when the candidate's KID is no worse than production's by more than `tolerance`."""
+    verdict = f"KID {new_kid:.5f} vs production {production_id} {production_kid:.5f} (tolerance {tolerance})"
+    if new_kid <= production_kid + tolerance:
         return True, f"no worse: {verdict}"
     return False, f"worse: {verdict}"
 

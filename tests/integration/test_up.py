@@ -38,7 +38,9 @@ def processes_using(data_dir: Path) -> list[int]:
 def start_up(data_dir: Path, port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "up", "--data-dir", str(data_dir), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     wait_for(lambda: (data_dir / "admin.key").exists() and _healthy(port), timeout=90, what="atelier up")
     return proc

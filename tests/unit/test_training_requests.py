@@ -1,0 +1,54 @@
+import pytest
+from pydantic import ValidationError
+
+from core import schedules, training
+from core.schedules import RetrainParams
+
+
+def test_presets_and_archs_match_the_gan_package():
+    from workers.gan.config import ARCHS, PRESETS
+
+    assert set(training.PRESETS) == set(PRESETS)
+    assert {name: PRESETS[name]["resolution"] for name in PRESETS} == training.PRESETS
+    assert set(training.ARCHS) == set(ARCHS)
+
+
+@pytest.mark.parametrize("resolution", [8, 48, 512])
+def test_resolution_must_be_a_power_of_two_in_range(resolution):
+    with pytest.raises(ValidationError, match="power of two"):
+        training.TrainingRequest(resolution=resolution)
+
+
+def test_steps_out_of_range():
+    with pytest.raises(ValidationError, match="steps"):
+        training.TrainingRequest(steps=training.MAX_STEPS + 1)
+
+
+@pytest.mark.parametrize(
+    ("new", "prod", "tol", "promoted"),
+    [
+        (0.010, 0.020, 0.0, True),
+        (0.020, 0.020, 0.0, True),
+        (0.025, 0.020, 0.0, False),
+        (0.025, 0.020, 0.01, True),
+    ],
+)
+def test_kid_gate_both_ways(new, prod, tol, promoted):
+    from workers.evaluation import kid_gate
+
+    ok, reason = kid_gate(new, prod, tol, "v1")
+    assert ok is promoted
+    assert reason.startswith("no worse" if promoted else "worse") and "v1" in reason
+
+
+def test_retrain_params_refuse_unknown_fields():
+    with pytest.raises(ValidationError):
+        RetrainParams(min_new=3)
+
+
+def test_run_keys_name_the_minute():
+    from datetime import UTC, datetime
+
+    at = datetime(2026, 11, 27, 2, 0, 30, tzinfo=UTC)
+    assert schedules.run_key_for("nightly-retrain", at) == "nightly-retrain:2026-11-27T02:00"
+    assert schedules.next_after("0 2 * * *", at) == datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
