@@ -55,10 +55,13 @@ class Client:
 
     def wait(self, job_id: str, *, timeout: float = 600.0, interval: float = 0.5, on_update=None) -> dict:
         deadline = time.monotonic() + timeout
+        last = None
         while True:
             job = self.job(job_id)
-            if on_update:
+            seen = (job["status"], job["progress"]["done"])
+            if on_update and seen != last:  # report changes only: logs stay readable
                 on_update(job)
+            last = seen
             if job["status"] in TERMINAL:
                 return job
             if time.monotonic() > deadline:

@@ -9,11 +9,14 @@ from pathlib import Path
 import click
 
 from cli.client import Client
+from cli.generation_cmds import demo_generate
 from cli.stack import Stack
+from cli.training_cmds import training_progress_line
+from core.storage import ObjectStore
 from core.synthetic import CATEGORIES, catalogue_zip, make_catalogue
 
 
-def run_demo(data_dir: Path | None, per_category: int) -> int:
+def run_demo(data_dir: Path | None, per_category: int, train_steps: int) -> int:
     data_dir = Path(data_dir or tempfile.mkdtemp(prefix="atelier-demo-"))
     click.echo(f"Starting the embedded stack in {data_dir} ...")
     t0 = time.monotonic()
@@ -22,6 +25,8 @@ def run_demo(data_dir: Path | None, per_category: int) -> int:
     with stack:
         click.echo(f"  up in {time.monotonic() - t0:.1f} s: API {stack.api_url}, S3 {stack.s3_url}")
         client = Client(stack.api_url, stack.admin_key)
+        stack_store = ObjectStore(stack.settings)
+        bucket = stack.settings.s3_bucket
         items = make_catalogue(per_category, CATEGORIES, seed=7)
         click.echo(
             f"Drew a catalogue of {len(items)} garments in {len(CATEGORIES)} categories; uploading ..."
@@ -35,11 +40,48 @@ def run_demo(data_dir: Path | None, per_category: int) -> int:
         )
         stats = client.get("/v1/catalogue/stats")
         click.echo(f"catalogue: {stats['total']} images {stats['per_category']}")
+
+        click.echo(f"Training a tiny GAN ({train_steps} steps at 32 px) through the API ...")
+        job = client.post(
+            "/v1/training-jobs", json={"preset": "tiny", "resolution": 32, "steps": train_steps}
+        )
+        train = client.wait(
+            job["id"],
+            timeout=3600,
+            interval=1.0,
+            on_update=lambda j: click.echo(training_progress_line(j), nl=False),
+        )
+        click.echo()
+        statuses["train"] = train["status"]
+        click.echo(
+            f"train job {train['id']}: {train['status']}" + (f" ({train['error']})" if train["error"] else "")
+        )
+        if train["status"] == "succeeded":
+            result = train["result"]
+            metrics = result["metrics"]
+            click.echo(
+                f"  model {result['model_version']}: KID {metrics['kid']:.4f}, GAN-test accuracy "
+                f"{metrics['gan_test_accuracy']:.2f} (judge held-out "
+                f"{metrics['judge_heldout_accuracy']:.2f}), promoted: {result['promoted']}"
+            )
+            grid = data_dir / "sample-grid.png"
+            grid.write_bytes(stack_store.get(result["grid_key"]))
+            click.echo(f"  sample grid s3://{bucket}/{result['grid_key']} (copied to {grid})")
+
+            gen = demo_generate(client, result["model_version"], per_category=20)
+            statuses["generate"] = gen["status"]
+            click.echo(f"generate job {gen['id']}: {gen['status']} ({gen['progress']['done']} designs)")
+            if gen.get("result"):
+                click.echo(f"  manifest s3://{bucket}/{gen['result'].get('manifest_key')}")
+                if gen["result"].get("archive_key"):
+                    click.echo(f"  archive  s3://{bucket}/{gen['result']['archive_key']}")
         click.echo("Results:")
         click.echo(
             f"  originals  s3://{stack.settings.s3_bucket}/catalogue/originals/ (SeaweedFS in {data_dir}/s3)"
         )
         click.echo(f"  prepared   s3://{stack.settings.s3_bucket}/catalogue/prepared/")
+        click.echo(f"  models     s3://{stack.settings.s3_bucket}/models/")
+        click.echo(f"  designs    s3://{stack.settings.s3_bucket}/generated/")
         click.echo(f"  database   {stack.env['ATELIER_DATABASE_URL']}")
         client.close()
     click.echo("Stack stopped.")

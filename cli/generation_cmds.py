@@ -19,16 +19,8 @@ from typing import Any
 import click
 import httpx
 
-api_option = click.option(
-    "--api", "api_url", default="http://127.0.0.1:8000", envvar="ATELIER_API_URL", show_default=True
-)
-key_option = click.option("--key-file", type=click.Path(path_type=Path), default=None)
-
-
-def _client(api_url: str, key_file: Path | None):  # noqa: ANN202
-    from cli.main import _client as make
-
-    return make(api_url, key_file)
+from cli.options import api_option, key_option
+from cli.options import make_client as _client
 
 
 def parse_per_category(value: str | None) -> dict[str, int] | None:

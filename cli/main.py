@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from cli.options import api_option, key_option, make_client
+
 
 @click.group()
 def cli() -> None:
@@ -49,11 +51,12 @@ def up(data_dir: Path, port: int) -> None:
 @cli.command()
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="default: a new temp dir")
 @click.option("--per-category", type=int, default=40, show_default=True)
-def demo(data_dir: Path | None, per_category: int) -> None:
+@click.option("--train-steps", type=int, default=300, show_default=True)
+def demo(data_dir: Path | None, per_category: int, train_steps: int) -> None:
     """Run the main job end to end on the embedded stack with a drawn catalogue."""
     from cli.demo import run_demo
 
-    sys.exit(run_demo(data_dir, per_category))
+    sys.exit(run_demo(data_dir, per_category, train_steps))
 
 
 @cli.command()
@@ -103,26 +106,6 @@ def keys_create(name: str, scopes: str, data_dir: Path | None) -> None:
     click.echo(secret)
 
 
-def _client(api_url: str, key_file: Path | None):  # noqa: ANN202
-    import os
-
-    from cli.client import Client
-
-    key = os.environ.get("ATELIER_API_KEY")
-    if not key:
-        path = key_file or Path(".atelier/admin.key")
-        if not path.exists():
-            raise click.UsageError("set ATELIER_API_KEY or pass --key-file (default .atelier/admin.key)")
-        key = path.read_text().strip()
-    return Client(api_url, key)
-
-
-api_option = click.option(
-    "--api", "api_url", default="http://127.0.0.1:8000", envvar="ATELIER_API_URL", show_default=True
-)
-key_option = click.option("--key-file", type=click.Path(path_type=Path), default=None)
-
-
 @cli.group()
 def catalogue() -> None:
     """Catalogue photos."""
@@ -135,7 +118,7 @@ def catalogue() -> None:
 @key_option
 def catalogue_upload(directory: Path, batch: int, api_url: str, key_file: Path | None) -> None:
     """Upload DIRECTORY/<category>/<photo> files."""
-    client = _client(api_url, key_file)
+    client = make_client(api_url, key_file)
     files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"})
     by_category: dict[str, list[Path]] = {}
     for p in files:
@@ -169,7 +152,7 @@ def catalogue_upload(directory: Path, batch: int, api_url: str, key_file: Path |
 @key_option
 def status(job_id: str, watch: bool, api_url: str, key_file: Path | None) -> None:
     """Show a job (with --watch, a progress line until it ends)."""
-    client = _client(api_url, key_file)
+    client = make_client(api_url, key_file)
 
     def show(job: dict) -> None:
         p = job["progress"]
@@ -189,14 +172,18 @@ def submit() -> None:
     """Submit jobs (a thin client of the HTTP API)."""
 
 
-def _register_generation() -> None:
+def _register_clients() -> None:
     from cli.generation_cmds import download, generate
+    from cli.training_cmds import models, schedules, submit_train
 
     submit.add_command(generate)
+    submit.add_command(submit_train)
     cli.add_command(download)
+    cli.add_command(models)
+    cli.add_command(schedules)
 
 
-_register_generation()
+_register_clients()
 
 
 def _register_optional() -> None:
