@@ -83,24 +83,28 @@ class Mapping(nn.Module):
 class FiLM(nn.Module):
     """Per-channel scale and shift from w, applied to pixel-normalised features."""
 
-    def __init__(self, w_dim: int, channels: int):
+    def __init__(self, w_dim: int, channels: int, norm: str = "pixel"):
         super().__init__()
+        # "batch": conditional batch norm (BigGAN-style, affine from w). Sampling runs in eval mode on the
+        # running statistics, so an image still depends only on its own noise.
+        self.bn = nn.BatchNorm2d(channels, affine=False) if norm == "batch" else None
         self.affine = nn.Linear(w_dim, 2 * channels)
         self.affine.keep_init = True  # small default weights: modulation starts gentle
         nn.init.zeros_(self.affine.bias)  # start as the identity: scale 1, shift 0
 
     def forward(self, x, w):
         scale, shift = self.affine(w)[:, :, None, None].chunk(2, dim=1)
-        return F.leaky_relu(pixel_norm(x) * (1 + scale) + shift, 0.2)
+        x = self.bn(x) if self.bn is not None else pixel_norm(x)
+        return F.leaky_relu(x * (1 + scale) + shift, 0.2)
 
 
 class GBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, w_dim: int, n_convs: int = 2):
+    def __init__(self, cin: int, cout: int, w_dim: int, n_convs: int = 2, norm: str = "pixel"):
         super().__init__()
         self.convs = nn.ModuleList(
             nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1) for i in range(n_convs)
         )
-        self.mods = nn.ModuleList(FiLM(w_dim, cout) for _ in range(n_convs))
+        self.mods = nn.ModuleList(FiLM(w_dim, cout, norm) for _ in range(n_convs))
 
     def forward(self, x, w):
         # Nearest upsample + conv instead of transposed conv: no checkerboard artefacts.
@@ -119,11 +123,11 @@ class Generator(nn.Module):
         c4 = cfg.channels(4)
         self.const = nn.Linear(cfg.w_dim, c4 * 16)
         self.conv4 = nn.Conv2d(c4, c4, 3, padding=1)
-        self.mod4 = FiLM(cfg.w_dim, c4)
+        self.mod4 = FiLM(cfg.w_dim, c4, cfg.g_norm)
         blocks, cin = [], c4
         for k in range(3, int(math.log2(cfg.resolution)) + 1):
             cout = cfg.channels(2**k)
-            blocks.append(GBlock(cin, cout, cfg.w_dim, cfg.g_convs))
+            blocks.append(GBlock(cin, cout, cfg.w_dim, cfg.g_convs, cfg.g_norm))
             cin = cout
         self.blocks = nn.ModuleList(blocks)
         self.to_rgb = nn.Conv2d(cin, 3, 1)
@@ -145,8 +149,12 @@ class Generator(nn.Module):
 
 
 class DBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, n_convs: int = 2):
+    def __init__(self, cin: int, cout: int, n_convs: int = 2, norm: bool = False):
         super().__init__()
+        self.norms = nn.ModuleList(
+            nn.BatchNorm2d(cout if i == n_convs - 1 else cin) if norm else nn.Identity()
+            for i in range(n_convs)
+        )
         self.convs = nn.ModuleList(
             nn.Conv2d(cin, cout if i == n_convs - 1 else cin, 3, padding=1) for i in range(n_convs)
         )
@@ -154,8 +162,8 @@ class DBlock(nn.Module):
 
     def forward(self, x):
         y = x
-        for conv in self.convs:
-            y = F.leaky_relu(conv(y), 0.2)
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            y = F.leaky_relu(norm(conv(y)), 0.2)
         # Residual D (StyleGAN2): gradients reach the early layers, variance kept by 1/sqrt(2). Pooling is
         # linear, so the two branches share one pool (avg_pool2d was a fifth of a CPU step).
         return downsample2(y + self.skip(x)) * (1 / math.sqrt(2))
@@ -185,7 +193,7 @@ class Discriminator(nn.Module):
         self.from_rgb = nn.Conv2d(3, cfg.channels(res), 1)
         blocks = []
         while res > 4:
-            blocks.append(DBlock(cfg.channels(res), cfg.channels(res // 2), cfg.d_convs))
+            blocks.append(DBlock(cfg.channels(res), cfg.channels(res // 2), cfg.d_convs, cfg.d_norm))
             res //= 2
         self.blocks = nn.Sequential(*blocks)
         c4 = cfg.channels(4)

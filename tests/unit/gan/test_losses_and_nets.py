@@ -30,10 +30,13 @@ def test_losses_stay_finite_on_extreme_logits():
     assert torch.isfinite(d_loss(big, -big)) and torch.isfinite(g_loss(-big))
 
 
-@pytest.mark.parametrize("arch", ["atelier", "dcgan"])
+@pytest.mark.parametrize(
+    "arch,norms", [("atelier", ("pixel", False)), ("atelier", ("batch", True)), ("dcgan", None)]
+)
 @pytest.mark.parametrize("resolution", [16, 32, 64])
-def test_networks_shapes_per_category(arch, resolution):
-    cfg = tiny_config(arch, num_classes=4, resolution=resolution)
+def test_networks_shapes_per_category(arch, norms, resolution):
+    extra = dict(g_norm=norms[0], d_norm=norms[1]) if norms else {}
+    cfg = tiny_config(arch, num_classes=4, resolution=resolution, **extra)
     G, D = build_networks(cfg)
     z = torch.randn(8, cfg.z_dim)
     labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
