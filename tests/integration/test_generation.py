@@ -226,6 +226,7 @@ class Receiver(BaseHTTPRequestHandler):
 def test_webhook_is_signed_retried_and_delivered(stack, admin, model):
     from core import webhooks
 
+    Receiver.calls.clear()  # the class outlives one parametrization (SQLite, then PostgreSQL)
     server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
