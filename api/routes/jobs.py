@@ -5,7 +5,7 @@ from sqlalchemy import select
 
 from api.deps import ReadKey, SessionDep, SubmitKey
 from api.schemas import EventOut, EventPage, JobOut, JobPage
-from core import generation, jobs
+from core import chunks, jobs
 from core.models import Job, JobEvent
 from core.pagination import MAX_LIMIT, BadCursor, page
 
@@ -90,7 +90,7 @@ def cancel_job(job_id: str, _: SubmitKey, session: SessionDep):
     try:
         jobs.request_cancel(session=session, job=job)
         if job.kind == "generate":
-            generation.cancel_chunks(session=session, job=job)
+            chunks.cancel_chunks(session=session, job=job)
     except jobs.IllegalTransition as exc:
         raise HTTPException(409, detail=f"job {job_id} already ended as {job.status}") from exc
     return JobOut.of(job)

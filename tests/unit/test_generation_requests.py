@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from api.generation_schemas import GenerationRequest
 from api.schemas import JobOut
-from core import generation, registry, webhooks
+from core import chunks, generation, registry, webhooks
 from core.config import Settings
 from core.models import GeneratedImage, GenerationChunk, Job
 
@@ -261,19 +261,19 @@ def test_reconcile_requeues_stale_chunks_resends_lost_ones_and_finalizes(session
     c2.status = "succeeded"
     job.status = "running"
     session.commit()
-    counts = generation.reconcile(session=session, settings=settings)
+    counts = chunks.reconcile(session=session, settings=settings)
     session.commit()
     assert counts == {"chunks_requeued": 1, "chunks_resent": 1, "finalize_resent": 0}
     assert sorted(kw["kwargs"]["chunk_index"] for _, kw in sent) == [0, 1]
     assert c0.status == "queued" and c0.worker is None
     # a second pass right away sends nothing more
     sent.clear()
-    assert generation.reconcile(session=session, settings=settings)["chunks_resent"] == 0 and not sent
+    assert chunks.reconcile(session=session, settings=settings)["chunks_resent"] == 0 and not sent
     # every chunk done, job not finalized: finalize is sent (once per resend interval)
     for c in (c0, c1):
         c.status = "succeeded"
     session.commit()
-    assert generation.reconcile(session=session, settings=settings)["finalize_resent"] == 1
+    assert chunks.reconcile(session=session, settings=settings)["finalize_resent"] == 1
     session.commit()
     assert [name for name, _ in sent] == ["atelier.finalize_generation"]
-    assert generation.reconcile(session=session, settings=settings)["finalize_resent"] == 0
+    assert chunks.reconcile(session=session, settings=settings)["finalize_resent"] == 0

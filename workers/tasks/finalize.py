@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from core import generation, jobs, webhooks
+from core.chunks import CHUNK_OPEN, chunk_counts, iter_images
 from core.config import get_settings
 from core.db import session_factory, session_scope
 from core.models import Job
@@ -48,9 +49,7 @@ def run_finalize(job_id: str) -> str:
         job = session.get(Job, job_id)
         if job is None or job.status in jobs.TERMINAL:
             return "ended"
-        open_chunks = {
-            s: n for s, n in generation.chunk_counts(session, job_id).items() if s in generation.CHUNK_OPEN
-        }
+        open_chunks = {s: n for s, n in chunk_counts(session, job_id).items() if s in CHUNK_OPEN}
         if open_chunks:
             return "not yet"
         params, total = dict(job.params), job.progress_total
@@ -76,7 +75,7 @@ def write_manifest(job_id: str, path: Path, total: int) -> dict[str, Any]:
     session = session_factory(readonly=True)()
     try:
         with path.open("w") as f:
-            for row in generation.iter_images(session, job_id):
+            for row in iter_images(session, job_id):
                 line = {
                     "index": row.index,
                     "seed": row.seed,
@@ -151,7 +150,7 @@ def _record_outcome(job_id: str, summary: dict, mkey: str, akey: str | None) -> 
         job = session.get(Job, job_id, with_for_update=True)
         if job is None or job.status in jobs.TERMINAL:
             return "ended"
-        chunks = generation.chunk_counts(session, job_id)
+        chunks = chunk_counts(session, job_id)
         result = {**summary, "chunks": chunks, "manifest_key": mkey, "archive_key": akey}
         generated, total = summary["generated"], summary["requested"]
         if job.cancel_requested:

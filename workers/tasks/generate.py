@@ -25,10 +25,10 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select
 
-from core import generation, jobs
+from core import chunks, generation, jobs
+from core.chunks import ClaimedChunk
 from core.config import get_settings
 from core.db import session_scope
-from core.generation import ClaimedChunk
 from core.models import GeneratedImage, Job, ModelVersion
 from core.storage import get_store
 from workers import imaging
@@ -52,13 +52,13 @@ def generate_chunk(job_id: str, chunk_index: int) -> str:
 def generate_plan(job_id: str) -> int:
     """The generate job's entry task (core.queue.JOB_ENTRY_TASKS): re-send its queued chunks."""
     with session_scope() as session:
-        return generation.resend_job(session=session, job_id=job_id)
+        return chunks.resend_job(session=session, job_id=job_id)
 
 
 def reconcile_generation() -> dict[str, int]:
     """Called by the reconciler on beat: stale chunks, lost chunk messages, unfinalized jobs."""
     with session_scope() as session:
-        return generation.reconcile(session=session, settings=get_settings())
+        return chunks.reconcile(session=session, settings=get_settings())
 
 
 def encode_pool() -> ThreadPoolExecutor:
@@ -122,7 +122,7 @@ class ChunkLease:
     def check(self) -> bool:
         try:
             with session_scope() as session:
-                if generation.heartbeat_chunk(
+                if chunks.heartbeat_chunk(
                     session=session, job_id=self.chunk.job_id, index=self.chunk.index, worker=self.worker
                 ):
                     self.should_stop = True
@@ -141,7 +141,7 @@ def run_chunk(job_id: str, chunk_index: int, *, resume: bool = True) -> str:
     if version_id and job.status not in jobs.TERMINAL:
         load_model(version_id)  # before the claim: the lease then covers generating, not imports
     with session_scope() as session:
-        chunk = generation.claim_chunk(
+        chunk = chunks.claim_chunk(
             session=session, job_id=job_id, index=chunk_index, worker=worker, settings=settings
         )
     if chunk is None:
@@ -158,12 +158,12 @@ def run_chunk(job_id: str, chunk_index: int, *, resume: bool = True) -> str:
             else f"{type(exc).__name__}: {exc}"
         )
         with session_scope() as session:
-            generation.finish_chunk(
+            chunks.finish_chunk(
                 session=session,
                 job_id=job_id,
                 index=chunk_index,
                 worker=worker,
-                status=generation.CHUNK_QUEUED if retry else generation.CHUNK_FAILED,
+                status=chunks.CHUNK_QUEUED if retry else chunks.CHUNK_FAILED,
                 error=reason,
             )
             jobs.add_event(
@@ -175,9 +175,7 @@ def run_chunk(job_id: str, chunk_index: int, *, resume: bool = True) -> str:
             )
         raise
     with session_scope() as session:
-        generation.finish_chunk(
-            session=session, job_id=job_id, index=chunk_index, worker=worker, status=outcome
-        )
+        chunks.finish_chunk(session=session, job_id=job_id, index=chunk_index, worker=worker, status=outcome)
     return outcome
 
 
@@ -215,14 +213,14 @@ def _run(chunk: ClaimedChunk, lease: ChunkLease, worker: str, *, resume: bool) -
     batch = chunk.batch_size or (256 if device().type == "cuda" else 64)
     oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
     pending: list[Future] | None = None
-    outcome = generation.CHUNK_SUCCEEDED
+    outcome = chunks.CHUNK_SUCCEEDED
     pos = 0
     while pos < len(todo):
         if lease.should_stop:
-            outcome = generation.CHUNK_CANCELLED
+            outcome = chunks.CHUNK_CANCELLED
             break
         if pos and params["priority"] == "bulk" and _interactive_waiting():
-            outcome = generation.CHUNK_QUEUED
+            outcome = chunks.CHUNK_QUEUED
             lease_event(chunk, "chunk_yielded", f"chunk {chunk.index} stepped aside for interactive work")
             break
         indices = todo[pos : pos + batch]
@@ -253,7 +251,7 @@ def _run(chunk: ClaimedChunk, lease: ChunkLease, worker: str, *, resume: bool) -
 
 def _interactive_waiting() -> bool:
     with session_scope() as session:
-        return generation.interactive_work_waiting(session=session)
+        return chunks.interactive_work_waiting(session=session)
 
 
 def lease_event(chunk: ClaimedChunk, kind: str, message: str, data: dict | None = None) -> None:
@@ -362,5 +360,5 @@ def _encode_and_upload(hwc, params: dict, job_id: str, index: int, category: str
 def _store_rows(job_id: str, futures: list[Future]) -> None:
     rows = [f.result() for f in futures]
     with session_scope() as session:
-        generation.upsert_images(session, rows)
-        generation.record_progress(session=session, job_id=job_id)
+        chunks.upsert_images(session, rows)
+        chunks.record_progress(session=session, job_id=job_id)
