@@ -11,9 +11,7 @@ router = APIRouter(prefix="/v1/training-jobs", tags=["training"])
 
 
 @router.post("", status_code=202, response_model=JobOut)
-def submit_training_job(
-    body: training.TrainingRequest, key: SubmitKey, session: SessionDep, store: StoreDep
-):
+def submit_training_job(body: training.TrainingRequest, key: SubmitKey, session: SessionDep, store: StoreDep):
     try:
         job = training.submit_training(session=session, store=store, request=body, api_key_id=key.id)
     except training.InvalidRequest as exc:
