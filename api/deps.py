@@ -31,6 +31,8 @@ def get_session(request: Request) -> Iterator[Session]:
 # reads its own write on the next request (the default "request" scope commits after sending).
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
 def _store() -> ObjectStore:
     return get_store()
 
