@@ -10,21 +10,14 @@ from sqlalchemy.orm import Session
 
 from core import auth
 from core.config import Settings, get_settings
-from core.db import session_factory
+from core.db import session_scope
 from core.models import ApiKey
 from core.storage import ObjectStore, get_store
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    session = session_factory(readonly=request.method in ("GET", "HEAD"))()
-    try:
+    with session_scope(readonly=request.method in ("GET", "HEAD")) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 # scope="function": the commit happens before the response is sent, so a client that got its 201

@@ -79,9 +79,9 @@ def session_factory(url: str | None = None, *, readonly: bool = False) -> sessio
 
 
 @contextmanager
-def session_scope(url: str | None = None) -> Iterator[Session]:
+def session_scope(url: str | None = None, *, readonly: bool = False) -> Iterator[Session]:
     """A session that commits on success and rolls back on error."""
-    session = session_factory(url)()
+    session = session_factory(url, readonly=readonly)()
     try:
         yield session
         session.commit()
