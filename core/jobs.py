@@ -227,12 +227,24 @@ def request_cancel(*, session: Session, job: Job) -> Job:
     return job
 
 
-def stale_running_jobs(*, session: Session, stale_after: float) -> list[Job]:
-    before = utcnow() - timedelta(seconds=stale_after)
+def stale_running_jobs(
+    *, session: Session, stale_after: float, waiting_after: float | None = None
+) -> list[Job]:
+    """Running jobs whose worker stopped heartbeating. A job released between two tasks (a training
+    segment waiting in its queue, no worker) is only presumed lost after `waiting_after`: a busy GPU
+    queue is not a dead worker."""
+    now = utcnow()
+    before = now - timedelta(seconds=stale_after)
+    waiting_before = now - timedelta(seconds=waiting_after if waiting_after is not None else stale_after)
     return list(
         session.scalars(
             select(Job).where(
-                Job.status == RUNNING, or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < before)
+                Job.status == RUNNING,
+                or_(
+                    Job.heartbeat_at.is_(None),
+                    Job.worker.is_not(None) & (Job.heartbeat_at < before),
+                    Job.worker.is_(None) & (Job.heartbeat_at < waiting_before),
+                ),
             )
         )
     )

@@ -187,3 +187,18 @@ def test_reconciler_resends_a_queued_job_whose_message_was_lost(session, reconci
     session.commit()
     assert run_reconcile()["resent"] == 1
     assert sent == [("atelier.ingest", {"job_id": job.id}, "io")]
+
+
+def test_a_released_job_waiting_for_its_next_segment_is_not_presumed_lost(session, reconcile_env, sent):
+    from workers.tasks.reconcile import run_reconcile
+
+    job = new_job(session)
+    jobs.claim(session=session, job_id=job.id, worker="w1", stale_after=30)
+    jobs.release_lease(session=session, job=job)
+    job.heartbeat_at = utcnow() - timedelta(seconds=60)  # queued behind other work for a minute
+    session.commit()
+    assert run_reconcile()["requeued"] == 0 and sent == []
+    job.heartbeat_at = utcnow() - timedelta(seconds=600)  # its message is surely lost now
+    session.commit()
+    assert run_reconcile()["requeued"] == 1
+    assert sent == [("atelier.ingest", {"job_id": job.id}, "io")]

@@ -31,7 +31,11 @@ def run_reconcile() -> dict[str, int]:
     counts = {"requeued": 0, "failed": 0, "resent": 0, "cancelled": 0}
     counts.update(reconcile_generation())  # first: generate jobs are leased by chunk, not by job row
     with session_scope() as session:
-        for job in jobs.stale_running_jobs(session=session, stale_after=settings.stale_after_seconds):
+        for job in jobs.stale_running_jobs(
+            session=session,
+            stale_after=settings.stale_after_seconds,
+            waiting_after=settings.resend_after_seconds,
+        ):
             if job.cancel_requested:
                 jobs.transition(session=session, job=job, to=jobs.CANCELLED, message="cancelled; worker gone")
                 counts["cancelled"] += 1
