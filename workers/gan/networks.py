@@ -6,7 +6,8 @@
 
     Discriminator
       x -> fromRGB -> [conv3x3 -> conv3x3 -> avgpool, residual] * log2(R/4)
-        -> minibatch-stddev -> conv -> fc -> phi;  logit = fc(phi) + <embed(label), phi>   (projection)
+        -> minibatch-stddev (per label if mbstd_by_class) -> conv -> fc -> phi
+        logit = fc(phi) + <embed(label), phi>   (projection)
 
 Why: a mapping network gives a w space where truncation towards a per-class mean and linear
 interpolation stay on the manifold; FiLM after pixel-norm is the cheap (non-grouped-conv) cousin of
@@ -48,11 +49,14 @@ def pixel_norm(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
 
 
 class Mapping(nn.Module):
-    def __init__(self, z_dim: int, w_dim: int, num_classes: int, layers: int, conditional: bool):
+    def __init__(
+        self, z_dim: int, w_dim: int, num_classes: int, layers: int, conditional: bool, embed_dim: int = 0
+    ):
         super().__init__()
         self.conditional = conditional
-        self.embed = nn.Embedding(num_classes, w_dim) if conditional else None
-        dims = [z_dim + (w_dim if conditional else 0)] + [w_dim] * layers
+        embed_dim = embed_dim or w_dim
+        self.embed = nn.Embedding(num_classes, embed_dim) if conditional else None
+        dims = [z_dim + (embed_dim if conditional else 0)] + [w_dim] * layers
         self.net = nn.Sequential(
             *[m for a, b in zip(dims, dims[1:], strict=False) for m in (nn.Linear(a, b), nn.LeakyReLU(0.2))]
         )
@@ -119,7 +123,9 @@ class Generator(nn.Module):
         super().__init__()
         self.z_dim, self.resolution, self.num_classes = cfg.z_dim, cfg.resolution, cfg.num_classes
         self.w_avg_beta = cfg.w_avg_beta
-        self.mapping_net = Mapping(cfg.z_dim, cfg.w_dim, cfg.num_classes, cfg.mapping_layers, cfg.conditional)
+        self.mapping_net = Mapping(
+            cfg.z_dim, cfg.w_dim, cfg.num_classes, cfg.mapping_layers, cfg.conditional, cfg.embed_dim
+        )
         c4 = cfg.channels(4)
         self.const = nn.Linear(cfg.w_dim, c4 * 16)
         self.conv4 = nn.Conv2d(c4, c4, 3, padding=1)
@@ -185,10 +191,28 @@ def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:
     return torch.cat([x, y], dim=1)
 
 
+def minibatch_stddev_by_label(x: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Minibatch-stddev where the groups are the samples sharing a label (a lone sample gets ~0).
+
+    Real and fake batches carry the same labels, so the group sizes match between the two; a G that
+    collapses within a category then shows a smaller std than the reals of that category.
+    """
+    n, c, h, w = x.shape
+    flat = x.flatten(1)
+    counts = torch.bincount(labels, minlength=num_classes).clamp(min=1).to(x.dtype)[:, None]
+    means = torch.zeros(num_classes, flat.shape[1], dtype=x.dtype, device=x.device).index_add(0, labels, flat)
+    dev2 = (flat - (means / counts)[labels]).square()
+    var = torch.zeros_like(means).index_add(0, labels, dev2) / counts
+    y = var.add(1e-8).sqrt().mean(dim=1)[labels].view(n, 1, 1, 1).expand(n, 1, h, w)
+    return torch.cat([x, y], dim=1)
+
+
 class Discriminator(nn.Module):
     def __init__(self, cfg: GanConfig):
         super().__init__()
         self.mbstd_group = cfg.mbstd_group
+        self.mbstd_by_class = cfg.mbstd_by_class and cfg.conditional
+        self.num_classes = cfg.num_classes
         res = cfg.resolution
         self.from_rgb = nn.Conv2d(3, cfg.channels(res), 1)
         blocks = []
@@ -209,7 +233,10 @@ class Discriminator(nn.Module):
     def forward(self, x, labels):
         x = F.leaky_relu(self.from_rgb(x), 0.2)
         x = self.blocks(x)
-        x = minibatch_stddev(x, self.mbstd_group)
+        if self.mbstd_by_class:
+            x = minibatch_stddev_by_label(x, labels, self.num_classes)
+        else:
+            x = minibatch_stddev(x, self.mbstd_group)
         x = F.leaky_relu(self.conv(x), 0.2)
         phi = F.leaky_relu(self.fc(x.flatten(1)), 0.2)
         logits = self.out(phi).squeeze(1)

@@ -59,3 +59,36 @@ def test_preset_config_validates():
             preset_config("tiny", resolution=bad)
     cfg = preset_config("tiny", num_classes=7)
     assert GanConfig.from_dict({**cfg.to_dict(), "future_field": 1}) == cfg
+
+
+def test_mbstd_by_label_sees_collapse_within_a_label():
+    from workers.gan.networks import minibatch_stddev_by_label
+
+    labels = torch.tensor([0, 0, 1, 1, 2])
+    x = torch.randn(5, 3, 4, 4)
+    collapsed = x.clone()
+    collapsed[1], collapsed[3] = collapsed[0], collapsed[2]  # same image within each label
+    y = minibatch_stddev_by_label(x, labels, 3)
+    yc = minibatch_stddev_by_label(collapsed, labels, 3)
+    assert y.shape == (5, 4, 4, 4) and torch.equal(y[:, :3], x)
+    assert (y[:4, 3] > 0.1).all() and (yc[:4, 3] < 1e-3).all()
+    assert yc[4, 3].max() < 1e-3  # a lone sample has no spread, for reals and fakes alike
+
+
+def test_embed_dim_and_mbstd_by_class_build_and_old_configs_keep_their_shapes():
+    cfg = tiny_config("atelier", num_classes=4, embed_dim=16, mbstd_by_class=True)
+    G, D = build_networks(cfg)
+    assert G.mapping_net.embed.weight.shape == (4, 16)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    img = G(torch.randn(8, cfg.z_dim), labels)
+    assert D(img, labels).shape == (8,)
+    # A config saved before these fields existed: embedding as wide as w, mbstd over mixed groups.
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("embed_dim", "mbstd_by_class")}
+    G_old, D_old = build_networks(GanConfig.from_dict(old))
+    assert G_old.mapping_net.embed.weight.shape == (4, cfg.w_dim) and not D_old.mbstd_by_class
+
+
+def test_tiny_preset_guards_against_within_category_collapse():
+    cfg = preset_config("tiny")
+    assert cfg.embed_dim == cfg.z_dim and cfg.mbstd_by_class
+    assert preset_config("tiny", arch="dcgan").conditional is False  # per-label mbstd needs labels
