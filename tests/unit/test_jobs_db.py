@@ -144,6 +144,7 @@ def reconcile_env(db_url, monkeypatch):
     monkeypatch.setenv("ATELIER_DATABASE_URL", db_url)
     monkeypatch.setenv("ATELIER_STALE_AFTER_SECONDS", "30")
     monkeypatch.setenv("ATELIER_MAX_DELIVERIES", "3")
+    monkeypatch.setenv("ATELIER_RESEND_AFTER_SECONDS", "120")  # the stack fixture may have set its own
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
