@@ -65,3 +65,8 @@ ReadKey = Annotated[ApiKey, Depends(require("read"))]
 SubmitKey = Annotated[ApiKey, Depends(require("submit"))]
 CatalogueKey = Annotated[ApiKey, Depends(require("catalogue"))]
 AdminKey = Annotated[ApiKey, Depends(require("admin"))]
+
+
+def invalid(*loc: str, msg: str) -> HTTPException:
+    """A 422 shaped like FastAPI's own validation errors: `detail` names the field at fault."""
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=[{"loc": list(loc), "msg": msg}])

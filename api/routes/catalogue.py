@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
-from api.deps import CatalogueKey, ReadKey, SessionDep, SettingsDep, StoreDep
+from api.deps import CatalogueKey, ReadKey, SessionDep, SettingsDep, StoreDep, invalid
 from api.schemas import CatalogueImageOut, CataloguePage, CatalogueStats, JobOut, UploadResult
 from core import catalogue, jobs
 from core.models import CatalogueImage
@@ -37,7 +37,7 @@ def upload_images(
             session=session, store=store, settings=settings, uploads=uploads, category=category
         )
     except ValueError as exc:
-        raise HTTPException(422, detail=[{"loc": ["body", "category"], "msg": str(exc)}]) from exc
+        raise invalid("body", "category", msg=str(exc)) from exc
     job = None
     if result.new_ids:
         job = jobs.create_job(
@@ -75,7 +75,7 @@ def list_images(
     try:
         since_at = catalogue.parse_since(since)
     except ValueError as exc:
-        raise HTTPException(422, detail=[{"loc": ["query", "since"], "msg": str(exc)}]) from exc
+        raise invalid("query", "since", msg=str(exc)) from exc
     if since_at:
         stmt = stmt.where(CatalogueImage.created_at >= since_at)
     try:
@@ -88,7 +88,7 @@ def list_images(
             cursor=cursor,
         )
     except BadCursor as exc:
-        raise HTTPException(422, detail=[{"loc": ["query", "cursor"], "msg": str(exc)}]) from exc
+        raise invalid("query", "cursor", msg=str(exc)) from exc
     return CataloguePage(
         items=[CatalogueImageOut.of(r, store.presign(r.key)) for r in rows], next_cursor=next_cursor
     )

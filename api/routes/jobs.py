@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import select
 
-from api.deps import ReadKey, SessionDep, SubmitKey
+from api.deps import ReadKey, SessionDep, SubmitKey, invalid
 from api.schemas import EventOut, EventPage, JobOut, JobPage
 from core import chunks, jobs
 from core.models import Job, JobEvent
@@ -31,26 +31,12 @@ def list_jobs(
     stmt = select(Job)
     if kind is not None:
         if kind not in jobs.KINDS:
-            raise HTTPException(
-                422,
-                detail=[
-                    {
-                        "loc": ["query", "kind"],
-                        "msg": f"unknown kind {kind!r}; one of {', '.join(jobs.KINDS)}",
-                    }
-                ],
-            )
+            raise invalid("query", "kind", msg=f"unknown kind {kind!r}; one of {', '.join(jobs.KINDS)}")
         stmt = stmt.where(Job.kind == kind)
     if status is not None:
         if status not in jobs.STATES:
-            raise HTTPException(
-                422,
-                detail=[
-                    {
-                        "loc": ["query", "status"],
-                        "msg": f"unknown status {status!r}; one of {', '.join(jobs.STATES)}",
-                    }
-                ],
+            raise invalid(
+                "query", "status", msg=f"unknown status {status!r}; one of {', '.join(jobs.STATES)}"
             )
         stmt = stmt.where(Job.status == status)
     try:
@@ -58,7 +44,7 @@ def list_jobs(
             stmt, session=session, time_col=Job.created_at, id_col=Job.id, limit=limit, cursor=cursor
         )
     except BadCursor as exc:
-        raise HTTPException(422, detail=[{"loc": ["query", "cursor"], "msg": str(exc)}]) from exc
+        raise invalid("query", "cursor", msg=str(exc)) from exc
     return JobPage(items=[JobOut.of(j) for j in rows], next_cursor=next_cursor)
 
 

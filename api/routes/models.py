@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from api.deps import AdminKey, ReadKey, SessionDep, StoreDep
+from api.deps import AdminKey, ReadKey, SessionDep, StoreDep, invalid
 from core import registry
 from core.models import ModelVersion
 from core.pagination import MAX_LIMIT, BadCursor, page
@@ -82,7 +82,7 @@ def list_models(
             cursor=cursor,
         )
     except BadCursor as exc:
-        raise HTTPException(422, detail=[{"loc": ["query", "cursor"], "msg": str(exc)}]) from exc
+        raise invalid("query", "cursor", msg=str(exc)) from exc
     return ModelPage(items=[ModelOut.of(v) for v in rows], next_cursor=next_cursor)
 
 

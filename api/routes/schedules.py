@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from api.deps import AdminKey, ReadKey, SessionDep, StoreDep
+from api.deps import AdminKey, ReadKey, SessionDep, StoreDep, invalid
 from core import schedules
 from core.models import Schedule, ScheduleRun
 
@@ -75,7 +75,7 @@ def put_schedule(name: str, body: ScheduleIn, _: AdminKey, session: SessionDep):
             session=session, name=name, cron=body.cron, enabled=body.enabled, params=body.params
         )
     except schedules.InvalidSchedule as exc:
-        raise HTTPException(422, detail=[{"loc": ["body", *exc.field.split(".")], "msg": str(exc)}]) from exc
+        raise invalid("body", *exc.field.split("."), msg=str(exc)) from exc
     return _out(session, schedule)
 
 

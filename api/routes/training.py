@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 
-from api.deps import SessionDep, StoreDep, SubmitKey
+from api.deps import SessionDep, StoreDep, SubmitKey, invalid
 from api.schemas import JobOut
 from core import training
 from core.queue import dispatch_job
@@ -15,6 +15,6 @@ def submit_training_job(body: training.TrainingRequest, key: SubmitKey, session:
     try:
         job = training.submit_training(session=session, store=store, request=body, api_key_id=key.id)
     except training.InvalidRequest as exc:
-        raise HTTPException(422, detail=[{"loc": ["body", exc.field], "msg": str(exc)}]) from exc
+        raise invalid("body", exc.field, msg=str(exc)) from exc
     dispatch_job(session, job)
     return JobOut.of(job)
