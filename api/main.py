@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api.routes import catalogue, generation, health, jobs, models, schedules, training
+from core.queue import send_in_background
 
 
 def create_app() -> FastAPI:
+    send_in_background()  # a request never waits on the broker: the reconciler covers a failed send
     app = FastAPI(title="Atelier", version="0.1.0", description="GAN training and bulk design generation")
     app.include_router(health.router)
     app.include_router(catalogue.router)

@@ -16,7 +16,6 @@ import json
 import os
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
@@ -35,20 +34,24 @@ def _model(preset: str, resolution: int, classes: int):  # noqa: ANN202
 
 
 def _bare(ckpt: bytes, count: int, *, batch: int, store=None, prefix: str = "") -> dict:  # noqa: ANN001
-    """The worker's loop without the system: generate a batch, encode (and put) it on a thread pool
-    while the next batch generates."""
+    """The worker's own loop (workers.batches.run_batches) without the system: generate a batch,
+    encode (and put) it on the worker's thread pool while the next batch generates."""
     import hashlib
 
     from workers import imaging
+    from workers.batches import encode_pool, run_batches
     from workers.gan.sampling import generate, load_generator, to_hwc
     from workers.gan.training import checkpoint_from_bytes
     from workers.tasks.generate import device
 
     G, cfg, names = load_generator(checkpoint_from_bytes(ckpt), device())
     labels = [i % len(names) for i in range(count)]
-    threads = 4 * (os.cpu_count() or 1)
+    sizes: list[int] = []
 
-    def work(arr, i: int) -> int:  # noqa: ANN001
+    def produce(idx: list[int]):  # noqa: ANN202
+        return to_hwc(generate(G, seeds=idx, labels=[labels[i] for i in idx], batch_size=len(idx)))
+
+    def encode(arr, i: int) -> int:  # noqa: ANN001
         prov = {"generator": "atelier", "seed": i, "index": i, "job_id": "bench", "model_version": "bench",
                 "category": names[labels[i]]}  # fmt: skip
         data, _, _ = imaging.render(arr, ops=[], size=cfg.resolution, fmt="png", provenance=prov)
@@ -58,20 +61,11 @@ def _bare(ckpt: bytes, count: int, *, batch: int, store=None, prefix: str = "") 
         return len(data)
 
     generate(G, seeds=[0], labels=[0])  # warm-up
-    total = 0
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        pending: list = []
-        for s in range(0, count, batch):
-            idx = list(range(s, min(count, s + batch)))
-            images = to_hwc(generate(G, seeds=idx, labels=labels[s : s + batch], batch_size=len(idx)))
-            futures = [pool.submit(work, images[k], i) for k, i in enumerate(idx)]
-            total += sum(f.result() for f in pending)
-            pending = futures
-        total += sum(f.result() for f in pending)
+    run_batches(range(count), produce=produce, encode=encode, consume=sizes.extend, batch=batch)
     dt = time.perf_counter() - t0
     return {"images": count, "seconds": round(dt, 2), "images_per_s": round(count / dt, 1),
-            "mean_bytes": round(total / count), "threads": threads}  # fmt: skip
+            "mean_bytes": round(sum(sizes) / count), "threads": encode_pool()._max_workers}  # fmt: skip
 
 
 def bench_generate_system(preset: str = "tiny", resolution: int = 64, count: int = 10_000) -> dict:

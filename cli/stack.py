@@ -7,6 +7,7 @@
       ├─ api            (uvicorn api.main:app)
       ├─ worker-gpu     (celery -Q train,generate.interactive,generate.bulk -c 1)
       ├─ worker-cpu     (celery -Q io)
+      ├─ worker-control (celery -Q control: reconciler, dispatch, schedules)
       └─ beat           (celery beat: reconciler, schedules)
 
 Ports are free loopback ports, remembered in DIR/stack.json so that a restart reuses them. Each child
@@ -245,6 +246,28 @@ class Stack:
                         "2",
                         "-n",
                         f"cpu-{self.ports['redis']}@%h",
+                        "-l",
+                        "INFO",
+                        "--without-gossip",
+                        "--without-mingle",
+                    ],
+                )
+            )
+        if "cpu" in self.workers:
+            # the control queue (reconciler, dispatch, schedules) on its own worker: a big finalize or a
+            # slow webhook on io never delays lease recovery
+            specs.append(
+                (
+                    "worker-control",
+                    [
+                        *celery,
+                        "worker",
+                        "-Q",
+                        "control",
+                        "-c",
+                        "1",
+                        "-n",
+                        f"control-{self.ports['redis']}@%h",
                         "-l",
                         "INFO",
                         "--without-gossip",

@@ -50,6 +50,19 @@ class Settings(BaseSettings):
     task_soft_time_limit: int = Field(900, ge=10)
     task_time_limit: int = Field(960, ge=10)
     broker_visibility_timeout: int = Field(3600, ge=60)
+    # Per task kind: a 100,000-image ZIP finalize needs far longer than a chunk or a webhook.
+    finalize_soft_time_limit: int = Field(3000, ge=10)
+    webhook_soft_time_limit: int = Field(60, ge=10)
+    control_soft_time_limit: int = Field(120, ge=10)
+    # Infrastructure faults (S3, SQL, broker) are retried in place with backoff and jitter for this
+    # long, then the unit goes back to its queue; neither uses up its deliveries.
+    infra_retry_seconds: float = Field(300.0, gt=0)
+    retry_backoff_max_seconds: float = Field(30.0, gt=0)
+    broker_socket_timeout: float = Field(5.0, gt=0)
+    # A finalize that fails for reasons of its own this many times ends the job `failed`.
+    finalize_max_attempts: int = Field(5, ge=1)
+    # Largest ZIP a generation job may ask for, checked at submit from count, size and format.
+    max_archive_bytes: int = Field(20 * 1024**3, ge=1024)
 
     # Training: segment length (a killed worker costs at most this), checkpoints kept per job, and the
     # size of the evaluation that every new model version gets.
@@ -68,6 +81,11 @@ class Settings(BaseSettings):
             raise ValueError("ATELIER_TASK_TIME_LIMIT must be greater than ATELIER_TASK_SOFT_TIME_LIMIT")
         if self.task_time_limit >= self.broker_visibility_timeout:
             raise ValueError("ATELIER_TASK_TIME_LIMIT must stay below ATELIER_BROKER_VISIBILITY_TIMEOUT")
+        for name in ("finalize_soft_time_limit", "webhook_soft_time_limit", "control_soft_time_limit"):
+            if getattr(self, name) + 60 >= self.broker_visibility_timeout:
+                raise ValueError(
+                    f"ATELIER_{name.upper()} + 60 s must stay below ATELIER_BROKER_VISIBILITY_TIMEOUT"
+                )
         if self.env == "production":
             if self.s3_secret_key == _DEV_S3_SECRET:
                 raise ValueError("ATELIER_S3_SECRET_KEY must be set in production")

@@ -1,45 +1,37 @@
-"""Generation requests: validate a request against its model, create the job and its chunks, and send
-the chunk tasks. The chunk lifecycle after that (leases, progress, finalize, cancel, reconcile) is in
-core.chunks.
+"""Generation requests: check a request against its model and the limits, turning it into the job's
+typed params, then create the job and its chunk units in one transaction.
 
-    submit(spec)  ──> job (queued) + generation_chunks rows, one transaction ──> chunk tasks after commit
+    GenerationRequest ──plan──> GenerateParams ──submit──> job (queued) + chunk units ──> one message
 
 Image i of a job has seed `seed + i`, category from the job's per-category blocks, and key
-`generated/{job}/{i:06d}.{ext}`.
+`generated/{job}/{i:06d}.{ext}`. What happens to the chunks after that is core.units' business.
 """
 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core import jobs
+from core import jobs, units
 from core.config import Settings
-from core.models import GeneratedImage, GenerationChunk, Job, utcnow
-from core.queue import send_after_commit
+from core.generation_request import MAX_SEED, GenerationRequest
+from core.models import GeneratedImage, Job
+from core.params import GenerateParams, GenerateSource
+from core.queue import QUEUE_OF_PRIORITY
 from core.registry import ModelNotFound, resolve_model
 
-GENERATE_CHUNK = "atelier.generate_chunk"
-FINALIZE = ("atelier.finalize_generation", "io")
-DELIVER_WEBHOOK = ("atelier.deliver_webhook", "io")
-QUEUE_OF_PRIORITY = {"interactive": "generate.interactive", "bulk": "generate.bulk"}
-
-# the state submit creates chunks in; core.chunks holds the rest of the chunk states
-CHUNK_QUEUED = "queued"
-
-MODES = ("sample", "variations", "interpolate")
 FORMATS = {"png": "png", "webp": "webp", "jpeg": "jpg"}
+# archive size estimate per pixel, a generous upper bound of what each format stores
+ARCHIVE_BYTES_PER_PIXEL = {"png": 2.0, "webp": 0.5, "jpeg": 0.75}
 INTERACTIVE_MAX_COUNT = 64
 CHUNK_SIZE = {"interactive": 64, "bulk": 256}
 MAX_SIZE = 1024
 MAX_VARIATIONS = 1000
 MAX_INTERPOLATION_STEPS = 256
-MAX_SEED = 2**31 - 1
 
 
 class InvalidRequest(ValueError):
@@ -52,29 +44,6 @@ class InvalidRequest(ValueError):
 
 class IdempotencyConflict(Exception):
     pass
-
-
-@dataclass
-class GenerationSpec:
-    """A request as the API validated its shape; `plan` checks it against the model."""
-
-    model: str = "production"
-    count: int | None = None
-    per_category: dict[str, int] | None = None
-    seed: int | None = None
-    truncation: float = 1.0
-    size: int | None = None
-    format: str = "png"
-    quality: int | None = None
-    postprocess: list[dict[str, Any]] = field(default_factory=list)
-    mode: str = "sample"
-    image_id: str | None = None
-    image_ids: list[str] | None = None
-    strength: float = 0.3
-    priority: str | None = None
-    webhook_url: str | None = None
-    archive: bool = False
-    chunk_size: int | None = None
 
 
 # ---------------------------------------------------------------- planning
@@ -123,8 +92,10 @@ def _resolve_version(session: Session, ref: str, *, explicit: bool, source: Gene
     return version
 
 
-def plan(*, session: Session, spec: GenerationSpec, settings: Settings, model_given: bool = True) -> dict:
-    """Check `spec` against its model and the limits; returns the job params the workers read."""
+def plan(
+    *, session: Session, spec: GenerationRequest, settings: Settings, model_given: bool = True
+) -> GenerateParams:
+    """Check a request against its model and the limits; returns the params the job stores."""
     source: GeneratedImage | None = None
     extra: dict[str, Any] = {}
     if spec.mode == "variations":
@@ -139,6 +110,7 @@ def plan(*, session: Session, spec: GenerationSpec, settings: Settings, model_gi
             raise InvalidRequest("image_ids", "both images must come from the same model version")
         source = a
         extra = {"seeds": [a.seed, b.seed], "image_ids": list(spec.image_ids)}
+    postprocess = spec.postprocess_ops()
     version = _resolve_version(session, spec.model, explicit=model_given, source=source)
     names = list(version.class_names) or ["design"]
 
@@ -168,35 +140,44 @@ def plan(*, session: Session, spec: GenerationSpec, settings: Settings, model_gi
             f"size must be the model's resolution ({version.resolution}) or a multiple of 16 up to {MAX_SIZE}"
             f" (larger sizes are upscaled), got {size}",
         )
-    if any(op.get("op") == "upscale" for op in spec.postprocess) and size == version.resolution:
+    if any(op.get("op") == "upscale" for op in postprocess) and size == version.resolution:
         raise InvalidRequest(
             "postprocess", f"`upscale` needs `size` above the model's {version.resolution} px"
         )
     if spec.quality is not None and spec.format == "png":
         raise InvalidRequest("quality", "`quality` applies to webp and jpeg; png is lossless")
     priority = spec.priority or ("interactive" if count <= INTERACTIVE_MAX_COUNT else "bulk")
-    return {
-        "mode": spec.mode,
-        "model": spec.model,
-        "model_version": version.id,
-        "resolution": version.resolution,
-        "count": count,
-        "per_category": per_category,
-        "seed": seed,
-        "truncation": spec.truncation,
-        "size": size,
-        "format": spec.format,
-        "quality": spec.quality,
-        "postprocess": spec.postprocess,
-        "priority": priority,
-        "webhook_url": spec.webhook_url,
-        "archive": spec.archive,
-        "chunk_size": spec.chunk_size or CHUNK_SIZE[priority],
-        **({"source": extra} if extra else {}),
-    }
+    if spec.archive:
+        estimate = count * size * size * ARCHIVE_BYTES_PER_PIXEL[spec.format]
+        if estimate > settings.max_archive_bytes:
+            raise InvalidRequest(
+                "archive",
+                f"a ZIP of {count} {spec.format} images at {size} px would be about {estimate / 1e9:.1f} GB,"
+                f" over ATELIER_MAX_ARCHIVE_BYTES ({settings.max_archive_bytes / 1e9:.1f} GB): download"
+                " the images (`atelier download`) or ask for fewer",
+            )
+    return GenerateParams(
+        mode=spec.mode,
+        model=spec.model,
+        model_version=version.id,
+        resolution=version.resolution,
+        count=count,
+        per_category=[(name, n) for name, n in per_category],
+        seed=seed,
+        truncation=spec.truncation,
+        size=size,
+        format=spec.format,
+        quality=spec.quality,
+        postprocess=postprocess,
+        priority=priority,
+        webhook_url=str(spec.webhook_url) if spec.webhook_url else None,
+        archive=spec.archive,
+        chunk_size=spec.chunk_size or CHUNK_SIZE[priority],
+        source=GenerateSource(**extra) if extra else None,
+    )
 
 
-def _per_category(spec: GenerationSpec, names: list[str], settings: Settings) -> list[list]:
+def _per_category(spec: GenerationRequest, names: list[str], settings: Settings) -> list[list]:
     if spec.per_category:
         unknown = [c for c in spec.per_category if c not in names]
         if unknown:
@@ -221,32 +202,22 @@ def _per_category(spec: GenerationSpec, names: list[str], settings: Settings) ->
     return pairs
 
 
-def categories_for(params: dict, start: int, stop: int) -> list[str]:
-    """The category of each image index in [start, stop): per-category blocks in request order."""
-    out: list[str] = []
-    offset = 0
-    for name, n in params["per_category"]:
-        lo, hi = max(start, offset), min(stop, offset + n)
-        out += [name] * max(0, hi - lo)
-        offset += n
-    return out
-
-
 # ---------------------------------------------------------------- submit
 
 
 def submit(
     *,
     session: Session,
-    spec: GenerationSpec,
+    spec: GenerationRequest,
     settings: Settings,
     api_key_id: str | None,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
     model_given: bool = True,
 ) -> tuple[Job, bool]:
-    """Create the job and every chunk row in the caller's transaction and queue the chunk tasks for
-    after its commit. Returns (job, created); a repeated idempotency key returns the first job."""
+    """Create the job and every chunk unit in the caller's transaction; one message goes out after its
+    commit (core.units.dispatch_new_job). Returns (job, created); a repeated idempotency key returns
+    the first job."""
     scoped_key = f"{api_key_id}:{idempotency_key}"[:255] if idempotency_key else None
     if scoped_key:
         existing = _by_idempotency_key(session, scoped_key, request_hash)
@@ -258,9 +229,9 @@ def submit(
             job = jobs.create_job(
                 session=session,
                 kind="generate",
-                params=params,
-                total=params["count"],
-                priority=params["priority"],
+                params=params.model_dump(mode="json"),
+                total=params.count,
+                priority=params.priority,
                 api_key_id=api_key_id,
                 idempotency_key=scoped_key,
                 request_hash=request_hash,
@@ -270,33 +241,26 @@ def submit(
         if existing is None:
             raise
         return existing, False
-    now = utcnow()
-    job.dispatched_at = now
-    size = params["chunk_size"]
-    chunks = [
-        GenerationChunk(
-            job_id=job.id,
-            index=i,
-            start=start,
-            count=min(size, params["count"] - start),
-            status=CHUNK_QUEUED,
-            deliveries=0,
-            dispatched_at=now,
+    size = params.chunk_size
+    starts = range(0, params.count, size)
+    for i, start in enumerate(starts):
+        units.add_unit(
+            session=session,
+            job=job,
+            kind="chunk",
+            seq=i,
+            spec={"start": start, "count": min(size, params.count - start)},
+            send=False,
         )
-        for i, start in enumerate(range(0, params["count"], size))
-    ]
-    session.add_all(chunks)
-    session.flush()
     jobs.add_event(
         session=session,
         job_id=job.id,
         kind="planned",
-        message=f"{params['count']} images in {len(chunks)} chunks of up to {size} on "
-        f"{QUEUE_OF_PRIORITY[params['priority']]}",
-        data={"chunks": len(chunks), "chunk_size": size},
+        message=f"{params.count} images in {len(starts)} chunks of up to {size} on "
+        f"{QUEUE_OF_PRIORITY[params.priority]}",
+        data={"chunks": len(starts), "chunk_size": size},
     )
-    for chunk in chunks:
-        send_chunk(session, job, chunk.index)
+    units.dispatch_new_job(session, job)
     return job, True
 
 
@@ -307,13 +271,3 @@ def _by_idempotency_key(session: Session, key: str, request_hash: str | None) ->
             f"Idempotency-Key was already used for job {job.id} with a different request body"
         )
     return job
-
-
-def send_chunk(session: Session, job: Job, index: int) -> None:
-    queue = QUEUE_OF_PRIORITY.get(job.priority, "generate.bulk")
-    send_after_commit(session, GENERATE_CHUNK, kwargs={"job_id": job.id, "chunk_index": index}, queue=queue)
-
-
-def send_finalize(session: Session, job: Job) -> None:
-    job.progress_info = {**(job.progress_info or {}), "_finalize_at": utcnow().timestamp()}
-    send_after_commit(session, FINALIZE[0], kwargs={"job_id": job.id}, queue=FINALIZE[1])

@@ -1,21 +1,22 @@
-"""Job states, legal transitions, claims, heartbeats, progress and events.
+"""Job states, legal transitions, progress and events.
 
-    queued ──claim──> running ──> succeeded | partially_succeeded | failed | cancelled
-      │                 │
-      └─> cancelled     └─> queued   (only when the worker died and the work is re-delivered)
+    queued ──start──> running ──> succeeded | partially_succeeded | failed | cancelled
+      │
+      └─> cancelled | failed
 
-Every service is keyword-only and takes the session; callers commit. A claim is one conditional
-UPDATE, so of two deliveries of the same message exactly one wins; a running job whose heartbeat is
-stale may be claimed again (its worker died), and `deliveries` counts claims so that a job which keeps
-killing its workers fails instead of looping forever.
+A job's queued work (ingest run, training segments, generation chunks, finalize, webhook) lives in
+core.units, which holds the leases, counts deliveries and re-queues the work of dead workers; the job
+row holds the user-visible state, which changes only through `transition` (and `start`, the
+conditional form of queued -> running). Every service is keyword-only and takes the session; callers
+commit.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core.models import Job, JobEvent, utcnow
@@ -31,7 +32,7 @@ STATES = (QUEUED, RUNNING, SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED)
 TERMINAL = frozenset({SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED})
 TRANSITIONS: dict[str, frozenset[str]] = {
     QUEUED: frozenset({RUNNING, CANCELLED, FAILED}),
-    RUNNING: frozenset({SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED, QUEUED}),
+    RUNNING: frozenset({SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED}),
     **{state: frozenset() for state in TERMINAL},
 }
 KINDS = ("ingest", "train", "generate")
@@ -103,9 +104,6 @@ def transition(
     if to in TERMINAL:
         job.finished_at = now
         job.eta_seconds = None
-    if to == QUEUED:
-        job.worker = None
-        job.heartbeat_at = None
     if result is not None:
         job.result = result
     if error is not None:
@@ -120,69 +118,54 @@ def transition(
     return job
 
 
-def claim(*, session: Session, job_id: str, worker: str, stale_after: float) -> Job | None:
-    """Take a queued job, a running one released by its last task, or one whose worker stopped
-    heartbeating, in one UPDATE.
-
-    Returns the claimed job, or None when another delivery owns it or it has ended."""
+def start(*, session: Session, job_id: str, worker: str) -> bool:
+    """queued -> running when a job's first unit is claimed: one conditional UPDATE, so of two units
+    claimed at once on two workers exactly one records the start."""
     now = utcnow()
-    stale_before = now - timedelta(seconds=stale_after)
-    row = session.execute(select(Job.status, Job.started_at).where(Job.id == job_id)).one_or_none()
+    won = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == QUEUED)
+        .values(status=RUNNING, started_at=func.coalesce(Job.started_at, now))
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if won == 1:
+        add_event(
+            session=session,
+            job_id=job_id,
+            kind=RUNNING,
+            message=f"started on {worker}",
+            data={"from": QUEUED, "to": RUNNING, "worker": worker},
+        )
+    return won == 1
+
+
+def note_deliveries(*, session: Session, job_id: str, deliveries: int) -> None:
+    """The job shows the most deliveries any of its units needed (1 unless a worker died)."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.deliveries < deliveries)
+        .values(deliveries=deliveries)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def raise_progress(*, session: Session, job_id: str, done: int, now: datetime | None = None) -> None:
+    """Progress counted from what exists, written only upward (two chunks reporting at once cannot
+    move it back); the ETA is the remaining work at the average rate since the job started."""
+    now = now or utcnow()
+    row = session.execute(select(Job.started_at, Job.progress_total).where(Job.id == job_id)).one_or_none()
     if row is None:
-        return None
-    result = session.execute(
+        return
+    eta = None
+    if row.started_at is not None and done > 0:
+        elapsed = (now - row.started_at).total_seconds()
+        eta = max(row.progress_total - done, 0) * elapsed / done
+    session.execute(
         update(Job)
-        .where(Job.id == job_id)
-        .where(
-            or_(
-                Job.status == QUEUED,
-                (Job.status == RUNNING)
-                & or_(Job.worker.is_(None), Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before),
-            )
-        )
-        .values(
-            status=RUNNING,
-            worker=worker,
-            heartbeat_at=now,
-            started_at=row.started_at or now,
-            deliveries=Job.deliveries + 1,
-        )
+        .where(Job.id == job_id, Job.status == RUNNING, Job.progress_done < done)
+        .values(progress_done=done, eta_seconds=eta)
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
-        return None
-    job = session.get(Job, job_id, populate_existing=True)
-    assert job is not None
-    message = "started" if job.deliveries == 1 else f"re-delivered (delivery {job.deliveries})"
-    add_event(
-        session=session,
-        job_id=job_id,
-        kind="running",
-        message=f"{message} on {worker}",
-        data={"from": row.status, "to": RUNNING, "delivery": job.deliveries, "worker": worker},
-    )
-    return job
-
-
-def release_lease(*, session: Session, job: Job) -> None:
-    """Hand a running job over to its next task (a training segment): the next claim takes it at once,
-    and its delivery count starts again; until then the reconciler sees a fresh heartbeat."""
-    job.worker = None
-    job.heartbeat_at = utcnow()
-    job.deliveries = 0
-
-
-def heartbeat(*, session: Session, job_id: str, worker: str) -> bool:
-    """Refresh the lease; returns True when the job should stop (cancel asked, or lease lost)."""
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == RUNNING, Job.worker == worker)
-        .values(heartbeat_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        return True
-    return bool(session.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar_one())
 
 
 def set_progress(
@@ -213,50 +196,3 @@ def set_progress(
     job.progress_done = done
     remaining = max(job.progress_total - done, 0)
     job.eta_seconds = (remaining / rate) if rate and rate > 0 else None
-    job.heartbeat_at = now
-
-
-def request_cancel(*, session: Session, job: Job) -> Job:
-    """Queued jobs end now; running ones are asked to stop at their next step, batch or segment."""
-    if job.status in TERMINAL:
-        raise IllegalTransition(job.id, job.status, CANCELLED)
-    if job.status == QUEUED:
-        return transition(session=session, job=job, to=CANCELLED, message="cancelled before it started")
-    job.cancel_requested = True
-    add_event(session=session, job_id=job.id, kind="cancel_requested", message="cancel requested")
-    return job
-
-
-def stale_running_jobs(
-    *, session: Session, stale_after: float, waiting_after: float | None = None
-) -> list[Job]:
-    """Running jobs whose worker stopped heartbeating. A job released between two tasks (a training
-    segment waiting in its queue, no worker) is only presumed lost after `waiting_after`: a busy GPU
-    queue is not a dead worker."""
-    now = utcnow()
-    before = now - timedelta(seconds=stale_after)
-    waiting_before = now - timedelta(seconds=waiting_after if waiting_after is not None else stale_after)
-    return list(
-        session.scalars(
-            select(Job).where(
-                Job.status == RUNNING,
-                or_(
-                    Job.heartbeat_at.is_(None),
-                    Job.worker.is_not(None) & (Job.heartbeat_at < before),
-                    Job.worker.is_(None) & (Job.heartbeat_at < waiting_before),
-                ),
-            )
-        )
-    )
-
-
-def undispatched_jobs(*, session: Session, resend_after: float) -> list[Job]:
-    """Queued jobs whose message may be lost: never sent, or sent long ago and still not claimed."""
-    before = utcnow() - timedelta(seconds=resend_after)
-    return list(
-        session.scalars(
-            select(Job).where(
-                Job.status == QUEUED, or_(Job.dispatched_at.is_(None), Job.dispatched_at < before)
-            )
-        )
-    )

@@ -20,9 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core import registry, snapshots, training
+from core import registry, snapshots, training, units
 from core.models import DatasetSnapshot, Schedule, ScheduleRun, utcnow
-from core.queue import dispatch_job
 from core.storage import ObjectStore
 
 
@@ -125,7 +124,7 @@ def _start_retrain(*, session: Session, store: ObjectStore, params: RetrainParam
         job = training.submit_training(session=session, store=store, request=request, extra={"retrain": True})
     except training.InvalidRequest as exc:
         return f"skipped: {exc}", None
-    dispatch_job(session, job)
+    units.start_work(session, job)
     how = f"fine-tuning production {current.id}" if current else "training from scratch (no production model)"
     return f"started job {job.id}: {new} new images, {how}", job.id
 

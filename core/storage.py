@@ -34,9 +34,11 @@ class ObjectStore:
                 s3={"addressing_style": "path"},
                 signature_version="s3v4",
                 max_pool_connections=32,
-                retries={"max_attempts": 5, "mode": "standard"},
+                # bounded waits and boto's own retries for a blip; longer outages are retried by the
+                # caller with backoff (core.faults), which does not use up a unit's deliveries
+                retries={"max_attempts": 3, "mode": "standard"},
                 connect_timeout=5,
-                read_timeout=60,
+                read_timeout=30,
             ),
         )
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from core import jobs, registry, snapshots
 from core.models import Job
+from core.params import ArchName, PresetName, TrainParams
 from core.storage import ObjectStore
 
 PRESETS = {"tiny": 32, "small": 64, "base": 128}
@@ -27,12 +28,12 @@ class InvalidRequest(ValueError):
 
 
 class TrainingRequest(BaseModel):
-    preset: Literal["tiny", "small", "base"] = "small"
+    preset: PresetName = "small"
     resolution: int | None = Field(None, description="power of two, 16..256; default: the preset's")
     steps: int = Field(10_000, ge=1, le=MAX_STEPS)
     categories: list[str] | None = None
     base_model: str | None = Field(None, description='"production", a version id, or null for from scratch')
-    arch: Literal["atelier", "dcgan"] = "atelier"
+    arch: ArchName = "atelier"
     promote: Literal["if_better", "always", "never"] = "if_better"
     kid_tolerance: float = Field(0.0, ge=0.0, description="promote when new KID <= production KID + this")
     seed: int = Field(0, ge=0, lt=2**31)
@@ -77,18 +78,20 @@ def submit_training(
         snapshot = snapshots.freeze(session=session, store=store, categories=request.categories)
     except snapshots.EmptySelection as exc:
         raise InvalidRequest("categories", str(exc)) from exc
-    params = {
-        **request.model_dump(),
-        "resolution": resolution,
-        "base_model": base.id if base else None,
-        "snapshot_id": snapshot.id,
-        "class_names": snapshot.class_names,
-        **(extra or {}),
-    }
+    params = TrainParams(
+        **{
+            **request.model_dump(),
+            "resolution": resolution,
+            "base_model": base.id if base else None,
+            "snapshot_id": snapshot.id,
+            "class_names": snapshot.class_names,
+            **(extra or {}),
+        }
+    )
     return jobs.create_job(
         session=session,
         kind="train",
-        params=params,
+        params=params.model_dump(),
         total=request.steps,
         priority="bulk",
         api_key_id=api_key_id,

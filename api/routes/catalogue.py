@@ -8,10 +8,10 @@ from sqlalchemy import select
 
 from api.deps import CatalogueKey, ReadKey, SessionDep, SettingsDep, StoreDep, invalid
 from api.schemas import CatalogueImageOut, CataloguePage, CatalogueStats, JobOut, UploadResult
-from core import catalogue, jobs
+from core import catalogue, jobs, units
 from core.models import CatalogueImage
 from core.pagination import MAX_LIMIT, BadCursor, page
-from core.queue import dispatch_job
+from core.params import IngestParams
 
 router = APIRouter(prefix="/v1/catalogue", tags=["catalogue"])
 
@@ -43,11 +43,11 @@ def upload_images(
         job = jobs.create_job(
             session=session,
             kind="ingest",
-            params={"image_ids": result.new_ids},
+            params=IngestParams(image_ids=result.new_ids).model_dump(),
             total=len(result.new_ids),
             api_key_id=key.id,
         )
-        dispatch_job(session, job)
+        units.start_work(session, job)
     body = UploadResult(
         accepted=result.accepted, rejected=result.rejected, job=JobOut.of(job) if job else None
     )

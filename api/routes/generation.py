@@ -18,23 +18,19 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 from sqlalchemy import select
 
-from api.deps import ReadKey, SessionDep, SettingsDep, StoreDep, SubmitKey
+from api.deps import ReadKey, SessionDep, SettingsDep, StoreDep, SubmitKey, invalid
 from api.generation_schemas import GenerationRequest, ImageOut, ImagePage
 from api.routes.jobs import get_job_or_404
 from api.schemas import JobOut
 from core import generation, jobs
 from core.db import session_factory
 from core.models import GeneratedImage, Job
-from core.pagination import MAX_LIMIT
+from core.pagination import MAX_LIMIT, BadCursor, page_after
 
 router = APIRouter(tags=["generation"])
 
 STREAM_POLL_SECONDS = 0.5
 STREAM_KEEPALIVE_SECONDS = 15.0
-
-
-def _field_error(field: str, msg: str, status: int = 422) -> HTTPException:
-    return HTTPException(status, detail=[{"loc": ["body", field], "msg": msg, "type": "value_error"}])
 
 
 @router.post("/v1/generation-jobs", response_model=JobOut, status_code=202)
@@ -49,7 +45,7 @@ def submit_generation(
     try:
         job, created = generation.submit(
             session=session,
-            spec=body.to_spec(),
+            spec=body,
             settings=settings,
             api_key_id=key.id,
             idempotency_key=idempotency_key,
@@ -57,7 +53,7 @@ def submit_generation(
             model_given="model" in body.model_fields_set,
         )
     except generation.InvalidRequest as exc:
-        raise _field_error(exc.field, str(exc)) from exc
+        raise invalid("body", exc.field, msg=str(exc)) from exc
     except generation.IdempotencyConflict as exc:
         raise HTTPException(409, detail=str(exc)) from exc
     if not created:
@@ -83,19 +79,16 @@ def list_generated_images(
     cursor: str | None = Query(None, description="the next_cursor of the previous page"),
 ):
     _generate_job(session, job_id)
-    after = -1
-    if cursor is not None:
-        if not cursor.isdigit():
-            raise HTTPException(
-                422, detail=[{"loc": ["query", "cursor"], "msg": "cursor is not one this API returned"}]
-            )
-        after = int(cursor)
-    stmt = select(GeneratedImage).where(GeneratedImage.job_id == job_id, GeneratedImage.index > after)
+    stmt = select(GeneratedImage).where(GeneratedImage.job_id == job_id)
     if category:
         stmt = stmt.where(GeneratedImage.category == category.strip().lower())
-    rows = list(session.scalars(stmt.order_by(GeneratedImage.index).limit(limit + 1)))
-    next_cursor = str(rows[limit - 1].index) if len(rows) > limit else None
-    items = [ImageOut.of(row, store.presign(row.key)) for row in rows[:limit]]
+    try:
+        rows, next_cursor = page_after(
+            stmt, session=session, col=GeneratedImage.index, limit=limit, cursor=cursor
+        )
+    except BadCursor as exc:
+        raise invalid("query", "cursor", msg=str(exc)) from exc
+    items = [ImageOut.of(row, store.presign(row.key)) for row in rows]
     return ImagePage(items=items, next_cursor=next_cursor)
 
 

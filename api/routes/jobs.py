@@ -5,9 +5,9 @@ from sqlalchemy import select
 
 from api.deps import ReadKey, SessionDep, SubmitKey, invalid
 from api.schemas import EventOut, EventPage, JobOut, JobPage
-from core import chunks, jobs
+from core import jobs, units
 from core.models import Job, JobEvent
-from core.pagination import MAX_LIMIT, BadCursor, page
+from core.pagination import MAX_LIMIT, BadCursor, page, page_after
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -59,24 +59,27 @@ def job_events(
     _: ReadKey,
     session: SessionDep,
     limit: int = Query(200, ge=1, le=MAX_LIMIT),
-    cursor: int | None = Query(None, description="the id of the last event already seen"),
+    cursor: str | None = Query(None, description="the next_cursor of the previous page"),
 ):
     get_job_or_404(session, job_id)
-    stmt = select(JobEvent).where(JobEvent.job_id == job_id)
-    if cursor is not None:
-        stmt = stmt.where(JobEvent.id > cursor)
-    rows = list(session.scalars(stmt.order_by(JobEvent.id).limit(limit + 1)))
-    next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
-    return EventPage(items=[EventOut.of(e) for e in rows[:limit]], next_cursor=next_cursor)
+    try:
+        rows, next_cursor = page_after(
+            select(JobEvent).where(JobEvent.job_id == job_id),
+            session=session,
+            col=JobEvent.id,
+            limit=limit,
+            cursor=cursor,
+        )
+    except BadCursor as exc:
+        raise invalid("query", "cursor", msg=str(exc)) from exc
+    return EventPage(items=[EventOut.of(e) for e in rows], next_cursor=next_cursor)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job_id: str, _: SubmitKey, session: SessionDep):
     job = get_job_or_404(session, job_id, for_update=True)
     try:
-        jobs.request_cancel(session=session, job=job)
-        if job.kind == "generate":
-            chunks.cancel_chunks(session=session, job=job)
+        units.cancel_job(session=session, job=job)
     except jobs.IllegalTransition as exc:
         raise HTTPException(409, detail=f"job {job_id} already ended as {job.status}") from exc
     return JobOut.of(job)

@@ -4,8 +4,7 @@ from fastapi import APIRouter
 
 from api.deps import SessionDep, StoreDep, SubmitKey, invalid
 from api.schemas import JobOut
-from core import training
-from core.queue import dispatch_job
+from core import training, units
 
 router = APIRouter(prefix="/v1/training-jobs", tags=["training"])
 
@@ -16,5 +15,5 @@ def submit_training_job(body: training.TrainingRequest, key: SubmitKey, session:
         job = training.submit_training(session=session, store=store, request=body, api_key_id=key.id)
     except training.InvalidRequest as exc:
         raise invalid("body", exc.field, msg=str(exc)) from exc
-    dispatch_job(session, job)
+    units.start_work(session, job)
     return JobOut.of(job)

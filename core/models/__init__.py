@@ -3,10 +3,11 @@
 from core.models.api_key import ApiKey
 from core.models.base import Base, utcnow
 from core.models.catalogue import CatalogueImage, DatasetSnapshot
-from core.models.generation import GeneratedImage, GenerationChunk
+from core.models.generation import GeneratedImage
 from core.models.job import Job, JobEvent
 from core.models.model_version import ModelVersion
 from core.models.schedule import Schedule, ScheduleRun
+from core.models.unit import WorkUnit
 
 __all__ = [
     "ApiKey",
@@ -14,11 +15,11 @@ __all__ = [
     "CatalogueImage",
     "DatasetSnapshot",
     "GeneratedImage",
-    "GenerationChunk",
     "Job",
     "JobEvent",
     "ModelVersion",
     "Schedule",
     "ScheduleRun",
+    "WorkUnit",
     "utcnow",
 ]

@@ -2,36 +2,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base, UTCDateTime, utcnow
-
-
-class GenerationChunk(Base):
-    """A slice [start, start+count) of a generation job's image indices, run as one task."""
-
-    __tablename__ = "generation_chunks"
-    __table_args__ = (
-        UniqueConstraint("job_id", "index"),
-        Index("ix_generation_chunks_status_heartbeat", "status", "heartbeat_at"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
-    index: Mapped[int] = mapped_column(Integer)
-    start: Mapped[int] = mapped_column(Integer)
-    count: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(24), default="queued")
-    deliveries: Mapped[int] = mapped_column(Integer, default=0)
-    batch_size: Mapped[int | None] = mapped_column(Integer)
-    error: Mapped[str | None] = mapped_column(Text)
-    # the lease: who runs it, when it last beat; dispatched_at tells the reconciler a lost message
-    worker: Mapped[str | None] = mapped_column(String(255))
-    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class GeneratedImage(Base):

@@ -10,13 +10,11 @@ from core.models.base import Base, UTCDateTime, new_id, utcnow
 
 
 class Job(Base):
-    """A unit of user-visible work (ingest, train, generate); the SQL row is the source of truth."""
+    """A unit of user-visible work (ingest, train, generate); the SQL row is the source of truth.
+    Its queued work (core.units) holds the leases; the job row holds the state and the outcome."""
 
     __tablename__ = "jobs"
-    __table_args__ = (
-        Index("ix_jobs_kind_status_created", "kind", "status", "created_at"),
-        Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
-    )
+    __table_args__ = (Index("ix_jobs_kind_status_created", "kind", "status", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     kind: Mapped[str] = mapped_column(String(16))
@@ -29,18 +27,15 @@ class Job(Base):
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
     eta_seconds: Mapped[float | None] = mapped_column()
     progress_info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    # deliveries: how many times a worker claimed this job (the redelivery counter)
+    # deliveries: the most claims any of its work units needed (1 unless a worker died)
     deliveries: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    worker: Mapped[str | None] = mapped_column(String(255))
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     request_hash: Mapped[str | None] = mapped_column(String(64))
     api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
-    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 

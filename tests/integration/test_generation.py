@@ -81,7 +81,7 @@ def objects(job_id: str) -> dict[str, str]:
 
 def test_a_2000_image_job_across_many_chunks(stack, admin, model):
     from core.db import session_scope
-    from core.models import GeneratedImage, GenerationChunk
+    from core.models import GeneratedImage, WorkUnit
     from core.storage import get_store
     from workers import imaging
 
@@ -135,20 +135,26 @@ def test_a_2000_image_job_across_many_chunks(stack, admin, model):
     assert len(lines) == 2000 and json.loads(lines[7])["sha256"] == items[7]["sha256"]
 
     # Re-run chunk bodies as a re-delivery would (resume=False: regenerate all): same bytes, no new rows.
-    from workers.tasks.generate import ClaimedChunk, _run
+    from core.config import get_settings
+    from core.models import utcnow
+    from core.units import Claimed
+    from workers.leases import Lease
+    from workers.tasks.generate import run_chunk
 
     before = objects(job_id)
     with session_scope() as session:
         rows_before = session.query(GeneratedImage).filter_by(job_id=job_id).count()
-        chunks = session.query(GenerationChunk).filter_by(job_id=job_id).order_by(GenerationChunk.index).all()
-        params = job["params"]
-
-    class Lease:
-        should_stop = False
+        chunks = session.query(WorkUnit).filter_by(job_id=job_id, kind="chunk").order_by(WorkUnit.seq).all()
 
     for c in (chunks[0], chunks[3], chunks[-1]):  # three of the eight: the others are the same code path
-        claimed = ClaimedChunk(job_id, c.index, c.start, c.count, 1, None, params)
-        assert _run(claimed, Lease(), "test", resume=False) == "succeeded"
+        with session_scope() as session:  # a re-delivery: the unit is running again, under a new worker
+            session.query(WorkUnit).filter_by(id=c.id).update(
+                {"status": "running", "worker": "test", "heartbeat_at": utcnow()}
+            )
+        claimed = Claimed(c.id, job_id, "chunk", c.seq, c.spec, 2, 0, "test", job["params"], "bulk")
+        run_chunk(Lease(claimed, get_settings()), resume=False)
+        with session_scope() as session:
+            session.query(WorkUnit).filter_by(id=c.id).update({"status": "succeeded", "worker": None})
     assert objects(job_id) == before
     with session_scope() as session:
         assert session.query(GeneratedImage).filter_by(job_id=job_id).count() == rows_before == 2000
@@ -168,7 +174,7 @@ def test_sigkill_of_the_gpu_worker_mid_chunk_still_gives_exactly_n(stack, admin,
     items = all_images(admin, job_id)
     assert [i["index"] for i in items] == list(range(1500))
     assert len(objects(job_id)) == 1501  # 1500 images + the manifest
-    assert "chunk_requeued" in event_kinds(admin, job_id)
+    assert "requeued" in event_kinds(admin, job_id)
 
 
 def test_idempotency_key_repeat_and_conflict(stack, admin, model):

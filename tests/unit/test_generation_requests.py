@@ -11,9 +11,9 @@ from pydantic import ValidationError
 
 from api.generation_schemas import GenerationRequest
 from api.schemas import JobOut
-from core import chunks, generation, registry, webhooks
+from core import generation, registry, webhooks
 from core.config import Settings
-from core.models import GeneratedImage, GenerationChunk, Job
+from core.models import GeneratedImage, Job, WorkUnit
 
 CLASSES = ["dress", "skirt", "hat"]
 
@@ -50,9 +50,8 @@ def test_shorthands_normalise():
     req = GenerationRequest(
         count=3, format="JPG", postprocess=["upscale", {"op": "recolor", "color": "navy"}]
     )
-    spec = req.to_spec()
-    assert spec.format == "jpeg"
-    assert spec.postprocess == [
+    assert req.format == "jpeg"
+    assert req.postprocess_ops() == [
         {"op": "upscale", "sharpen": 1.0},
         {"op": "recolor", "palette": ["#000080"], "strength": 1.0},
     ]
@@ -76,13 +75,16 @@ def version(session):
 @pytest.fixture
 def sent(monkeypatch):
     calls = []
+    monkeypatch.setattr("core.queue._background", None)  # send in the committing thread
     monkeypatch.setattr("core.queue.send_task", lambda name, **kw: calls.append((name, kw)))
     return calls
 
 
 def plan(session, version, settings=None, **body):
-    spec = GenerationRequest(model=version.id, **body).to_spec()
-    return generation.plan(session=session, spec=spec, settings=settings or Settings())
+    spec = GenerationRequest(model=version.id, **body)
+    return generation.plan(session=session, spec=spec, settings=settings or Settings()).model_dump(
+        mode="json"
+    )
 
 
 def invalid_field(session, version, settings=None, **body) -> str:
@@ -100,9 +102,12 @@ def test_model_checks_name_the_field(session, version):
     assert invalid_field(session, version, count=4, quality=80) == "quality"
     assert invalid_field(session, version, count=4, seed=2**31 - 2) == "seed"
     assert invalid_field(session, version, count=4, mode="variations") == "image_id"
+    small = Settings(max_archive_bytes=20_000)  # 10 png at 32 px are estimated at about 20 KB
+    assert invalid_field(session, version, small, count=10, archive=True) == "archive"
+    assert plan(session, version, small, count=2, archive=True)["archive"] is True
     assert invalid_field(session, version, count=4, mode="variations", image_id="nope") == "image_id"
     with pytest.raises(generation.InvalidRequest) as info:
-        generation.plan(session=session, spec=GenerationRequest(count=3).to_spec(), settings=Settings())
+        generation.plan(session=session, spec=GenerationRequest(count=3), settings=Settings())
     assert info.value.field == "model" and "no production model" in str(info.value)
 
 
@@ -110,7 +115,12 @@ def test_plans_split_categories_and_pick_priority(session, version):
     even = plan(session, version, count=10, seed=5)
     assert even["per_category"] == [["dress", 4], ["skirt", 3], ["hat", 3]]
     assert even["priority"] == "interactive" and even["size"] == 32 and even["seed"] == 5
-    assert generation.categories_for(even, 2, 6) == ["dress", "dress", "skirt", "skirt"]
+    assert generation.GenerateParams.model_validate(even).categories_for(2, 6) == [
+        "dress",
+        "dress",
+        "skirt",
+        "skirt",
+    ]
     blocks = plan(
         session, version, per_category={"skirt": 100, "hat": 0, "dress": 20}, size=128, format="webp"
     )
@@ -122,20 +132,25 @@ def test_submit_creates_chunks_and_honours_idempotency(session, version, sent):
     req = GenerationRequest(model=version.id, count=600, seed=1, chunk_size=256)
     job, created = generation.submit(
         session=session,
-        spec=req.to_spec(),
+        spec=req,
         settings=Settings(),
         api_key_id=None,
         idempotency_key="k1",
         request_hash=req.request_hash(),
     )
     session.commit()
-    chunks = session.query(GenerationChunk).filter_by(job_id=job.id).order_by(GenerationChunk.index).all()
-    assert created and [(c.start, c.count) for c in chunks] == [(0, 256), (256, 256), (512, 88)]
-    assert [kw["kwargs"]["chunk_index"] for name, kw in sent] == [0, 1, 2]
-    assert {kw["queue"] for _, kw in sent} == {"generate.bulk"}
+    chunks = session.query(WorkUnit).filter_by(job_id=job.id, kind="chunk").order_by(WorkUnit.seq).all()
+    assert created and [(c.spec["start"], c.spec["count"]) for c in chunks] == [
+        (0, 256),
+        (256, 256),
+        (512, 88),
+    ]
+    assert {c.queue for c in chunks} == {"generate.bulk"}
+    # one message from the request, whatever the job's size: the dispatch task sends the chunks
+    assert sent == [("atelier.dispatch", {"kwargs": {"job_id": job.id}, "queue": "control"})]
     again, created = generation.submit(
         session=session,
-        spec=req.to_spec(),
+        spec=req,
         settings=Settings(),
         api_key_id=None,
         idempotency_key="k1",
@@ -146,7 +161,7 @@ def test_submit_creates_chunks_and_honours_idempotency(session, version, sent):
     with pytest.raises(generation.IdempotencyConflict):
         generation.submit(
             session=session,
-            spec=other.to_spec(),
+            spec=other,
             settings=Settings(),
             api_key_id=None,
             idempotency_key="k1",
@@ -157,7 +172,7 @@ def test_submit_creates_chunks_and_honours_idempotency(session, version, sent):
 def test_webhook_body_is_the_api_job_object_and_signed(session, version, sent):
     job, _ = generation.submit(
         session=session,
-        spec=GenerationRequest(model=version.id, count=3).to_spec(),
+        spec=GenerationRequest(model=version.id, count=3),
         settings=Settings(),
         api_key_id=None,
     )
@@ -184,7 +199,7 @@ def test_manifest_and_zip_stream_from_disk(session, version, sent, db_url, tmp_p
 
     job, _ = generation.submit(
         session=session,
-        spec=GenerationRequest(model=version.id, count=6, seed=0).to_spec(),
+        spec=GenerationRequest(model=version.id, count=6, seed=0),
         settings=Settings(),
         api_key_id=None,
     )
@@ -238,42 +253,3 @@ def test_manifest_and_zip_stream_from_disk(session, version, sent, db_url, tmp_p
     write_archive(FakeStore(objects), tmp_path / "m.jsonl", tmp_path / "b.zip")
     assert io.BytesIO(first).getvalue() == (tmp_path / "b.zip").read_bytes()  # deterministic archive
     session.query(Job).filter_by(id=job.id).one()
-
-
-def test_reconcile_requeues_stale_chunks_resends_lost_ones_and_finalizes(session, version, sent):
-    from datetime import timedelta
-
-    from core.models import utcnow
-
-    settings = Settings(stale_after_seconds=30, resend_after_seconds=120)
-    job, _ = generation.submit(
-        session=session,
-        spec=GenerationRequest(model=version.id, count=30, seed=0, chunk_size=10).to_spec(),
-        settings=settings,
-        api_key_id=None,
-    )
-    session.commit()
-    sent.clear()
-    old = utcnow() - timedelta(seconds=600)
-    c0, c1, c2 = session.query(GenerationChunk).filter_by(job_id=job.id).order_by(GenerationChunk.index).all()
-    c0.status, c0.worker, c0.heartbeat_at, c0.deliveries = "running", "dead", old, 1  # worker died
-    c1.dispatched_at = old  # its message was lost: nothing runs, yet it waits
-    c2.status = "succeeded"
-    job.status = "running"
-    session.commit()
-    counts = chunks.reconcile(session=session, settings=settings)
-    session.commit()
-    assert counts == {"chunks_requeued": 1, "chunks_resent": 1, "finalize_resent": 0}
-    assert sorted(kw["kwargs"]["chunk_index"] for _, kw in sent) == [0, 1]
-    assert c0.status == "queued" and c0.worker is None
-    # a second pass right away sends nothing more
-    sent.clear()
-    assert chunks.reconcile(session=session, settings=settings)["chunks_resent"] == 0 and not sent
-    # every chunk done, job not finalized: finalize is sent (once per resend interval)
-    for c in (c0, c1):
-        c.status = "succeeded"
-    session.commit()
-    assert chunks.reconcile(session=session, settings=settings)["finalize_resent"] == 1
-    session.commit()
-    assert [name for name, _ in sent] == ["atelier.finalize_generation"]
-    assert chunks.reconcile(session=session, settings=settings)["finalize_resent"] == 0

@@ -1,3 +1,5 @@
+from datetime import datetime
+
 import pytest
 from pydantic import ValidationError
 
@@ -38,7 +40,7 @@ def test_settings_read_from_environment(monkeypatch):
         ("queued", "succeeded", False),
         ("running", "succeeded", True),
         ("running", "partially_succeeded", True),
-        ("running", "queued", True),
+        ("running", "queued", False),
         ("succeeded", "running", False),
         ("cancelled", "queued", False),
         ("failed", "succeeded", False),
@@ -50,9 +52,14 @@ def test_legal_transitions(current, target, legal):
 
 def test_cursor_round_trip_and_garbage():
     at = utcnow()
-    assert decode_cursor(encode_cursor(at, "abc")) == (at, "abc")
+    assert decode_cursor(encode_cursor(at, "abc"), datetime, str) == (at, "abc")
+    assert decode_cursor(encode_cursor(41), int) == (41,)
     with pytest.raises(BadCursor):
-        decode_cursor("not-a-cursor")
+        decode_cursor("not-a-cursor", int)
+    with pytest.raises(BadCursor):
+        decode_cursor(encode_cursor("41"), int)  # a string where the index was
+    with pytest.raises(BadCursor):  # a zone-less time (was a 500)
+        decode_cursor(encode_cursor(at.replace(tzinfo=None), "abc"), datetime, str)
 
 
 def test_admin_scope_implies_the_others():

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from sqlalchemy import or_, select
 
+from core import units
 from core.config import get_settings
-from core.db import session_scope
 from core.imaging import prepare_for_training
-from core.models import CatalogueImage, Job, utcnow
+from core.models import CatalogueImage, utcnow
+from core.params import IngestParams
+from core.queue import INGEST
 from core.storage import get_store
-from workers.celery_app import app
-from workers.leases import Cancelled, JobLease
+from workers.celery_app import task
+from workers.leases import Cancelled, Lease, lease_unit
 
 BATCH = 20  # photos per progress update
 
@@ -21,26 +23,24 @@ def prepared_key(sha256: str, size: int) -> str:
     return f"catalogue/prepared/{size}/{sha256[:2]}/{sha256}.png"
 
 
-@app.task(name="atelier.ingest", acks_late=True)
-def ingest(job_id: str) -> None:
-    with JobLease.claim(job_id) as lease:
-        if lease is None:
-            return
-        run_ingest(lease)
+@task(INGEST)
+def ingest(unit_id: int) -> None:
+    with lease_unit(unit_id) as lease:
+        if lease is not None:
+            run_ingest(lease)
 
 
-def run_ingest(lease: JobLease) -> None:
+def run_ingest(lease: Lease) -> None:
     settings = get_settings()
     store = get_store()
     size = settings.prepared_size
-    with session_scope() as session:
-        image_ids = list(session.get(Job, lease.job_id).params.get("image_ids", []))
+    image_ids = IngestParams.model_validate(lease.params).image_ids
     total = len(image_ids)
     done = 0
     for start in range(0, total, BATCH):
         batch = image_ids[start : start + BATCH]
-        with session_scope() as session:
-            todo = session.execute(
+        todo = lease.sql(
+            lambda s, batch=batch: s.execute(
                 select(CatalogueImage.id, CatalogueImage.sha256, CatalogueImage.key).where(
                     CatalogueImage.id.in_(batch),
                     or_(
@@ -49,17 +49,34 @@ def run_ingest(lease: JobLease) -> None:
                     ),
                 )
             ).all()
+        )
         prepared = {}
-        for image_id, sha256, original in todo:  # S3 work outside any SQL transaction
+        for image_id, sha256, original in todo:  # S3 and Pillow work outside any SQL transaction
             key = prepared_key(sha256, size)
-            store.put(key, prepare_for_training(store.get(original), size), content_type="image/png")
+            data = prepare_for_training(
+                lease.retrying(lambda o=original: store.get(o), what="photo read"), size
+            )
+            lease.retrying(
+                lambda k=key, d=data: store.put(k, d, content_type="image/png"), what="prepared put"
+            )
             prepared[image_id] = key
         if prepared:
-            with session_scope() as session:
-                for image in session.scalars(select(CatalogueImage).where(CatalogueImage.id.in_(prepared))):
-                    image.prepared_key, image.prepared_at = prepared[image.id], utcnow()
+            lease.sql(lambda s, prepared=prepared: _mark_prepared(s, prepared))
         done += len(batch)
         lease.progress(done, total)
         if lease.should_stop:
             raise Cancelled()
-    lease.succeed({"prepared": total, "size": size}, message=f"prepared {total} photos at {size} px")
+    lease.succeed(
+        then=lambda session, job: units.end_job(
+            session=session,
+            job=job,
+            to="succeeded",
+            result={"prepared": total, "size": size},
+            message=f"prepared {total} photos at {size} px",
+        )
+    )
+
+
+def _mark_prepared(session, prepared: dict[str, str]) -> None:  # noqa: ANN001
+    for image in session.scalars(select(CatalogueImage).where(CatalogueImage.id.in_(prepared))):
+        image.prepared_key, image.prepared_at = prepared[image.id], utcnow()

@@ -7,13 +7,14 @@ import logging
 from core import schedules
 from core.db import session_scope
 from core.models import utcnow
+from core.queue import FIRE_SCHEDULES
 from core.storage import get_store
-from workers.celery_app import app
+from workers.celery_app import task
 
 log = logging.getLogger(__name__)
 
 
-@app.task(name="atelier.fire_schedules", acks_late=True)
+@task(FIRE_SCHEDULES)
 def fire_schedules() -> list[str]:
     return run_fire_schedules()
 

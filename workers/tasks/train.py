@@ -1,13 +1,15 @@
 """`atelier.train_segment`: one bounded segment of a training job on the `train` queue.
 
-    claim job ─ load dataset tensor (S3, built once per snapshot and resolution)
+    lease the segment's unit ─ load dataset tensor (S3, built once per snapshot and resolution)
               ─ load the newest checkpoint of this job from S3 (or start / fine-tune)
               ─ train for at most ATELIER_TRAIN_SEGMENT_SECONDS, progress at most once a second
               ─ write checkpoint, keep the newest few
-              ─ steps left? release the lease and queue the next segment : evaluate, register, gate
+              ─ steps left? end the unit and add the next segment's, in one transaction
+                          : evaluate, register, gate, end the job
 
-A worker killed mid-segment loses only that segment: the reconciler re-queues the job and the next
-segment resumes from the last checkpoint, bit for bit (the checkpoint carries every RNG state).
+A worker killed mid-segment loses only that segment: the reconciler re-queues its unit and it resumes
+from the last checkpoint, bit for bit (the checkpoint carries every RNG state). A checkpoint that
+cannot be written (S3 down) is retried, then the segment is given back: earlier checkpoints stand.
 """
 
 from __future__ import annotations
@@ -20,26 +22,26 @@ from typing import Any
 
 from sqlalchemy import select
 
-from core import jobs, registry, snapshots
+from core import jobs, registry, snapshots, units
 from core.config import get_settings
 from core.db import session_scope
 from core.models import DatasetSnapshot, Job, ModelVersion
 from core.models.base import new_id
-from core.queue import TRAIN_SEGMENT, send_after_commit
+from core.params import TrainParams
+from core.queue import TRAIN_SEGMENT
 from core.storage import ObjectStore, get_store
-from workers.celery_app import app
-from workers.leases import Cancelled, JobLease
+from workers.celery_app import task
+from workers.leases import Cancelled, Lease, lease_unit
 
 log = logging.getLogger(__name__)
 _datasets: dict[str, dict] = {}  # S3 key -> dataset; immutable objects, so a cache is safe
 
 
-@app.task(name="atelier.train_segment", acks_late=True)
-def train_segment(job_id: str) -> None:
-    with JobLease.claim(job_id) as lease:
-        if lease is None:
-            return
-        run_segment(lease)
+@task(TRAIN_SEGMENT)
+def train_segment(unit_id: int) -> None:
+    with lease_unit(unit_id) as lease:
+        if lease is not None:
+            run_segment(lease)
 
 
 def checkpoint_prefix(job_id: str) -> str:
@@ -78,24 +80,21 @@ def load_dataset(store: ObjectStore, snapshot: DatasetSnapshot, resolution: int)
     return dataset
 
 
-def _initial_state(params: dict, class_names: list[str], store: ObjectStore, device: str):
+def _initial_state(params: TrainParams, class_names: list[str], store: ObjectStore, device: str):
     from workers.gan.config import preset_config
     from workers.gan.training import checkpoint_from_bytes, finetune_state, new_state
 
-    if params.get("base_model"):
-        with session_scope() as session:
-            base = session.get(ModelVersion, params["base_model"])
-            key = base.checkpoint_key
+    if params.base_model:
+        with session_scope(readonly=True) as session:
+            key = session.get(ModelVersion, params.base_model).checkpoint_key
         return finetune_state(
-            checkpoint_from_bytes(store.get(key)), class_names, seed=params["seed"], device=device
+            checkpoint_from_bytes(store.get(key)), class_names, seed=params.seed, device=device
         )
-    config = preset_config(
-        params["preset"], params["resolution"], params["arch"], num_classes=len(class_names)
-    )
-    return new_state(config, class_names, seed=params["seed"], device=device)
+    config = preset_config(params.preset, params.resolution, params.arch, num_classes=len(class_names))
+    return new_state(config, class_names, seed=params.seed, device=device)
 
 
-def run_segment(lease: JobLease) -> None:
+def run_segment(lease: Lease) -> None:
     import torch
 
     from workers.gan.training import (
@@ -110,20 +109,27 @@ def run_segment(lease: JobLease) -> None:
     settings = get_settings()
     store = get_store()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    with session_scope() as session:
-        job = session.get(Job, lease.job_id)
-        params, reported, delivery = dict(job.params), job.progress_done, job.deliveries
-        segment = int((job.progress_info or {}).get("segment", 0)) + 1
-        snapshot = session.get(DatasetSnapshot, params["snapshot_id"])
-    total = params["steps"]
-    dataset = load_dataset(store, snapshot, params["resolution"])
+    params = TrainParams.model_validate(lease.params)
+    segment, delivery = lease.unit.seq + 1, lease.unit.deliveries
+
+    def read(session):  # noqa: ANN001, ANN202
+        snapshot = session.get(DatasetSnapshot, params.snapshot_id)
+        session.expunge(snapshot)
+        return session.get(Job, lease.job_id).progress_done, snapshot
+
+    reported, snapshot = lease.sql(read, what="reading the job")
+    total = params.steps
+    dataset = lease.retrying(lambda: load_dataset(store, snapshot, params.resolution), what="dataset")
     class_names = list(dataset["class_names"])
 
-    key = latest_checkpoint_key(store, lease.job_id)
+    key = lease.retrying(lambda: latest_checkpoint_key(store, lease.job_id), what="checkpoint list")
     if key is None:
-        state = _initial_state(params, class_names, store, device)
+        state = lease.retrying(
+            lambda: _initial_state(params, class_names, store, device), what="initial state"
+        )
     else:
-        state = state_from_checkpoint(checkpoint_from_bytes(store.get(key)), device=device)
+        blob = lease.retrying(lambda: store.get(key), what="checkpoint read")
+        state = state_from_checkpoint(checkpoint_from_bytes(blob), device=device)
     if delivery > 1 or reported > state.step:  # a worker died: say what it cost
         lease.event(
             "resumed",
@@ -158,11 +164,11 @@ def run_segment(lease: JobLease) -> None:
             abort_fn=lambda: lease.should_stop,
         )
         step_key = f"{checkpoint_prefix(lease.job_id)}step-{state.step:09d}.pt"
-        store.put(step_key, checkpoint_to_bytes(state_to_checkpoint(state)))
-        for old in sorted(o["Key"] for o in store.list(checkpoint_prefix(lease.job_id)))[
-            : -settings.keep_checkpoints
-        ]:
-            store.delete(old)
+        blob = checkpoint_to_bytes(state_to_checkpoint(state))
+        lease.retrying(lambda: store.put(step_key, blob), what="checkpoint write")
+        lease.retrying(
+            lambda: _prune_checkpoints(store, lease.job_id, settings.keep_checkpoints), what="prune"
+        )
         lease.progress(state.step, total, {"segment": segment, "checkpoint": step_key})
     if lease.should_stop:
         raise Cancelled()
@@ -176,9 +182,8 @@ def run_segment(lease: JobLease) -> None:
         "steps_per_s": round((state.step - first_step) / wall, 3),
     }
     if state.step < total:
-        with session_scope() as session:
-            job = session.get(Job, lease.job_id)
-            jobs.release_lease(session=session, job=job)
+
+        def next_segment(session, job: Job) -> None:  # noqa: ANN001
             jobs.add_event(
                 session=session,
                 job_id=job.id,
@@ -186,37 +191,54 @@ def run_segment(lease: JobLease) -> None:
                 message=f"segment {segment} ended at step {state.step} of {total}",
                 data=timing,
             )
-            name, queue = TRAIN_SEGMENT
-            send_after_commit(session, name, kwargs={"job_id": job.id}, queue=queue)
+            units.add_unit(session=session, job=job, kind="train", seq=lease.unit.seq + 1)
+
+        lease.succeed(then=next_segment)
         return
     lease.event("trained", f"segment {segment} reached step {state.step}; evaluating", timing)
     finish_training(lease, state, dataset, snapshot, params)
 
 
-def finish_training(lease: JobLease, state, dataset: dict, snapshot: DatasetSnapshot, params: dict) -> None:  # noqa: ANN001
+def _prune_checkpoints(store: ObjectStore, job_id: str, keep: int) -> None:
+    for old in sorted(o["Key"] for o in store.list(checkpoint_prefix(job_id)))[:-keep]:
+        store.delete(old)
+
+
+def finish_training(
+    lease: Lease, state, dataset: dict, snapshot: DatasetSnapshot, params: TrainParams
+) -> None:  # noqa: ANN001
     from workers.evaluation import evaluate_version, judge_for
     from workers.gan.figures import loss_curve_png, sample_grid_png
     from workers.gan.training import checkpoint_to_bytes, state_to_checkpoint
 
     store = get_store()
-    with session_scope() as session:
-        existing = session.scalars(select(ModelVersion).where(ModelVersion.job_id == lease.job_id)).first()
-        version_id = existing.id if existing else new_id()
-    judge = judge_for(store, snapshot, dataset)
+
+    def existing_version(session):  # noqa: ANN001, ANN202
+        return session.scalars(select(ModelVersion.id).where(ModelVersion.job_id == lease.job_id)).first()
+
+    existing = lease.sql(existing_version, what="reading the registry")
+    version_id = existing or new_id()
+    judge = lease.retrying(lambda: judge_for(store, snapshot, dataset), what="judge")
     metrics = evaluate_version(state.G_ema, judge, dataset)
     ckpt_key = registry.checkpoint_key(version_id)
     grid_key, curve_key = f"models/{version_id}/grid.png", f"models/{version_id}/losses.png"
-    store.put(ckpt_key, checkpoint_to_bytes(state_to_checkpoint(state)))
-    store.put(grid_key, sample_grid_png(state.G_ema, list(dataset["class_names"])), content_type="image/png")
-    store.put(curve_key, loss_curve_png(state.history), content_type="image/png")
-    with session_scope() as session:
-        if existing is None:
-            registry.create_version(
+    blobs = [
+        (ckpt_key, checkpoint_to_bytes(state_to_checkpoint(state)), "application/octet-stream"),
+        (grid_key, sample_grid_png(state.G_ema, list(dataset["class_names"])), "image/png"),
+        (curve_key, loss_curve_png(state.history), "image/png"),
+    ]
+    for key, blob, content_type in blobs:
+        lease.retrying(
+            lambda k=key, b=blob, c=content_type: store.put(k, b, content_type=c), what=f"put {key}"
+        )
+    if existing is None:
+        lease.sql(
+            lambda session: registry.create_version(
                 session=session,
                 id=version_id,
-                arch=params["arch"],
-                preset=params["preset"],
-                resolution=params["resolution"],
+                arch=params.arch,
+                preset=params.preset,
+                resolution=params.resolution,
                 class_names=list(dataset["class_names"]),
                 steps=state.step,
                 checkpoint_key=ckpt_key,
@@ -224,15 +246,24 @@ def finish_training(lease: JobLease, state, dataset: dict, snapshot: DatasetSnap
                 grid_key=grid_key,
                 loss_curve_key=curve_key,
                 dataset_snapshot_id=snapshot.id,
-                parent_id=params.get("base_model"),
+                parent_id=params.base_model,
                 job_id=lease.job_id,
-            )
+            ),
+            what="registering the model",
+        )
     from workers.evaluation import promotion_decision
 
-    promoted, reason = promotion_decision(store, version_id, metrics, judge, dataset, params)
+    promoted, reason = lease.retrying(
+        lambda: promotion_decision(store, version_id, metrics, judge, dataset, params.model_dump()),
+        what="promotion gate",
+    )
     if promoted:
-        with session_scope() as session:
-            registry.promote(session=session, version_id=version_id, reason=reason, job_id=lease.job_id)
+        lease.sql(
+            lambda session: registry.promote(
+                session=session, version_id=version_id, reason=reason, job_id=lease.job_id
+            ),
+            what="promoting",
+        )
     else:
         lease.event("not_promoted", f"model {version_id} not promoted: {reason}", {"reason": reason})
     result = {
@@ -246,4 +277,12 @@ def finish_training(lease: JobLease, state, dataset: dict, snapshot: DatasetSnap
         "promotion": reason,
         "dataset_snapshot": snapshot.id,
     }
-    lease.succeed(result, message=f"model {version_id} trained for {state.step} steps")
+    lease.succeed(
+        then=lambda session, job: units.end_job(
+            session=session,
+            job=job,
+            to=jobs.SUCCEEDED,
+            result=result,
+            message=f"model {version_id} trained for {state.step} steps",
+        )
+    )
