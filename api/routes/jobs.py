@@ -1,11 +1,15 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Query
+import hashlib
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response
 from sqlalchemy import select
 
 from api.deps import ReadKey, SessionDep, SubmitKey, invalid
 from api.schemas import EventOut, EventPage, JobOut, JobPage
 from core import chunks, jobs
+from core.db import session_scope
 from core.models import Job, JobEvent
 from core.pagination import MAX_LIMIT, BadCursor, page
 
@@ -48,9 +52,20 @@ def list_jobs(
     return JobPage(items=[JobOut.of(j) for j in rows], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: str, _: ReadKey, session: SessionDep):
-    return JobOut.of(get_job_or_404(session, job_id))
+@router.get(
+    "/{job_id}", response_model=JobOut, responses={304: {"description": "unchanged since If-None-Match"}}
+)
+def get_job(job_id: str, _: ReadKey, if_none_match: Annotated[str | None, Header()] = None):
+    # The pollers' path: one short read-only session (no write lock, connection back in the pool
+    # before the JSON is built), and 304 without a body when the job is unchanged since the ETag.
+    with session_scope(readonly=True) as session:
+        job = JobOut.of(get_job_or_404(session, job_id))
+    body = job.model_dump_json().encode()
+    etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if if_none_match is not None and etag in (tag.strip() for tag in if_none_match.split(",")):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.get("/{job_id}/events", response_model=EventPage)
