@@ -2,8 +2,8 @@
 
     batch        one bulk generation job (default 10,000 images) keeps the workers, S3 and SQL busy
     pollers      N clients (default 200), each polling GET /v1/jobs/{id} once a second for D seconds
-                 (open loop: a poll is sent every second whatever the previous answer took, as a
-                 dashboard does); latency p50/p99/max and the answers counted by status
+                 (one request at a time, as a dashboard does: a late answer skips the missed seconds);
+                 latency p50/p99/max and the answers counted by status
     closed_loop  M clients (default 32) each sending the next request as soon as the last one
                  answered, for a few seconds: the requests/s ceiling of the read path
 
@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 import click
+
+REQUEST_TIMEOUT = 60.0  # a poll not answered within this counts as "timeout"
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -76,34 +78,31 @@ async def _request(http, path: str, tally: Tally, etag: dict | None) -> None:  #
     tally.add(outcome, time.perf_counter() - t0)
 
 
-async def poll_open_loop(
+async def poll_each_second(
     base_url: str, key: str, path: str, *, clients: int, seconds: float, conditional: bool
 ) -> dict:
-    """`clients` pollers, each sending one request per second for `seconds`, at random phases."""
+    """`clients` pollers at random phases, each polling once a second for `seconds` as a dashboard
+    does: one request at a time, the next one on the next whole second after the answer."""
     import httpx
 
     tally = Tally()
-    limits = httpx.Limits(max_connections=clients * 4, max_keepalive_connections=clients)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(
-        base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60.0, limits=limits
+        base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=REQUEST_TIMEOUT, limits=limits
     ) as http:
         start = time.perf_counter() + 0.5
-        pending: set[asyncio.Task] = set()
+        end = start + seconds
 
         async def poller() -> None:
             etag: dict | None = {} if conditional else None
             tick = start + random.random()
-            while tick < start + seconds:
+            while tick < end:
                 await asyncio.sleep(max(0.0, tick - time.perf_counter()))
-                # a slow answer does not delay the next poll: each is its own task
-                task = asyncio.create_task(_request(http, path, tally, etag))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-                tick += 1.0
+                await _request(http, path, tally, etag)
+                while tick <= time.perf_counter():  # a late answer: the missed seconds are skipped
+                    tick += 1.0
 
         await asyncio.gather(*(poller() for _ in range(clients)))
-        if pending:
-            await asyncio.wait(pending, timeout=90)
     return {"clients": clients, "seconds": seconds, "conditional": conditional, **tally.summary()}
 
 
@@ -112,7 +111,7 @@ async def poll_closed_loop(base_url: str, key: str, path: str, *, clients: int, 
 
     tally = Tally()
     async with httpx.AsyncClient(
-        base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60.0
+        base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=REQUEST_TIMEOUT
     ) as http:
         deadline = time.perf_counter() + seconds
 
@@ -128,51 +127,71 @@ async def poll_closed_loop(base_url: str, key: str, path: str, *, clients: int, 
     return {"clients": clients, "seconds": round(dt, 2), "requests_per_s": round(ok / dt, 1), **summary}
 
 
-def _register_model(store, preset: str = "tiny", resolution: int = 64) -> str:  # noqa: ANN001
-    """A freshly initialised generator (throughput does not depend on the weights), registered."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measured(run, api_pid: int) -> dict:  # noqa: ANN001
+    """Run one phase; add the API process's and this client's CPU per request: what a request costs
+    on a free core, whatever the machine's load did to the latencies."""
+    api0, client0 = _cpu_seconds(api_pid), time.process_time()
+    result = asyncio.run(run)
+    n = max(1, result["requests"])
+    result["api_cpu_ms_per_request"] = round((_cpu_seconds(api_pid) - api0) * 1000 / n, 3)
+    result["client_cpu_ms_per_request"] = round((time.process_time() - client0) * 1000 / n, 3)
+    return result
+
+
+def register_model(stack, *, preset: str = "tiny", resolution: int = 64) -> str:  # noqa: ANN001
+    """A freshly initialised generator (throughput does not depend on the weights), registered in the
+    stack's database and store (this process's settings are left alone)."""
     from cli.bench_system import _model
     from core import registry
     from core.db import session_scope
+    from core.storage import ObjectStore
 
     ckpt, cfg = _model(preset, resolution, classes=4)
-    with session_scope() as session:
+    with session_scope(stack.env["ATELIER_DATABASE_URL"]) as session:
         version = registry.create_version(
             session=session, arch=cfg.arch, preset=preset, resolution=resolution,
             class_names=[f"class{i}" for i in range(4)], checkpoint_key="pending",
         )  # fmt: skip
         version.checkpoint_key = registry.checkpoint_key(version.id)
-        store.put(version.checkpoint_key, ckpt)
+        ObjectStore(stack.settings).put(version.checkpoint_key, ckpt)
         return version.id
 
 
 def bench_api(
     *, pollers: int, seconds: float, batch: int, closed_clients: int, closed_seconds: float, conditional: bool
 ) -> dict:
-    from cli.bench_system import _reset_caches
     from cli.client import Client
     from cli.stack import Stack
 
     out: dict = {"benchmark": "api", "cpu_count": os.cpu_count(), "loadavg_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="atelier-bench-api-") as tmp, Stack(Path(tmp)) as stack:
-        os.environ.update(stack.env)
-        _reset_caches()
-        from core.storage import get_store
-
-        version_id = _register_model(get_store())
+        version_id = register_model(stack)
         client = Client(stack.api_url, stack.admin_key)
         job = client.post("/v1/generation-jobs", json={"model": version_id, "count": batch, "seed": 0})
         path = f"/v1/jobs/{job['id']}"
         click.echo(f"stack up, batch {job['id']} submitted; polling", err=True)
         time.sleep(2.0)  # let the batch start: the pollers run while the workers generate
-        out["pollers"] = asyncio.run(
-            poll_open_loop(stack.api_url, stack.admin_key, path, clients=pollers, seconds=seconds,
-                           conditional=conditional)
+        api_pid = stack.children["api"].proc.pid
+        out["pollers"] = _measured(
+            poll_each_second(stack.api_url, stack.admin_key, path, clients=pollers, seconds=seconds,
+                             conditional=conditional),
+            api_pid,
         )  # fmt: skip
         click.echo(f"pollers: {json.dumps(out['pollers'])}", err=True)
-        out["closed_loop"] = asyncio.run(
+        out["closed_loop"] = _measured(
             poll_closed_loop(
                 stack.api_url, stack.admin_key, path, clients=closed_clients, seconds=closed_seconds
-            )
+            ),
+            api_pid,
         )
         final = client.job(job["id"])
         out["batch"] = {

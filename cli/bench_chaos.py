@@ -64,6 +64,7 @@ class Options:
     job_timeout: float = 1800.0
     resolution: int = 64
     training: bool = True
+    training_steps: int = 300
     seed: int = 0
 
 
@@ -358,30 +359,33 @@ class Chaos:
         return job["id"]
 
 
-def run_chaos(faults: list[str], opts: Options, *, data_dir: Path | None, fast_reconcile: bool) -> dict:
-    from cli.bench_api import _register_model
-    from cli.bench_system import _reset_caches
+def run_chaos(
+    faults: list[str],
+    opts: Options,
+    *,
+    data_dir: Path | None = None,
+    fast_reconcile: bool = False,
+    stack=None,
+) -> dict:  # noqa: ANN001
+    """Run `faults` in order on `stack` (default: a new embedded stack in data_dir or a temp dir)."""
+    from cli.bench_api import register_model
     from cli.client import Client
     from cli.stack import Stack
 
     out: dict = {"benchmark": "chaos", "cpu_count": os.cpu_count(), "loadavg_before": os.getloadavg(),
                  "options": opts.__dict__, "fast_reconcile": fast_reconcile}  # fmt: skip
     with ExitStack() as cleanup:
-        if data_dir is None:
-            data_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="atelier-chaos-")))
-        stack = Stack(data_dir, extra_env=FAST_RECONCILE if fast_reconcile else {})
-        cleanup.enter_context(stack)
-        os.environ.update(stack.env)
-        _reset_caches()
-        from core.storage import get_store
-
-        _register_model_res = _register_model(get_store(), resolution=opts.resolution)
-        chaos = Chaos(stack=stack, opts=opts, model_id=_register_model_res, rng=random.Random(opts.seed))
+        if stack is None:
+            if data_dir is None:
+                data_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="atelier-chaos-")))
+            stack = cleanup.enter_context(Stack(data_dir, extra_env=FAST_RECONCILE if fast_reconcile else {}))
+        model_id = register_model(stack, resolution=opts.resolution)
+        chaos = Chaos(stack=stack, opts=opts, model_id=model_id, rng=random.Random(opts.seed))
         chaos.client = Client(stack.api_url, stack.admin_key, timeout=60)
         chaos.poller = Poller(stack.api_url, stack.admin_key)
         chaos.poller.start()
-        cleanup.callback(chaos.poller.stop)
         cleanup.callback(chaos.client.close)
+        cleanup.callback(chaos.poller.stop)
         out["faults"] = []
         for fault in faults:
             row = chaos.run(fault)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from core.config import get_settings
 
@@ -33,13 +34,14 @@ def _pool_args(url: str) -> dict:
     }
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, busy_timeout: float = 30.0, pool: dict | None = None) -> Engine:
+    pool = _pool_args(url) if pool is None else pool
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, connect_args={"timeout": 30, "check_same_thread": False}, **_pool_args(url)
+            url, connect_args={"timeout": busy_timeout, "check_same_thread": False}, **pool
         )
 
         @event.listens_for(engine, "connect")
@@ -48,7 +50,7 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             cur.close()
 
         # pysqlite's own transaction handling defers BEGIN; emit it ourselves so that a write
@@ -65,7 +67,7 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **_pool_args(url))
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 def get_engine(url: str | None = None) -> Engine:
@@ -77,6 +79,30 @@ def get_engine(url: str | None = None) -> Engine:
     if url not in _engines:
         _engines[url] = make_engine(url)
     return _engines[url]
+
+
+def event_loop_sessions(url: str | None = None) -> sessionmaker[Session] | None:
+    """Read-only sessions for the API's event loop itself, or None where reads must go to a thread.
+
+    SQLite only: one connection of its own (StaticPool; only the loop's thread uses it, so it never
+    waits for a pool), DEFERRED reads that in WAL mode never wait for a writer, and a 0.2 s busy
+    timeout for the rare lock they could meet (answered 503) instead of blocking the loop. This saves
+    the thread hop per poll, which is what costs most when the CPU is contended. A PostgreSQL read is
+    network I/O and stays on a thread.
+    """
+    global _pid
+    if os.getpid() != _pid:
+        _engines.clear()
+        _pid = os.getpid()
+    url = url or get_settings().database_url
+    if not url.startswith("sqlite") or ":memory:" in url:
+        return None
+    name = f"event-loop:{url}"
+    if name not in _engines:
+        _engines[name] = make_engine(url, busy_timeout=0.2, pool={"poolclass": StaticPool})
+    return sessionmaker(
+        bind=_engines[name].execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
+    )
 
 
 def dispose_engine() -> None:

@@ -94,15 +94,18 @@ def test_no_free_connection_is_a_quick_503_with_retry_after(api):
     _, secret = new_key()
     job_id = new_job()
     headers = {"Authorization": f"Bearer {secret}"}
-    assert client.get(f"/v1/jobs/{job_id}", headers=headers).status_code == 200  # the key is now cached
+    assert client.get("/v1/jobs", headers=headers).status_code == 200  # the key is now cached
     with get_engine().connect():  # someone else holds the only connection
         t0 = time.monotonic()
-        busy = client.get(f"/v1/jobs/{job_id}", headers=headers)
+        busy = client.get("/v1/jobs", headers=headers)
         took = time.monotonic() - t0
+        status = client.get(f"/v1/jobs/{job_id}", headers=headers)
     assert busy.status_code == 503 and busy.headers["retry-after"] == "2"
     assert "ATELIER_DB_POOL_SIZE" in busy.json()["detail"]
     assert took < 2.0
-    assert client.get(f"/v1/jobs/{job_id}", headers=headers).status_code == 200
+    # on SQLite a status poll reads on the event loop's own connection: it still answers
+    assert status.status_code == (200 if get_engine().dialect.name == "sqlite" else 503)
+    assert client.get("/v1/jobs", headers=headers).status_code == 200
 
 
 def test_too_many_requests_in_flight_are_answered_503_at_once():
