@@ -275,7 +275,7 @@ class Chaos:
         path = url.split("///", 1)[-1]
         code = (
             "import sqlite3, sys, time\n"
-            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n"
             "c.execute('BEGIN EXCLUSIVE')\n"
             "print('locked', flush=True)\n"
             "time.sleep(float(sys.argv[2]))\n"
@@ -286,8 +286,14 @@ class Chaos:
             stdout=subprocess.PIPE,
             text=True,
         )
+        got: list[str] = []
+        reader = threading.Thread(target=lambda: got.append(locker.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout=60)  # the locker waits up to 30 s for the write lock itself
         try:
-            assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+            if not got or got[0].strip() != "locked":
+                extra["error"] = "the locking process did not get the lock within 60 s"
+                return
             self.sleep(self.opts.sqlite_lock_seconds)
             locker.wait(timeout=30)
         finally:
@@ -320,19 +326,21 @@ class Chaos:
             {f"{k}_during_fault" if k != "worst_poll_ms" else "worst_poll_ms": v for k, v in during.items()}
         )
         row["recovery_poll"] = self.poller.window(t1, time.time())
-        expected = listed = unique = 0
+        expected = listed = unique = unfinished = 0
         states: dict[str, int] = {}
         for job_id, final in ended.items():
             states[final["status"]] = states.get(final["status"], 0) + 1
             if final.get("kind") != "generate":
                 row["training"] = {"status": final["status"], "steps": final["progress"].get("done")}
                 continue
-            expected += final["progress"]["total"]
             n, u = self.count_images(job_id)
+            if final["status"] not in TERMINAL:  # still running at the timeout: not counted as lost
+                unfinished += final["progress"]["total"] - u
+            expected += final["progress"]["total"]
             listed, unique = listed + n, unique + u
         row.update(
-            images_expected=expected, listed=listed, unique=unique, lost=expected - unique,
-            doubled=listed - unique, jobs=states, seconds=round(time.time() - t0, 1),
+            images_expected=expected, listed=listed, unique=unique, lost=expected - unique - unfinished,
+            unfinished=unfinished, doubled=listed - unique, jobs=states, seconds=round(time.time() - t0, 1),
         )  # fmt: skip
         return row
 

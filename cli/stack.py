@@ -223,6 +223,9 @@ class Stack:
                         "--port",
                         str(self.ports["api"]),
                         "--no-access-log",
+                        # pollers come back every second or so; a 5 s keep-alive races slow clients
+                        "--timeout-keep-alive",
+                        "30",
                     ],
                 )
             )

@@ -19,6 +19,7 @@ from sqlalchemy.pool import StaticPool
 from core.config import get_settings
 
 _engines: dict[str, Engine] = {}
+_factories: dict[tuple[str, bool], sessionmaker[Session]] = {}
 _pid = os.getpid()
 
 
@@ -74,6 +75,7 @@ def get_engine(url: str | None = None) -> Engine:
     global _pid
     if os.getpid() != _pid:  # forked: never reuse the parent's connections
         _engines.clear()
+        _factories.clear()
         _pid = os.getpid()
     url = url or get_settings().database_url
     if url not in _engines:
@@ -93,6 +95,7 @@ def event_loop_sessions(url: str | None = None) -> sessionmaker[Session] | None:
     global _pid
     if os.getpid() != _pid:
         _engines.clear()
+        _factories.clear()
         _pid = os.getpid()
     url = url or get_settings().database_url
     if not url.startswith("sqlite") or ":memory:" in url:
@@ -100,22 +103,25 @@ def event_loop_sessions(url: str | None = None) -> sessionmaker[Session] | None:
     name = f"event-loop:{url}"
     if name not in _engines:
         _engines[name] = make_engine(url, busy_timeout=0.2, pool={"poolclass": StaticPool})
-    return sessionmaker(
-        bind=_engines[name].execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
-    )
+    return session_factory(name, readonly=True)
 
 
 def dispose_engine() -> None:
     for engine in _engines.values():
         engine.dispose(close=False)
     _engines.clear()
+    _factories.clear()
 
 
 def session_factory(url: str | None = None, *, readonly: bool = False) -> sessionmaker[Session]:
+    # One sessionmaker per (engine, mode), built once: an option engine per request copies the
+    # engine's event dispatch and costs more than the read it serves.
     engine = get_engine(url)
-    if readonly:
-        engine = engine.execution_options(sqlite_begin="DEFERRED")
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    key = (url or get_settings().database_url, readonly)
+    if key not in _factories:
+        bind = engine.execution_options(sqlite_begin="DEFERRED") if readonly else engine
+        _factories[key] = sessionmaker(bind=bind, expire_on_commit=False)
+    return _factories[key]
 
 
 @contextmanager
