@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from api import overload
 from api.routes import catalogue, generation, health, jobs, models, schedules, training
 from core.queue import send_in_background
 
@@ -18,6 +19,7 @@ def create_app() -> FastAPI:
     app.include_router(training.router)
     app.include_router(models.router)
     app.include_router(schedules.router)
+    overload.install(app)  # 503 + Retry-After under overload, never a 500 after 30 s
     return app
 
 

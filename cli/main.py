@@ -200,6 +200,12 @@ def _register_optional() -> None:
 
         bench.add_command(bench_generate_system_cmd)  # `bench generate`: bare_memory, bare_s3, system, ratio
         cli.add_command(bench)
+        from cli.bench_api import bench_api_cmd
+
+        bench.add_command(bench_api_cmd)  # `bench api`: status polling under load
+        from cli.bench_chaos import bench_chaos_cmd
+
+        bench.add_command(bench_chaos_cmd)  # `bench chaos`: batches through worker, S3, broker, SQL faults
     except ImportError:
         pass
 

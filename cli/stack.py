@@ -40,6 +40,16 @@ WEED_PORTS = (
 )  # fmt: skip
 
 
+PORT_ATTEMPTS = 5
+# what redis-server and uvicorn ("address already in use") and weed mini print when a port is taken
+PORT_TAKEN_SIGNS = ("address already in use", "is not available on 127.0.0.1 and cannot be used")
+LISTENERS = {"redis": ("redis",), "s3": WEED_PORTS, "api": ("api",)}  # children that bind ports
+
+
+class PortTaken(RuntimeError):
+    """Another process bound one of a child's ports before the child did."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -80,6 +90,8 @@ class Child:
     proc: subprocess.Popen | None = None
     restarts: int = 0
     next_start: float = 0.0
+    log_offset: int = 0  # where this start's output begins in the log
+    held: bool = False  # stopped on purpose (fault injection): the supervisor leaves it down
 
 
 @dataclass
@@ -114,6 +126,9 @@ class Stack:
                 ports[name] = free_port()
         path.write_text(json.dumps({"ports": ports}, indent=2))
         return ports
+
+    def _save_ports(self) -> None:
+        (self.data_dir / "stack.json").write_text(json.dumps({"ports": self.ports}, indent=2))
 
     @property
     def api_url(self) -> str:
@@ -209,6 +224,9 @@ class Stack:
                         "--port",
                         str(self.ports["api"]),
                         "--no-access-log",
+                        # pollers come back every second or so; a 5 s keep-alive races slow clients
+                        "--timeout-keep-alive",
+                        "30",
                     ],
                 )
             )
@@ -308,33 +326,56 @@ class Stack:
         log.close()
 
     def start(self, *, timeout: float = 90.0) -> None:
-        specs = self._specs()
         try:
-            for name, argv in specs[:2]:  # broker and S3 first: migrations and the API need them
-                self._start_child(name, argv)
-            self._wait_for_redis(timeout)
-            self._wait_for_s3(timeout)
+            # broker and S3 first: migrations and the API need them
+            self._start_listener("redis", lambda: self._wait_for_redis(timeout))
+            self._start_listener("s3", lambda: self._wait_for_s3(timeout))
             self.migrate()
             self.ensure_admin_key()
-            for name, argv in specs[2:]:
-                self._start_child(name, argv)
             if self.with_api:
-                self._wait_http(f"{self.api_url}/healthz", timeout)
+                self._start_listener("api", lambda: self._wait_http(f"{self.api_url}/healthz", timeout))
+            for name, argv in self._specs():
+                if name not in self.children:
+                    self._start_child(name, argv)
         except BaseException:
             self.stop()
             raise
 
+    def _start_listener(self, name: str, wait) -> None:  # noqa: ANN001
+        """Start a child that listens on ports; if another process took one of them between
+        free_port() and the bind ("address already in use"), pick new ports and start it again."""
+        for attempt in range(PORT_ATTEMPTS):
+            self._start_child(name, dict(self._specs())[name])
+            try:
+                wait()
+                return
+            except PortTaken:
+                _kill_group(self.children.pop(name).proc)
+                if attempt + 1 == PORT_ATTEMPTS or (name == "api" and self.api_port):
+                    raise
+                for port_name in LISTENERS[name]:
+                    self.ports[port_name] = free_port()
+                self._save_ports()
+
     def _start_child(self, name: str, argv: list[str]) -> None:
         child = Child(name, argv, self.data_dir / "logs" / f"{name}.log")
         (self.data_dir / "beat.pid").unlink(missing_ok=True)  # a killed beat leaves its pidfile behind
+        child.log_offset = child.log.stat().st_size if child.log.exists() else 0
         self._spawn(child)
         self.children[name] = child
 
     def _check_alive(self, name: str) -> None:
         child = self.children[name]
+        if not child.log.exists():
+            tail = ""
+        else:
+            with open(child.log, "rb") as f:
+                f.seek(child.log_offset)
+                tail = f.read().decode(errors="replace")
+        if any(sign in tail.lower() for sign in PORT_TAKEN_SIGNS):
+            raise PortTaken(f"{name}: a port was taken by another process:\n{tail[-2000:]}")
         if child.proc is not None and child.proc.poll() is not None:
-            tail = child.log.read_text(errors="replace")[-2000:] if child.log.exists() else ""
-            raise RuntimeError(f"{name} exited with {child.proc.returncode} while starting:\n{tail}")
+            raise RuntimeError(f"{name} exited with {child.proc.returncode} while starting:\n{tail[-2000:]}")
 
     def _wait_for_redis(self, timeout: float) -> None:
         import redis
@@ -343,7 +384,8 @@ class Stack:
         while True:
             self._check_alive("redis")
             try:
-                redis.Redis(port=self.ports["redis"], socket_connect_timeout=0.5).ping()
+                # a read timeout too: a process that took the port may accept and never answer
+                redis.Redis(port=self.ports["redis"], socket_connect_timeout=0.5, socket_timeout=0.5).ping()
                 return
             except redis.RedisError:
                 if time.monotonic() > deadline:
@@ -412,7 +454,7 @@ class Stack:
         restarted = []
         now = time.monotonic()
         for child in self.children.values():
-            if child.proc is None or child.proc.poll() is None:
+            if child.held or child.proc is None or child.proc.poll() is None:
                 continue
             if child.next_start == 0.0:
                 child.next_start = now + min(30.0, 0.5 * 2 ** min(child.restarts, 6))
@@ -423,6 +465,35 @@ class Stack:
                 self._spawn(child)
                 restarted.append(child.name)
         return restarted
+
+    # ---- fault handles (`atelier bench chaos`) ---------------------------------------------------
+    def signal_child(self, name: str, sig: int) -> None:
+        """Send `sig` to a child's whole process group: SIGSTOP hangs it, SIGCONT resumes it,
+        SIGKILL crashes it (and `supervise_once()` restarts it)."""
+        proc = self.children[name].proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+
+    def hold_down(self, name: str) -> None:
+        """Stop a child and keep it down (its port refuses connections) until `bring_up()`."""
+        child = self.children[name]
+        child.held = True
+        if child.proc is not None:
+            self.signal_child(name, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+            self.signal_child(name, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.proc.wait(timeout=10)
+            _kill_group(child.proc)
+
+    def bring_up(self, name: str) -> None:
+        """Start a child again now, same command, ports and data dir."""
+        child = self.children[name]
+        if child.proc is not None and child.proc.poll() is None:
+            _kill_group(child.proc)
+        child.held = False
+        child.next_start = 0.0
+        self._spawn(child)
 
     def stop(self, *, grace: float = 10.0) -> None:
         children = list(self.children.values())[::-1]  # beat and workers first, broker and S3 last

@@ -75,6 +75,19 @@ class Settings(BaseSettings):
     webhook_secret: str = _DEV_WEBHOOK_SECRET
     max_generation_count: int = Field(100_000, ge=1)
 
+    # The read path under load. SQL connections per process: the API runs sync routes on anyio's 40
+    # threads, so 40 plus a little overflow means a request never waits for a connection while a thread
+    # is free. A request that still cannot get one within the pool timeout, or that finds more than
+    # api_max_concurrent_requests already in flight, is answered 503 with Retry-After at once instead of
+    # queueing for 30 s. A looked-up API key is trusted for api_key_cache_seconds (0: every request
+    # reads it): a revoked key stops working within that time.
+    db_pool_size: int = Field(40, ge=1)
+    db_max_overflow: int = Field(10, ge=0)
+    db_pool_timeout_seconds: float = Field(1.0, gt=0)
+    api_max_concurrent_requests: int = Field(100, ge=1)
+    api_retry_after_seconds: int = Field(1, ge=1)
+    api_key_cache_seconds: float = Field(5.0, ge=0)
+
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:
         if self.task_time_limit <= self.task_soft_time_limit:

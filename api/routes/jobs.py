@@ -1,11 +1,16 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Query
+import hashlib
+from typing import Annotated
+
+from anyio import to_thread
+from fastapi import APIRouter, Header, HTTPException, Query, Response
 from sqlalchemy import select
 
 from api.deps import ReadKey, SessionDep, SubmitKey, invalid
 from api.schemas import EventOut, EventPage, JobOut, JobPage
 from core import jobs, units
+from core.db import event_loop_sessions, session_factory
 from core.models import Job, JobEvent
 from core.pagination import MAX_LIMIT, BadCursor, page, page_after
 
@@ -48,9 +53,30 @@ def list_jobs(
     return JobPage(items=[JobOut.of(j) for j in rows], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: str, _: ReadKey, session: SessionDep):
-    return JobOut.of(get_job_or_404(session, job_id))
+def _job_json(job_id: str, sessions) -> bytes:  # noqa: ANN001
+    with sessions() as session:
+        body = JobOut.of(get_job_or_404(session, job_id)).model_dump_json().encode()
+        session.commit()  # read-only: ends the read snapshot
+    return body
+
+
+@router.get(
+    "/{job_id}", response_model=JobOut, responses={304: {"description": "unchanged since If-None-Match"}}
+)
+async def get_job(job_id: str, _: ReadKey, if_none_match: Annotated[str | None, Header()] = None):
+    # The pollers' path: one short read-only session and no write lock; on SQLite the read runs on
+    # the event loop (no thread hop, see core.db.event_loop_sessions), elsewhere on a thread. 304
+    # without a body when the job is unchanged since the client's ETag.
+    loop_sessions = event_loop_sessions()
+    if loop_sessions is not None:
+        body = _job_json(job_id, loop_sessions)
+    else:
+        body = await to_thread.run_sync(_job_json, job_id, session_factory(readonly=True))
+    etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if if_none_match is not None and etag in (tag.strip() for tag in if_none_match.split(",")):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.get("/{job_id}/events", response_model=EventPage)

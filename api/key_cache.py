@@ -1,0 +1,62 @@
+"""API keys looked up once and trusted for a few seconds, so that a poller costs no key query.
+
+Keyed by the SHA-256 of the secret (the secret itself is never kept). Only keys that were found are
+cached: a new key works at once, a revoked one stops working within the TTL
+(ATELIER_API_KEY_CACHE_SECONDS; 0 turns the cache off).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from core import auth
+from core.db import session_scope
+
+MAX_ENTRIES = 10_000
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What the routes use of an API key: its id (owner of jobs), name and scopes."""
+
+    id: str
+    name: str
+    scopes: tuple[str, ...]
+
+
+class KeyCache:
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, KeyInfo]] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, secret: str, *, ttl: float) -> KeyInfo | None:
+        key_hash = auth.hash_key(secret)
+        now = time.monotonic()
+        entry = self._entries.get(key_hash)
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        with session_scope(readonly=True) as session:
+            key = auth.find_key(session=session, secret=secret)
+            info = None if key is None else KeyInfo(id=key.id, name=key.name, scopes=tuple(key.scopes))
+        with self._lock:
+            if info is None or ttl <= 0:
+                self._entries.pop(key_hash, None)
+            else:
+                if len(self._entries) >= MAX_ENTRIES:  # many keys: start over rather than grow
+                    self._entries.clear()
+                self._entries[key_hash] = (now + ttl, info)
+        return info
+
+    def cached(self, secret: str) -> KeyInfo | None:
+        """The cached key if it is still fresh, without touching the database."""
+        entry = self._entries.get(auth.hash_key(secret))
+        return entry[1] if entry is not None and entry[0] > time.monotonic() else None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+keys = KeyCache()

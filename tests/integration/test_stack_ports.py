@@ -1,0 +1,49 @@
+"""Start-up races: another process takes a port between free_port() choosing it and the child binding it."""
+
+import json
+import socket
+
+import httpx
+import pytest
+import redis
+
+from cli.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+
+def test_stack_starts_on_new_ports_when_its_chosen_ports_are_taken(tmp_path):
+    stack = Stack(tmp_path / "stack", workers=(), with_beat=False)
+    chosen = {name: stack.ports[name] for name in ("redis", "s3.port", "api")}
+    squatters = []
+    for port in chosen.values():  # what the other process did: bind and listen, never answer
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        squatters.append(sock)
+    try:
+        stack.start(timeout=60)
+        try:
+            for name, port in chosen.items():
+                assert stack.ports[name] != port, name
+            assert httpx.get(f"{stack.api_url}/healthz", timeout=5).status_code == 200
+            assert redis.Redis(port=stack.ports["redis"], socket_timeout=5).ping()
+            assert httpx.get(stack.s3_url, timeout=5).status_code < 500
+            saved = json.loads((stack.data_dir / "stack.json").read_text())["ports"]
+            assert saved == stack.ports  # a restart of the same data dir reuses the ports that worked
+        finally:
+            stack.stop()
+    finally:
+        for sock in squatters:
+            sock.close()
+
+
+def test_an_explicit_api_port_that_is_taken_is_an_error_naming_it(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        stack = Stack(tmp_path / "stack", api_port=port, workers=(), with_beat=False)
+        with pytest.raises(RuntimeError, match="api: a port was taken"):
+            stack.start(timeout=60)
+    assert stack.children == {}
