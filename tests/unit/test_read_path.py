@@ -5,7 +5,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from core import auth, jobs
+from core import auth, jobs, units
 from core.db import dispose_engine, get_engine, session_scope
 from core.models import ApiKey, Job, utcnow
 
@@ -54,7 +54,7 @@ def test_job_status_has_an_etag_and_an_unchanged_job_answers_304(api):
     again = client.get(f"/v1/jobs/{job_id}", headers={**headers, "If-None-Match": etag})
     assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
     with session_scope() as session:
-        jobs.request_cancel(session=session, job=session.get(Job, job_id))
+        units.cancel_job(session=session, job=session.get(Job, job_id))
     changed = client.get(f"/v1/jobs/{job_id}", headers={**headers, "If-None-Match": etag})
     assert changed.status_code == 200 and changed.json()["status"] == "cancelled"
     assert changed.headers["etag"] != etag
