@@ -94,6 +94,7 @@ def bench_generate_bare(
 
     import torch
 
+    from workers.batches import run_batches
     from workers.gan.config import preset_config
     from workers.gan.networks import build_generator
     from workers.gan.sampling import encode_png, generate, load_generator
@@ -116,17 +117,20 @@ def bench_generate_bare(
         generate(G, seeds=list(range(s, min(count, s + batch_size))), labels=labels[s : s + batch_size])
     gen_s = time.perf_counter() - t0
 
-    total_bytes = 0
+    sizes: list[int] = []
     t0 = time.perf_counter()
+    # the worker's own loop (workers.batches): zlib releases the GIL, so encoding runs on every core
+    # while the next batch generates
     with ThreadPoolExecutor(workers) as pool:
-        pending = []
-        for s in range(0, count, batch_size):
-            images = generate(
-                G, seeds=list(range(s, min(count, s + batch_size))), labels=labels[s : s + batch_size]
-            )
-            # zlib releases the GIL, so encoding runs on every core while the next batch generates.
-            pending += [pool.submit(encode_png, img, compress_level) for img in images]
-        total_bytes = sum(len(f.result()) for f in pending)
+        run_batches(
+            range(count),
+            produce=lambda idx: generate(G, seeds=idx, labels=[labels[i] for i in idx]),
+            encode=lambda img, _i: len(encode_png(img, compress_level)),
+            consume=sizes.extend,
+            batch=batch_size,
+            pool=pool,
+        )
+    total_bytes = sum(sizes)
     both_s = time.perf_counter() - t0
     return {
         "benchmark": "generate_bare_memory",

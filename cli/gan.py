@@ -142,6 +142,7 @@ def sample(checkpoint, out, per_category, categories, seed, truncation, device):
     """Write OUT/<category>/<index>.png; image i (over the whole request) has seed SEED + i."""
     import torch
 
+    from workers.batches import run_batches
     from workers.gan.sampling import encode_png, generate, load_generator
     from workers.gan.training import checkpoint_from_bytes
 
@@ -156,22 +157,29 @@ def sample(checkpoint, out, per_category, categories, seed, truncation, device):
     chosen = [c for c in names if not categories or c in categories]
     labels = [names.index(c) for c in chosen for _ in range(per_category)]
     out_dir = Path(out)
-    written, batch = 0, 256
-    for start in range(0, len(labels), batch):
-        part = labels[start : start + batch]
-        seeds = [seed + start + i for i in range(len(part))]
-        images = generate(G, seeds=seeds, labels=part, truncation=truncation)
-        for j, (s, y) in enumerate(zip(seeds, part, strict=False)):
-            folder = out_dir / names[y]
-            folder.mkdir(parents=True, exist_ok=True)
-            text = {
-                "generator": f"atelier-{cfg.arch}",
-                "seed": s,
-                "category": names[y],
-                "truncation": truncation,
-            }
-            (folder / f"{start + j}.png").write_bytes(encode_png(images[j], text=text))
-            written += 1
+    for c in chosen:
+        (out_dir / c).mkdir(parents=True, exist_ok=True)
+
+    def produce(indices: list[int]):  # noqa: ANN202
+        return generate(
+            G, seeds=[seed + i for i in indices], labels=[labels[i] for i in indices], truncation=truncation
+        )
+
+    def encode(image, i: int) -> int:  # noqa: ANN001
+        y = labels[i]
+        text = {
+            "generator": f"atelier-{cfg.arch}",
+            "seed": seed + i,
+            "category": names[y],
+            "truncation": truncation,
+        }
+        (out_dir / names[y] / f"{i}.png").write_bytes(encode_png(image, text=text))
+        return 1
+
+    # the worker's own generate-while-encoding loop: PNG encoding on every core meanwhile
+    done: list[int] = []
+    run_batches(range(len(labels)), produce=produce, encode=encode, consume=done.extend, batch=256)
+    written = len(done)
     click.echo(json.dumps({"written": written, "out": str(out_dir), "categories": chosen}))
 
 
