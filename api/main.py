@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api.routes import catalogue, generation, health, jobs, models, schedules, training
+from api.routes import catalogue, generation, health, jobs, models, schedules, training, tryon
 
 
 def create_app() -> FastAPI:
@@ -16,6 +16,7 @@ def create_app() -> FastAPI:
     app.include_router(training.router)
     app.include_router(models.router)
     app.include_router(schedules.router)
+    app.include_router(tryon.router)
     return app
 
 
