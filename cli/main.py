@@ -173,6 +173,7 @@ def submit() -> None:
 
 
 def _register_clients() -> None:
+    from cli.catalogue_import import catalogue_import
     from cli.generation_cmds import download, generate
     from cli.training_cmds import models, schedules, submit_train
 
@@ -181,6 +182,7 @@ def _register_clients() -> None:
     cli.add_command(download)
     cli.add_command(models)
     cli.add_command(schedules)
+    catalogue.add_command(catalogue_import)
 
 
 _register_clients()
