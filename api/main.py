@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api.routes import catalogue, generation, health, jobs, models, schedules, training, tryon
+from api.routes import catalogue, generation, health, jobs, models, schedules, training, trends, tryon
 
 
 def create_app() -> FastAPI:
@@ -17,6 +17,7 @@ def create_app() -> FastAPI:
     app.include_router(models.router)
     app.include_router(schedules.router)
     app.include_router(tryon.router)
+    app.include_router(trends.router)
     return app
 
 

@@ -95,11 +95,12 @@ def catalogue_import(
         for category, entries in sorted(by_category.items()):
             for start in range(0, len(entries), batch):
                 chunk = entries[start : start + batch]
-                files = []
+                files, read = [], []
                 for entry in chunk:
                     try:
                         files.append(deepfashion.photo_bytes(directory, entry, crop=crop))
-                    except OSError as exc:
+                        read.append(entry)
+                    except OSError as exc:  # reported, and tried again on the next run
                         counts["missing"] += 1
                         click.echo(
                             f"skipped {deepfashion.IMAGES}:{entry.line}: {exc.strerror}: {entry.image}",
@@ -113,7 +114,7 @@ def catalogue_import(
                     for r in result["rejected"]:
                         counts["rejected"] += 1
                         click.echo(f"rejected {r['filename']}: {r['reason']}", err=True)
-                log.write("".join(f"{e.image}\n" for e in chunk))
+                log.write("".join(f"{e.image}\n" for e in read))
                 log.flush()
                 sent += len(chunk)
                 click.echo(f"imported {sent}/{len(todo)} ({category})", err=True)

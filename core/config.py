@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     webhook_secret: str = _DEV_WEBHOOK_SECRET
     max_generation_count: int = Field(100_000, ge=1)
 
+    # Trend reports: the longest forecast, the most photos one report reads (an even sample beyond
+    # it), the palette's and the style clustering's number of clusters.
+    trend_max_horizon: int = Field(12, ge=1, le=104)
+    trend_max_photos: int = Field(20_000, ge=10)
+    trend_palette_size: int = Field(8, ge=2, le=24)
+    trend_style_clusters: int = Field(6, ge=2, le=24)
+
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:
         if self.task_time_limit <= self.task_soft_time_limit:

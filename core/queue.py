@@ -25,10 +25,12 @@ INGEST = ("atelier.ingest", "io")
 RECONCILE = ("atelier.reconcile", "io")
 TRAIN_SEGMENT = ("atelier.train_segment", "train")
 GENERATE_PLAN = ("atelier.generate_plan", "io")
+TREND_REPORT = ("atelier.trend_report", "io")
 JOB_ENTRY_TASKS: dict[str, tuple[str, str]] = {
     "ingest": INGEST,
     "train": TRAIN_SEGMENT,
     "generate": GENERATE_PLAN,
+    "trend": TREND_REPORT,
 }
 
 _PENDING = "atelier_pending_tasks"

@@ -24,6 +24,7 @@ TASK_MODULES = [
     "workers.tasks.finalize",
     "workers.tasks.train",
     "workers.tasks.schedules",
+    "workers.tasks.trend",
 ]
 
 
@@ -41,6 +42,7 @@ def make_app() -> Celery:
             "atelier.generate_plan": {"queue": "io"},
             "atelier.finalize_generation": {"queue": "io"},
             "atelier.deliver_webhook": {"queue": "io"},
+            "atelier.trend_report": {"queue": "io"},
         },
         task_acks_late=True,
         task_reject_on_worker_lost=True,
