@@ -41,6 +41,47 @@ class TrendParams(BaseModel):
         return sorted({normalize_category(c) for c in v}) if v else None
 
 
+class FollowReport(BaseModel):
+    """A generation request that follows a trend report (the `follow_report` field)."""
+
+    report: str = Field(min_length=1, max_length=64, description="the trend report's job id")
+    count: int | None = Field(None, ge=1, description="split over the categories by the forecast mix")
+    palette: bool = Field(False, description="recolour to the report's rising palette")
+
+
+def split_count(count: int, shares: dict[str, float]) -> dict[str, int]:
+    """`count` images over categories in proportion to `shares` (largest remainder: the sum is exact)."""
+    total = sum(shares.values())
+    if total <= 0:
+        raise ValueError("the forecast mix is empty")
+    exact = {k: count * v / total for k, v in shares.items()}
+    out = {k: int(v) for k, v in exact.items()}
+    for k in sorted(exact, key=lambda k: (out[k] - exact[k], k))[: count - sum(out.values())]:
+        out[k] += 1
+    return {k: v for k, v in sorted(out.items()) if v > 0}
+
+
+def follow(*, session: Session, request: FollowReport) -> tuple[dict[str, int] | None, list[str] | None]:
+    """(per_category, recolour palette) from a succeeded trend report; InvalidRequest naming the field."""
+    job = session.get(Job, request.report)
+    if job is None or job.kind != "trend":
+        raise InvalidRequest("follow_report", f"no trend report with id {request.report!r}")
+    if job.status != jobs.SUCCEEDED:
+        raise InvalidRequest(
+            "follow_report", f"trend report {job.id} is {job.status}; follow one that succeeded"
+        )
+    summary = (job.result or {}).get("summary", {})
+    per_category = split_count(request.count, summary["next_mix"]) if request.count else None
+    palette = None
+    if request.palette:
+        palette = summary.get("rising_palette", [])[:8]
+        if not palette:
+            raise InvalidRequest(
+                "follow_report", f"trend report {job.id} found no rising colour to recolour to"
+            )
+    return per_category, palette
+
+
 def report_key(job_id: str, name: str) -> str:
     return f"trends/{job_id}/{name}"
 

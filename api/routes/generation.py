@@ -22,7 +22,7 @@ from api.deps import ReadKey, SessionDep, SettingsDep, StoreDep, SubmitKey
 from api.generation_schemas import GenerationRequest, ImageOut, ImagePage
 from api.routes.jobs import get_job_or_404
 from api.schemas import JobOut
-from core import generation, jobs
+from core import generation, jobs, trends
 from core.db import session_factory
 from core.models import GeneratedImage, Job
 from core.pagination import MAX_LIMIT
@@ -46,10 +46,20 @@ def submit_generation(
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ):
+    spec = body.to_spec()
+    if body.follow_report:  # the report's forecast mix and rising palette, resolved once, stored as is
+        try:
+            per_category, palette = trends.follow(session=session, request=body.follow_report)
+        except trends.InvalidRequest as exc:
+            raise _field_error(exc.field, str(exc)) from exc
+        if per_category:
+            spec.per_category, spec.count = per_category, None
+        if palette:
+            spec.postprocess = [*spec.postprocess, {"op": "recolor", "palette": palette, "strength": 1.0}]
     try:
         job, created = generation.submit(
             session=session,
-            spec=body.to_spec(),
+            spec=spec,
             settings=settings,
             api_key_id=key.id,
             idempotency_key=idempotency_key,

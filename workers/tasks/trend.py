@@ -101,6 +101,7 @@ def run_trend_report(lease: JobLease) -> None:
         "falling_categories": [f["category"] for f in findings["falling_categories"]],
         "rising_colours": [f"{f['name']} {f['hex']}" for f in findings["rising_colours"]],
         "next_mix": report["forecast"]["next_mix"],
+        "rising_palette": report["rising_palette"],
     }
     lease.succeed(
         {"report_key": key, "chart_keys": chart_keys, "summary": summary},
