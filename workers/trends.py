@@ -6,7 +6,8 @@
       ├─ palette: k-means in CIELAB over garment pixels of every photo; colour shares per period
       │  (overall and per category), each photo weighted by its garment pixels
       ├─ style clusters: k-means over style vectors (silhouette + colour statistics), share per period
-      ├─ trend per series: least-squares slope per period and its p-value (scipy.stats.linregress)
+      ├─ trend per series: least-squares slope per period and its p-value (scipy.stats.linregress);
+      │  rising or falling when significant and the line moves at least MIN_CHANGE of the mean
       └─ forecast per series: statsmodels ETSModel, additive error, with an additive trend where the
          slope test finds one, mean and an 80 % prediction interval for the next `horizon` periods,
          clipped to 0..1
@@ -36,7 +37,7 @@ PIXELS_PER_PHOTO = 256  # garment pixels sampled per photo for the palette
 SILHOUETTE = 12  # the style vector's silhouette grid
 INTERVAL = 0.8  # the forecast's prediction interval
 TREND_P = 0.05  # a slope counts as a trend below this p-value
-MIN_SLOPE = 0.004  # ... and when the share moves at least this much per period
+MIN_CHANGE = 0.25  # ... and when its fitted line moves at least this fraction of its mean share
 MERGE_DELTA_E = 16.0  # palette colours closer than this in CIELAB are one colour
 
 
@@ -85,24 +86,23 @@ def photo_features(photo_id: str, category: str, captured_at: datetime, img: Ima
 
 
 def trend_of(series: list[float]) -> dict[str, float]:
-    """Least-squares slope per period, its p-value, and the first and last values of the series."""
+    """Least-squares slope per period, its p-value, the first and last values of the series, and how
+    far the fitted line moves over the window relative to the series' mean (a small colour doubling
+    its share is a trend; a big one moving by the same amount is not)."""
     y = np.asarray(series, dtype=np.float64)
+    ends = {"first": float(y[0]), "last": float(y[-1])}
     if len(y) < 3 or np.ptp(y) == 0:
-        return {"slope": 0.0, "p_value": 1.0, "first": float(y[0]), "last": float(y[-1])}
+        return {"slope": 0.0, "p_value": 1.0, "change": 0.0, **ends}
     fit = linregress(np.arange(len(y)), y)
-    return {
-        "slope": float(fit.slope),
-        "p_value": float(fit.pvalue),
-        "first": float(y[0]),
-        "last": float(y[-1]),
-    }
+    change = fit.slope * (len(y) - 1) / max(float(y.mean()), 0.01)
+    return {"slope": float(fit.slope), "p_value": float(fit.pvalue), "change": float(change), **ends}
 
 
 def direction(trend: dict[str, float], family: int = 1) -> str:
     """rising / falling / steady. `family` is how many series are tested together (the categories, or
     the palette): the p-value threshold is divided by it (Bonferroni), or among eight noisy colour
     series one would often "trend" by chance."""
-    if trend["p_value"] < TREND_P / max(1, family) and abs(trend["slope"]) >= MIN_SLOPE:
+    if trend["p_value"] < TREND_P / max(1, family) and abs(trend["change"]) >= MIN_CHANGE:
         return "rising" if trend["slope"] > 0 else "falling"
     return "steady"
 
@@ -333,7 +333,7 @@ def _fill_gaps_2d(values: np.ndarray, present: np.ndarray) -> np.ndarray:
 
 
 def _rounded(trend: dict[str, float]) -> dict[str, float]:
-    return {"slope": round(trend["slope"], 5), "p_value": round(trend["p_value"], 5)}
+    return {k: round(trend[k], 5) for k in ("slope", "p_value", "change")}
 
 
 def _rounded_lists(f: dict[str, list[float]]) -> dict[str, list[float]]:
