@@ -146,7 +146,7 @@ def read_annotations(
             unmapped[source] = unmapped.get(source, 0) + 1
             continue
         entries.append(Entry(image, source, category, number, boxes.get(image), split.get(image)))
-    return Annotations(entries, problems, unmapped)
+    return Annotations(entries, sorted(problems, key=lambda p: (p.file, p.line)), unmapped)
 
 
 def _unsafe_path(image: str) -> bool:

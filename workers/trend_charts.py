@@ -84,15 +84,16 @@ def colour_chart(report: dict[str, Any]) -> bytes:
 def cluster_chart(report: dict[str, Any], data: dict[str, Any], *, rows: int = 3, thumbs: int = 5) -> bytes:
     clusters = report["style_clusters"]  # sorted by slope, growing first
     shown = clusters[:rows] + [c for c in clusters[-rows:] if c not in clusters[:rows]]
-    fig = plt.figure(figsize=(2.2 * (thumbs + 2), 1.8 * len(shown)))
-    grid = fig.add_gridspec(len(shown), thumbs + 2)
+    fig = plt.figure(figsize=(2.2 * (thumbs + 2), 2.1 * len(shown)))
+    grid = fig.add_gridspec(len(shown), thumbs + 2, hspace=0.55, wspace=0.1)
     for r, cluster in enumerate(shown):
         ax = fig.add_subplot(grid[r, :2])
         ax.plot(cluster["shares"], "-o", ms=2, color="tab:green" if cluster["slope"] > 0 else "tab:red")
         what = f"{cluster['top_category']}, {cluster['size']} photos"
         ax.set_title(f"cluster {cluster['id']} ({what}): {cluster['trend']}", fontsize=8)
         ax.set_ylim(0, None)
-        ax.tick_params(labelsize=6)
+        ax.set_xticks(range(len(report["periods"])), report["periods"], rotation=45, ha="right")
+        ax.tick_params(labelsize=5)
         for t, photo_id in enumerate(cluster["examples"][:thumbs]):
             tax = fig.add_subplot(grid[r, 2 + t])
             tax.imshow(data["thumbs"][photo_id])
