@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from core.config import Settings
 from core.imaging import RejectedImage, validate_image
 from core.models import CatalogueImage, utcnow
-from core.periods import PERIODS, label, ordinal
+from core.periods import label, ordinal
 from core.storage import ObjectStore
 
 CATEGORY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -220,9 +220,6 @@ def parse_captured_at(value: str | None, *, now: datetime | None = None) -> date
     if parsed is not None and parsed > (now or utcnow()):
         raise ValueError(f"captured_at {value!r} is in the future")
     return parsed
-
-
-STATS_PERIODS = PERIODS
 
 
 def parse_since(value: str | None) -> datetime | None:

@@ -11,6 +11,7 @@ from api.schemas import CatalogueImageOut, CataloguePage, CatalogueStats, JobOut
 from core import catalogue, jobs
 from core.models import CatalogueImage
 from core.pagination import MAX_LIMIT, BadCursor, page
+from core.periods import PERIODS
 from core.queue import dispatch_job
 
 router = APIRouter(prefix="/v1/catalogue", tags=["catalogue"])
@@ -112,6 +113,6 @@ def catalogue_stats(
     session: SessionDep,
     period: str = Query("month", description="groups `per_period` by captured_at: week, month or season"),
 ):
-    if period not in catalogue.STATS_PERIODS:
-        raise invalid("query", "period", msg=f"unknown period {period!r}; one of week, month, season")
+    if period not in PERIODS:
+        raise invalid("query", "period", msg=f"unknown period {period!r}; one of {', '.join(PERIODS)}")
     return CatalogueStats(**catalogue.stats(session=session, period=period))

@@ -49,3 +49,22 @@ def test_generation_follows_only_a_succeeded_report(session):
         trends.follow(session=session, request=trends.FollowReport(report="nope", count=1))
     with pytest.raises(ValidationError, match="follow_report.count replaces"):
         GenerationRequest(count=5, follow_report={"report": job.id, "count": 10})
+
+
+def test_periods_are_consecutive_ordinals_with_calendar_labels():
+    from datetime import date
+
+    from core.periods import label, ordinal, span
+
+    assert label(ordinal(date(2025, 12, 31), "week"), "week") == "2026-W01"  # ISO weeks cross years
+    assert label(ordinal(date(2026, 1, 5), "week"), "week") == "2026-W02"
+    assert label(ordinal(date(2025, 12, 1), "season"), "season") == "2026-winter"  # December: next winter
+    assert span(ordinal(date(2026, 2, 1), "season"), ordinal(date(2026, 9, 1), "season"), "season") == [
+        "2026-winter",
+        "2026-spring",
+        "2026-summer",
+        "2026-autumn",
+    ]
+    assert ordinal(date(2026, 1, 1), "month") + 1 == ordinal(date(2026, 2, 28), "month")
+    with pytest.raises(ValueError, match="'decade'"):
+        ordinal(date(2026, 1, 1), "decade")
