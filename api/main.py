@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import overload
-from api.routes import catalogue, generation, health, jobs, models, schedules, training
+from api.routes import catalogue, generation, health, jobs, models, schedules, training, trends, tryon
 from core.queue import send_in_background
 
 
@@ -20,6 +20,8 @@ def create_app() -> FastAPI:
     app.include_router(models.router)
     app.include_router(schedules.router)
     overload.install(app)  # 503 + Retry-After under overload, never a 500 after 30 s
+    app.include_router(tryon.router)
+    app.include_router(trends.router)
     return app
 
 

@@ -85,6 +85,7 @@ class CatalogueImageOut(BaseModel):
     height: int
     size_bytes: int
     created_at: datetime
+    captured_at: datetime | None = None
     prepared: bool
     url: str | None = None
 
@@ -100,6 +101,7 @@ class CatalogueImageOut(BaseModel):
             height=image.height,
             size_bytes=image.size_bytes,
             created_at=image.created_at,
+            captured_at=image.captured_at,
             prepared=image.prepared_key is not None,
             url=url,
         )
@@ -132,3 +134,6 @@ class CatalogueStats(BaseModel):
     total: int
     per_category: dict[str, int]
     per_day: dict[str, int]
+    # photos per period of `captured_at` and category: what a trend report sees
+    period: str = "month"
+    per_period: dict[str, dict[str, int]] = {}

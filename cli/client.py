@@ -40,11 +40,14 @@ class Client:
     def post(self, path: str, **kwargs: Any) -> Any:
         return self._check(self.http.post(path, **kwargs))
 
-    def upload(self, files: list[tuple[str, bytes]], category: str | None = None) -> dict[str, Any]:
+    def upload(
+        self, files: list[tuple[str, bytes]], category: str | None = None, captured_at: str | None = None
+    ) -> dict[str, Any]:
+        form = {k: v for k, v in (("category", category), ("captured_at", captured_at)) if v}
         response = self.http.post(
             "/v1/catalogue/images",
             files=[("files", (name, data)) for name, data in files],
-            data={"category": category} if category else None,
+            data=form or None,
         )
         if response.status_code == 422 and "accepted" in response.json():
             return response.json()  # nothing accepted: the body still says why, file by file

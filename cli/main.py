@@ -114,20 +114,33 @@ def catalogue() -> None:
 @catalogue.command("upload")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--batch", type=int, default=100, show_default=True)
+@click.option(
+    "--dates-from",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV `path,captured_at` (paths relative to DIRECTORY) dating each photo; scripts/date_catalogue.py "
+    "writes one. Photos it does not list are dated now.",
+)
 @api_option
 @key_option
-def catalogue_upload(directory: Path, batch: int, api_url: str, key_file: Path | None) -> None:
+def catalogue_upload(
+    directory: Path, batch: int, dates_from: Path | None, api_url: str, key_file: Path | None
+) -> None:
     """Upload DIRECTORY/<category>/<photo> files."""
     client = make_client(api_url, key_file)
     files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"})
-    by_category: dict[str, list[Path]] = {}
+    dates = _read_dates(dates_from) if dates_from else {}
+    by_category: dict[tuple[str, str | None], list[Path]] = {}
     for p in files:
-        by_category.setdefault(p.parent.name, []).append(p)
+        by_category.setdefault((p.parent.name, dates.get(p.relative_to(directory).as_posix())), []).append(p)
     accepted = rejected = 0
     t0 = time.monotonic()
-    for category, paths in by_category.items():
+    for (category, captured_at), paths in sorted(
+        by_category.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")
+    ):
         for i in range(0, len(paths), batch):
-            result = client.upload([(p.name, p.read_bytes()) for p in paths[i : i + batch]], category)
+            chunk = [(p.name, p.read_bytes()) for p in paths[i : i + batch]]
+            result = client.upload(chunk, category, captured_at=captured_at)
             accepted += len(result["accepted"])
             rejected += len(result["rejected"])
             for r in result["rejected"]:
@@ -143,6 +156,13 @@ def catalogue_upload(directory: Path, batch: int, api_url: str, key_file: Path |
             }
         )
     )
+
+
+def _read_dates(path: Path) -> dict[str, str]:
+    import csv
+
+    with path.open(newline="") as f:
+        return {row["path"]: row["captured_at"] for row in csv.DictReader(f)}
 
 
 @cli.command()
@@ -173,6 +193,7 @@ def submit() -> None:
 
 
 def _register_clients() -> None:
+    from cli.catalogue_import import catalogue_import
     from cli.generation_cmds import download, generate
     from cli.training_cmds import models, schedules, submit_train
 
@@ -181,6 +202,7 @@ def _register_clients() -> None:
     cli.add_command(download)
     cli.add_command(models)
     cli.add_command(schedules)
+    catalogue.add_command(catalogue_import)
 
 
 _register_clients()

@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 
 from core.config import Settings
 from core.imaging import RejectedImage, validate_image
-from core.models import CatalogueImage
+from core.models import CatalogueImage, utcnow
+from core.periods import label, ordinal
 from core.storage import ObjectStore
 
 CATEGORY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -101,7 +102,9 @@ def ingest_uploads(
     settings: Settings,
     uploads: list[Upload],
     category: str | None,
+    captured_at: datetime | None = None,
 ) -> IngestResult:
+    """`captured_at` dates every new photo of the request (default: now); a duplicate keeps its date."""
     result = IngestResult()
     default_category = None
     if category:
@@ -124,7 +127,13 @@ def ingest_uploads(
                 result.rejected.append({"filename": photo.filename, "reason": reason})
                 continue
             _ingest_one(
-                session=session, store=store, settings=settings, upload=photo, category=cat, result=result
+                session=session,
+                store=store,
+                settings=settings,
+                upload=photo,
+                category=cat,
+                result=result,
+                captured_at=captured_at,
             )
     return result
 
@@ -137,6 +146,7 @@ def _ingest_one(
     upload: Upload,
     category: str,
     result: IngestResult,
+    captured_at: datetime | None = None,
 ) -> None:
     try:
         clean = validate_image(
@@ -158,6 +168,7 @@ def _ingest_one(
             width=clean.width,
             height=clean.height,
             size_bytes=len(clean.data),
+            captured_at=captured_at or utcnow(),
         )
         try:
             with session.begin_nested():
@@ -177,7 +188,7 @@ def _ingest_one(
     )
 
 
-def stats(*, session: Session) -> dict[str, Any]:
+def stats(*, session: Session, period: str = "month") -> dict[str, Any]:
     per_category = dict(
         session.execute(select(CatalogueImage.category, func.count()).group_by(CatalogueImage.category)).all()
     )
@@ -185,11 +196,30 @@ def stats(*, session: Session) -> dict[str, Any]:
     per_day = {
         str(d): n for d, n in session.execute(select(day, func.count()).group_by(day).order_by(day)).all()
     }
+    # Grouped in Python: week and season boundaries are not portable SQL; two short columns per photo.
+    per_period: dict[str, dict[str, int]] = {}
+    rows = session.execute(select(CatalogueImage.captured_at, CatalogueImage.category)).all()
+    for n, cat in sorted((ordinal(at, period), cat) for at, cat in rows):
+        counts = per_period.setdefault(label(n, period), {})
+        counts[cat] = counts.get(cat, 0) + 1
     return {
         "total": sum(per_category.values()),
         "per_category": dict(sorted(per_category.items())),
         "per_day": per_day,
+        "period": period,
+        "per_period": per_period,
     }
+
+
+def parse_captured_at(value: str | None, *, now: datetime | None = None) -> datetime | None:
+    """An ISO 8601 date or datetime (UTC when no zone is given), not in the future."""
+    try:
+        parsed = parse_since(value)
+    except ValueError as exc:
+        raise ValueError(f"captured_at {value!r} is not an ISO 8601 date or datetime") from exc
+    if parsed is not None and parsed > (now or utcnow()):
+        raise ValueError(f"captured_at {value!r} is in the future")
+    return parsed
 
 
 def parse_since(value: str | None) -> datetime | None:

@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     api_max_concurrent_requests: int = Field(100, ge=1)
     api_retry_after_seconds: int = Field(1, ge=1)
     api_key_cache_seconds: float = Field(5.0, ge=0)
+    # Trend reports: the longest forecast, the most photos one report reads (an even sample beyond
+    # it: measured 10-30 photos/s on a busy 2-core machine, so 6,000 stay inside the task time limit),
+    # the palette's and the style clustering's number of clusters.
+    trend_max_horizon: int = Field(12, ge=1, le=104)
+    trend_max_photos: int = Field(6_000, ge=10)
+    trend_palette_size: int = Field(8, ge=2, le=24)
+    trend_style_clusters: int = Field(6, ge=2, le=24)
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:

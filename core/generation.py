@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core import jobs, units
+from core import jobs, trends, units
 from core.config import Settings
 from core.generation_request import MAX_SEED, GenerationRequest
 from core.models import GeneratedImage, Job
@@ -96,6 +96,16 @@ def plan(
     *, session: Session, spec: GenerationRequest, settings: Settings, model_given: bool = True
 ) -> GenerateParams:
     """Check a request against its model and the limits; returns the params the job stores."""
+    extra_ops: list[dict[str, Any]] = []
+    if spec.follow_report:  # the report's forecast mix and rising palette, resolved once, stored as is
+        try:
+            follow_mix, palette = trends.follow(session=session, request=spec.follow_report)
+        except trends.InvalidRequest as exc:
+            raise InvalidRequest(exc.field, str(exc)) from exc
+        if follow_mix:
+            spec = spec.model_copy(update={"per_category": follow_mix, "count": None})
+        if palette:
+            extra_ops = [{"op": "recolor", "palette": palette, "strength": 1.0}]
     source: GeneratedImage | None = None
     extra: dict[str, Any] = {}
     if spec.mode == "variations":
@@ -110,7 +120,7 @@ def plan(
             raise InvalidRequest("image_ids", "both images must come from the same model version")
         source = a
         extra = {"seeds": [a.seed, b.seed], "image_ids": list(spec.image_ids)}
-    postprocess = spec.postprocess_ops()
+    postprocess = spec.postprocess_ops() + extra_ops
     version = _resolve_version(session, spec.model, explicit=model_given, source=source)
     names = list(version.class_names) or ["design"]
 

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 from PIL import ImageColor
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
+from core.trends import FollowReport
+
 MAX_SEED = 2**31 - 1
 
 
@@ -93,6 +95,10 @@ class GenerationRequest(BaseModel):
     webhook_url: HttpUrl | None = None
     archive: bool = False
     chunk_size: int | None = Field(None, ge=8, le=2000, description="images per chunk task (advanced)")
+    follow_report: FollowReport | None = Field(
+        None,
+        description="per_category from a trend report's forecast mix and/or recolour to its rising palette",
+    )
 
     @field_validator("format", mode="before")
     @classmethod
@@ -118,6 +124,12 @@ class GenerationRequest(BaseModel):
             if n < 0:
                 raise ValueError(f"count for {name!r} must not be negative, got {n}")
         return {name.strip().lower(): n for name, n in v.items()}
+
+    @model_validator(mode="after")
+    def _follow_or_counts(self) -> GenerationRequest:
+        if self.follow_report and self.follow_report.count and (self.count or self.per_category):
+            raise ValueError("follow_report.count replaces `count` and `per_category`: send one of them")
+        return self
 
     def request_hash(self) -> str:
         """What an Idempotency-Key repeat must match: the request as sent, before defaults are drawn."""

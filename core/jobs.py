@@ -35,7 +35,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     RUNNING: frozenset({SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED}),
     **{state: frozenset() for state in TERMINAL},
 }
-KINDS = ("ingest", "train", "generate")
+KINDS = ("ingest", "train", "generate", "trend")
 
 
 class IllegalTransition(Exception):

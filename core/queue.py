@@ -43,6 +43,7 @@ TRAIN_SEGMENT = TaskSpec("atelier.train_segment", "train")
 # a chunk's queue is the generation queue of its job's priority, stored on the unit row
 GENERATE_CHUNK = TaskSpec("atelier.generate_chunk", "generate.bulk")
 FINALIZE = TaskSpec("atelier.finalize_generation", "io", "finalize_soft_time_limit")
+TREND_REPORT = TaskSpec("atelier.trend_report", "io")
 DELIVER_WEBHOOK = TaskSpec("atelier.deliver_webhook", "io", "webhook_soft_time_limit")
 # the control queue has its own worker: slow webhooks or big finalizes never delay lease recovery
 DISPATCH = TaskSpec("atelier.dispatch", "control", "control_soft_time_limit")
@@ -56,6 +57,7 @@ TASKS: dict[str, TaskSpec] = {
         TRAIN_SEGMENT,
         GENERATE_CHUNK,
         FINALIZE,
+        TREND_REPORT,
         DELIVER_WEBHOOK,
         DISPATCH,
         RECONCILE,
@@ -69,6 +71,7 @@ UNIT_TASKS: dict[str, TaskSpec] = {
     "chunk": GENERATE_CHUNK,
     "finalize": FINALIZE,
     "webhook": DELIVER_WEBHOOK,
+    "trend": TREND_REPORT,
 }
 QUEUE_OF_PRIORITY = {"interactive": "generate.interactive", "bulk": "generate.bulk"}
 QUEUES = ("train", "generate.interactive", "generate.bulk", "io", "control")

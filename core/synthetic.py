@@ -104,3 +104,50 @@ def catalogue_zip(items: list[tuple[str, str, bytes]]) -> bytes:
         for category, filename, data in items:
             archive.writestr(f"{category}/{filename}", data)
     return out.getvalue()
+
+
+# DeepFashion category names (a few of its 50) that the drawn garments stand in for
+DEEPFASHION_NAMES = {"dress": "Dress", "t-shirt": "Tee", "pants": "Jeans", "skirt": "Skirt"}
+
+
+def write_deepfashion_layout(root, n_per_category: int = 3, *, seed: int = 0) -> list[str]:  # noqa: ANN001
+    """Draw a small data set in DeepFashion's Category and Attribute Prediction layout under `root`:
+    photos on a larger canvas (so the bounding boxes matter), the category, partition and box lists.
+    Returns the image paths in annotation order."""
+    from pathlib import Path
+
+    root = Path(root)
+    rng = random.Random(seed)
+    cloth = [
+        "Anorak 1",
+        *(f"{name} {2 if name in ('Jeans', 'Skirt') else 1}" for name in DEEPFASHION_NAMES.values()),
+    ]
+    images, boxes, parts = [], [], []
+    for category, name in DEEPFASHION_NAMES.items():
+        label = cloth.index(f"{name} {2 if name in ('Jeans', 'Skirt') else 1}") + 1
+        for i in range(n_per_category):
+            rel = f"img/Drawn_{name}_{i}/img_{i + 1:08d}.jpg"
+            canvas = Image.new("RGB", (200, 240), (250, 250, 250))
+            x, y = rng.randint(10, 90), rng.randint(10, 130)
+            canvas.paste(draw_garment(category, rng, 96), (x, y))
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(encode(canvas))
+            images.append((rel, label))
+            boxes.append((rel, x, y, x + 96, y + 96))
+            parts.append((rel, ("train", "val", "test")[i % 3]))
+    (root / "Anno").mkdir(parents=True, exist_ok=True)
+    (root / "Eval").mkdir(parents=True, exist_ok=True)
+    (root / "Anno/list_category_cloth.txt").write_text(
+        f"{len(cloth)}\ncategory_name  category_type\n" + "".join(f"{c}\n" for c in cloth)
+    )
+    (root / "Anno/list_category_img.txt").write_text(
+        f"{len(images)}\nimage_name  category_label\n" + "".join(f"{r:<60}{lab}\n" for r, lab in images)
+    )
+    (root / "Anno/list_bbox.txt").write_text(
+        f"{len(boxes)}\nimage_name  x_1  y_1  x_2  y_2\n"
+        + "".join(f"{r} {a:03d} {b:03d} {c:03d} {d:03d}\n" for r, a, b, c, d in boxes)
+    )
+    (root / "Eval/list_eval_partition.txt").write_text(
+        f"{len(parts)}\nimage_name  evaluation_status\n" + "".join(f"{r} {p}\n" for r, p in parts)
+    )
+    return [r for r, _ in images]

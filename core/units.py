@@ -42,11 +42,11 @@ from core.queue import DISPATCH, QUEUE_OF_PRIORITY, UNIT_TASKS, send_after_commi
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 OPEN = (QUEUED, RUNNING)
-KINDS = ("ingest", "train", "chunk", "finalize", "webhook")
+KINDS = ("ingest", "train", "chunk", "finalize", "webhook", "trend")
 # the units that are the job's work (a webhook is not: it follows the job's end)
-_JOB_WORK = ("ingest", "train", "chunk", "finalize")
+_JOB_WORK = ("ingest", "train", "chunk", "finalize", "trend")
 # the units a cancel stops; a finalize still runs, to record what the cancelled job made
-_CANCELLABLE = ("ingest", "train", "chunk")
+_CANCELLABLE = ("ingest", "train", "chunk", "trend")
 
 
 @dataclass
@@ -110,7 +110,7 @@ def send_unit(session: Session, unit: WorkUnit) -> None:
 
 def start_work(session: Session, job: Job) -> WorkUnit:
     """The first unit of a new ingest or training job, sent after the commit."""
-    first = {"ingest": "ingest", "train": "train"}[job.kind]
+    first = {"ingest": "ingest", "train": "train", "trend": "trend"}[job.kind]
     return add_unit(session=session, job=job, kind=first, seq=0)
 
 
@@ -358,7 +358,7 @@ def after_end(*, session: Session, unit: WorkUnit, job: Job) -> None:
         return
     if unit.kind == "chunk":
         maybe_finalize(session=session, job=job)
-    elif unit.kind in ("ingest", "train") and unit.status in (FAILED, CANCELLED):
+    elif unit.kind in ("ingest", "train", "trend") and unit.status in (FAILED, CANCELLED):
         if unit.status == CANCELLED or job.cancel_requested:
             end_job(session=session, job=job, to=jobs.CANCELLED, message="cancelled")
         else:

@@ -30,6 +30,7 @@ TASK_MODULES = [
     "workers.tasks.train",
     "workers.tasks.schedules",
     "workers.tasks.webhook",
+    "workers.tasks.trend",
 ]
 
 

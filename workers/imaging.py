@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageColor, ImageFilter, PngImagePlugin
 
+from core.masks import border_flood_mask
+
 # request format -> (file extension, content type, Pillow format)
 FORMATS: dict[str, tuple[str, str, str]] = {
     "png": ("png", "image/png", "PNG"),
@@ -93,22 +95,6 @@ def recolor(img: Image.Image, palette: list[tuple[int, int, int]], *, strength: 
     if strength < 1:
         out = Image.blend(img.convert("RGB"), out, strength)
     return out
-
-
-def border_flood_mask(near: np.ndarray) -> np.ndarray:
-    """Pixels of `near` (bool HxW) 4-connected to the image border through other `near` pixels."""
-    reach = np.zeros_like(near)
-    reach[0, :], reach[-1, :], reach[:, 0], reach[:, -1] = near[0, :], near[-1, :], near[:, 0], near[:, -1]
-    while True:
-        grown = reach.copy()
-        grown[1:, :] |= reach[:-1, :]
-        grown[:-1, :] |= reach[1:, :]
-        grown[:, 1:] |= reach[:, :-1]
-        grown[:, :-1] |= reach[:, 1:]
-        grown &= near
-        if np.array_equal(grown, reach):
-            return reach
-        reach = grown
 
 
 def whiten_background(img: Image.Image, *, threshold: int = 225) -> Image.Image:

@@ -12,6 +12,7 @@ from core import catalogue, jobs, units
 from core.models import CatalogueImage
 from core.pagination import MAX_LIMIT, BadCursor, page
 from core.params import IngestParams
+from core.periods import PERIODS
 
 router = APIRouter(prefix="/v1/catalogue", tags=["catalogue"])
 
@@ -24,7 +25,14 @@ def upload_images(
     settings: SettingsDep,
     files: Annotated[list[UploadFile], File(description="JPEG/PNG/WebP photos, or ZIPs of category folders")],
     category: Annotated[str | None, Form()] = None,
+    captured_at: Annotated[
+        str | None, Form(description="ISO 8601 date or datetime the photos were taken; default: now")
+    ] = None,
 ):
+    try:
+        captured = catalogue.parse_captured_at(captured_at)
+    except ValueError as exc:
+        raise invalid("body", "captured_at", msg=str(exc)) from exc
     uploads = []
     for f in files:
         name = f.filename or "upload"
@@ -34,7 +42,12 @@ def upload_images(
         uploads.append(catalogue.Upload(name, data))
     try:
         result = catalogue.ingest_uploads(
-            session=session, store=store, settings=settings, uploads=uploads, category=category
+            session=session,
+            store=store,
+            settings=settings,
+            uploads=uploads,
+            category=category,
+            captured_at=captured,
         )
     except ValueError as exc:
         raise invalid("body", "category", msg=str(exc)) from exc
@@ -95,5 +108,11 @@ def list_images(
 
 
 @router.get("/stats", response_model=CatalogueStats)
-def catalogue_stats(_: ReadKey, session: SessionDep):
-    return CatalogueStats(**catalogue.stats(session=session))
+def catalogue_stats(
+    _: ReadKey,
+    session: SessionDep,
+    period: str = Query("month", description="groups `per_period` by captured_at: week, month or season"),
+):
+    if period not in PERIODS:
+        raise invalid("query", "period", msg=f"unknown period {period!r}; one of {', '.join(PERIODS)}")
+    return CatalogueStats(**catalogue.stats(session=session, period=period))

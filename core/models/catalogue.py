@@ -12,7 +12,10 @@ class CatalogueImage(Base):
     """One catalogue photo: the original lives in S3 under `key`, deduplicated by content hash."""
 
     __tablename__ = "catalogue_images"
-    __table_args__ = (Index("ix_catalogue_images_category_created", "category", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_catalogue_images_category_created", "category", "created_at", "id"),
+        Index("ix_catalogue_images_captured_category", "captured_at", "category"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
@@ -26,6 +29,8 @@ class CatalogueImage(Base):
     size_bytes: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     prepared_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # when the photo was taken (or the season it belongs to): trend reports group by it
+    captured_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class DatasetSnapshot(Base):

@@ -1,0 +1,71 @@
+"""Try-on previews over HTTP: one generated garment composited onto a drawn body template.
+
+GET /v1/jobs/{id}/images/{index}/tryon?template=regular-m   image/png with its own provenance
+
+A 2D composite rendered on request by core.tryon (Pillow and numpy, no torch); nothing is stored.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Query, Response
+from sqlalchemy import select
+
+from api.deps import ReadKey, SessionDep, StoreDep, invalid
+from api.routes.jobs import get_job_or_404
+from core import tryon
+from core.models import GeneratedImage
+
+router = APIRouter(tags=["try-on"])
+
+
+@router.get(
+    "/v1/jobs/{job_id}/images/{index}/tryon",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def tryon_preview(
+    job_id: str,
+    index: int,
+    _: ReadKey,
+    session: SessionDep,
+    store: StoreDep,
+    template: str = Query(tryon.DEFAULT_TEMPLATE, description=f"one of {', '.join(tryon.template_names())}"),
+):
+    if template not in tryon.template_names():
+        raise invalid(
+            "query",
+            "template",
+            msg=f"unknown template {template!r}; one of {', '.join(tryon.template_names())}",
+        )
+    job = get_job_or_404(session, job_id)
+    if job.kind != "generate":
+        raise HTTPException(404, detail=f"job {job_id} is a {job.kind} job, not a generation job")
+    image = session.scalars(
+        select(GeneratedImage).where(GeneratedImage.job_id == job_id, GeneratedImage.index == index)
+    ).first()
+    if image is None:
+        raise HTTPException(404, detail=f"job {job_id} has no image {index} (yet)")
+    try:
+        tryon.region_for(image.category)
+    except tryon.UnknownCategory as exc:
+        raise invalid("path", "index", msg=str(exc)) from exc
+    try:
+        data = tryon.preview(
+            store.get(image.key),
+            category=image.category,
+            template=template,
+            provenance={
+                "job_id": job_id,
+                "index": index,
+                "seed": image.seed,
+                "source_key": image.key,
+                "source_sha256": image.sha256,
+                "model_version": image.model_version_id or "",
+            },
+        )
+    except ValueError as exc:  # an image that is all backdrop: nothing to dress the body in
+        raise invalid("path", "index", msg=str(exc)) from exc
+    filename = f"{job_id}-{index}-tryon-{template}.png"
+    return Response(
+        data, media_type="image/png", headers={"Content-Disposition": f'inline; filename="{filename}"'}
+    )
