@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from core import auth
@@ -33,10 +34,15 @@ def _store() -> ObjectStore:
 StoreDep = Annotated[ObjectStore, Depends(_store)]
 
 
-def _current_key(request: Request, session: SessionDep) -> ApiKey:
-    header = request.headers.get("authorization", "")
-    scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not secret:
+# Declares the bearer scheme in the OpenAPI document (so /docs' Authorize works); the check is ours.
+bearer = HTTPBearer(auto_error=False, description="an Atelier API key: `Authorization: Bearer atl_...`")
+
+
+def _current_key(
+    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> ApiKey:
+    secret = credentials.credentials if credentials else ""
+    if not secret:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="missing API key: send `Authorization: Bearer <key>`",
@@ -46,7 +52,7 @@ def _current_key(request: Request, session: SessionDep) -> ApiKey:
     if key is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            detail="unknown or revoked API key",
+            detail="unknown, revoked or expired API key",
             headers={"WWW-Authenticate": "Bearer"},
         )
     return key
@@ -69,4 +75,19 @@ AdminKey = Annotated[ApiKey, Depends(require("admin"))]
 
 def invalid(*loc: str, msg: str) -> HTTPException:
     """A 422 shaped like FastAPI's own validation errors: `detail` names the field at fault."""
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=[{"loc": list(loc), "msg": msg}])
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT, detail=[{"loc": list(loc), "msg": msg, "type": "value_error"}]
+    )
+
+
+def is_admin(key: ApiKey) -> bool:
+    return "admin" in key.scopes
+
+
+def owns(key: ApiKey, job) -> bool:  # noqa: ANN001
+    """Jobs belong to the key that submitted them; admin keys act on all (scheduled jobs have no key)."""
+    return is_admin(key) or (job.api_key_id is not None and job.api_key_id == key.id)
+
+
+def too_many(msg: str, retry_after: float) -> HTTPException:
+    return HTTPException(429, detail=msg, headers={"Retry-After": str(max(1, int(retry_after + 0.999)))})

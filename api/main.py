@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api.routes import catalogue, generation, health, jobs, models, schedules, training
+from api.limits import LimitsMiddleware
+from api.routes import catalogue, generation, health, jobs, keys, models, schedules, training
 
 
 def create_app() -> FastAPI:
@@ -16,6 +17,8 @@ def create_app() -> FastAPI:
     app.include_router(training.router)
     app.include_router(models.router)
     app.include_router(schedules.router)
+    app.include_router(keys.router)
+    app.add_middleware(LimitsMiddleware)  # outermost: auth and body limits before any body is read
     return app
 
 

@@ -16,6 +16,9 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_kind_status_created", "kind", "status", "created_at"),
         Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
+        # ownership filters and per-key quotas
+        Index("ix_jobs_api_key_id_status", "api_key_id", "status"),
+        Index("ix_jobs_api_key_id_created_at", "api_key_id", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)

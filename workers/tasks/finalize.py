@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from core import generation, jobs, webhooks
+from core import generation, jobs, outbound, webhook_signing, webhooks
 from core.chunks import CHUNK_OPEN, chunk_counts, iter_images
 from core.config import get_settings
 from core.db import session_factory, session_scope
@@ -207,18 +207,22 @@ def run_webhook(job_id: str, attempt: int, *, last_attempt: bool = False) -> tup
         if job is None or not (job.params or {}).get("webhook_url"):
             return "no webhook", None
         url, body = job.params["webhook_url"], webhooks.body_of(job)
-    try:
-        code = webhooks.deliver(url, body, secret=settings.webhook_secret, job_id=job_id)
-    except webhooks.DeliveryFailed as exc:
-        retry = exc.retryable and not last_attempt
+        headers = webhook_signing.headers_for_job(session, job, body, settings, now=time.time())
+    outcome = outbound.post_webhook(
+        url, body, headers, settings=settings, timeout=settings.webhook_timeout_seconds
+    )
+    # events are readable by other keys: the host only (paths carry tokens), a category, never raw errors
+    shown = outbound.redact_url(url)
+    if not outcome.delivered:
+        retry = outcome.retryable and not last_attempt
         with session_scope() as session:
             jobs.add_event(
                 session=session,
                 job_id=job_id,
                 kind="webhook_failed",
-                message=f"webhook attempt {attempt} to {url} failed: {exc}"
+                message=f"webhook attempt {attempt} to {shown} failed: {outcome.category}"
                 + (f"; retrying in {backoff(attempt):.0f} s" if retry else "; giving up"),
-                data={"attempt": attempt, "url": url, "retry": retry},
+                data={"attempt": attempt, "url": shown, "retry": retry, "category": outcome.category},
             )
         return "failed", backoff(attempt) if retry else None
     with session_scope() as session:
@@ -226,7 +230,7 @@ def run_webhook(job_id: str, attempt: int, *, last_attempt: bool = False) -> tup
             session=session,
             job_id=job_id,
             kind="webhook_delivered",
-            message=f"webhook delivered to {url} (HTTP {code}) on attempt {attempt}",
-            data={"attempt": attempt, "url": url, "status": code},
+            message=f"webhook delivered to {shown} (HTTP {outcome.status_code}) on attempt {attempt}",
+            data={"attempt": attempt, "url": shown, "status": outcome.status_code},
         )
     return "delivered", None
