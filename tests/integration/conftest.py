@@ -38,6 +38,8 @@ def stack(request, tmp_path_factory, postgres) -> Iterator[Stack]:  # noqa: ANN0
             "ATELIER_JUDGE_SECONDS": "2",
             "ATELIER_EVAL_PER_CLASS": "8",
             "ATELIER_EVAL_MAX_REAL": "64",
+            # the webhook receivers of the tests listen on loopback, which the policy refuses by default
+            "ATELIER_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8,::1/128",
         },
     )
     s.start()
