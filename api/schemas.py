@@ -165,6 +165,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         413: "body over ATELIER_MAX_JSON_BODY_BYTES / ATELIER_MAX_REQUEST_BYTES",
         422: "invalid input; `detail` names the field",
         429: "per-key quota reached; see Retry-After",
+        503: "a service the API needs is failing",
     }
     return {code: {"model": ErrorOut, "description": text[code]} for code in codes}
 

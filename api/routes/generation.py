@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 from typing import Annotated
 
 from anyio import to_thread
@@ -173,6 +174,8 @@ def _read_job(job_id: str, viewer=None) -> tuple[str, str] | None:  # noqa: ANN0
     | errors(429),
 )
 async def stream_job(job_id: str, request: Request, key: ReadKey):
+    # the key's row is detached once the dependency's session closes: keep plain values of it
+    key = SimpleNamespace(id=key.id, scopes=list(key.scopes))
     first = await to_thread.run_sync(_read_job, job_id, key)
     if first is None:
         raise HTTPException(404, detail=f"no job with id {job_id!r}")
