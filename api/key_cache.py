@@ -60,3 +60,16 @@ class KeyCache:
 
 
 keys = KeyCache()
+
+
+async def resolve(secret: str) -> KeyInfo | None:
+    """The key for a secret: from the cache on the event loop, else read on a thread (and cached)."""
+    from anyio import to_thread
+
+    from core.config import get_settings
+
+    key = keys.cached(secret)
+    if key is None:
+        ttl = get_settings().api_key_cache_seconds
+        key = await to_thread.run_sync(lambda: keys.lookup(secret, ttl=ttl))
+    return key

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import overload
-from api.routes import catalogue, generation, health, jobs, models, schedules, training, trends, tryon
+from api.limits import LimitsMiddleware
+from api.routes import catalogue, generation, health, jobs, keys, models, schedules, training, trends, tryon
 from core.queue import send_in_background
 
 
@@ -19,9 +20,11 @@ def create_app() -> FastAPI:
     app.include_router(training.router)
     app.include_router(models.router)
     app.include_router(schedules.router)
-    overload.install(app)  # 503 + Retry-After under overload, never a 500 after 30 s
     app.include_router(tryon.router)
     app.include_router(trends.router)
+    app.include_router(keys.router)
+    overload.install(app)  # 503 + Retry-After under overload, never a 500 after 30 s
+    app.add_middleware(LimitsMiddleware)  # outermost: auth and body limits before any body is read
     return app
 
 

@@ -106,6 +106,48 @@ def keys_create(name: str, scopes: str, data_dir: Path | None) -> None:
     click.echo(secret)
 
 
+def _keys_db_url(data_dir: Path | None) -> str:
+    from core.config import get_settings
+
+    return f"sqlite:///{data_dir.resolve() / 'atelier.db'}" if data_dir else get_settings().database_url
+
+
+@keys.command("list")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="as for `keys create`")
+def keys_list(data_dir: Path | None) -> None:
+    """List keys: id, name, scopes, state (active, revoked, expired), created, expires."""
+    from sqlalchemy import select
+
+    from core import auth
+    from core.db import session_scope
+    from core.models import ApiKey
+
+    with session_scope(_keys_db_url(data_dir), readonly=True) as session:
+        for k in session.scalars(select(ApiKey).order_by(ApiKey.created_at)):
+            state = "revoked" if k.revoked_at else ("active" if auth.is_active(k) else "expired")
+            expires = k.expires_at.isoformat() if k.expires_at else "-"
+            click.echo(
+                f"{k.id}  {state:8}  {','.join(k.scopes):28}  {k.created_at:%Y-%m-%d}  {expires}  {k.name}"
+            )
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="as for `keys create`")
+def keys_revoke(key_id: str, data_dir: Path | None) -> None:
+    """Revoke a key by id: it answers 401 from then on."""
+    from core import auth
+    from core.db import session_scope
+    from core.models import ApiKey
+
+    with session_scope(_keys_db_url(data_dir)) as session:
+        key = session.get(ApiKey, key_id)
+        if key is None:
+            raise click.BadParameter(f"no API key with id {key_id!r}", param_hint="KEY_ID")
+        auth.revoke_key(session=session, key=key)
+    click.echo(f"revoked {key_id}")
+
+
 @cli.group()
 def catalogue() -> None:
     """Catalogue photos."""

@@ -441,8 +441,11 @@ class Stack:
             if path.exists() and auth.find_key(session=session, secret=path.read_text().strip()):
                 return path.read_text().strip()
             _, secret = auth.create_key(session=session, name="admin (atelier up)", scopes=list(auth.SCOPES))
-        path.write_text(secret + "\n")
-        path.chmod(0o600)
+        # created 0600 before the secret is written: never readable by others, not even for a moment
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
         return secret
 
     @property

@@ -1,26 +1,27 @@
 """Catalogue ingestion: validate uploads, dedupe by content hash, store originals in S3, rows in SQL.
 
-    upload(files, category) ─┬─ each photo ── validate ── duplicate? ── put S3 ── insert row
-                             └─ a ZIP ── check every member name first (no traversal) ── same per photo
+    upload(files, category) ─┬─ each photo ── read up to its cap ── validate ── duplicate? ── put S3 ── row
+                             └─ a ZIP (a spooled file) ── core.archives: one bounded member at a time ── same
 
 A rejected file gets a reason and stores nothing; an accepted one is in S3 before its row commits, so
 a row never points at a missing object. New photos get an `ingest` job that prepares them for training.
+Uploads arrive as files on disk (the multipart parser spools them): nothing here holds a whole request
+in memory, only one photo at a time.
 """
 
 from __future__ import annotations
 
-import io
 import re
-import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core import archives
 from core.config import Settings
 from core.imaging import RejectedImage, validate_image
 from core.models import CatalogueImage, utcnow
@@ -28,13 +29,21 @@ from core.periods import label, ordinal
 from core.storage import ObjectStore
 
 CATEGORY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+IMAGE_SUFFIXES = archives.IMAGE_SUFFIXES
 
 
 @dataclass
 class Upload:
     filename: str
     data: bytes
+
+
+@dataclass
+class UploadFile:
+    """One file of a request, still on disk: its bytes are read only up to the cap that applies."""
+
+    filename: str
+    file: BinaryIO
 
 
 @dataclass
@@ -55,44 +64,27 @@ def original_key(sha256: str, extension: str) -> str:
     return f"catalogue/originals/{sha256[:2]}/{sha256}.{extension}"
 
 
-def is_zip(upload: Upload) -> bool:
-    return upload.filename.lower().endswith(".zip") or upload.data[:4] == b"PK\x03\x04"
+def _is_zip(upload: UploadFile) -> bool:
+    head = upload.file.read(4)
+    upload.file.seek(0)
+    return upload.filename.lower().endswith(".zip") or head == b"PK\x03\x04"
 
 
-def expand_zip(upload: Upload, *, settings: Settings) -> tuple[list[tuple[Upload, str]], list[dict]]:
-    """The photos of a ZIP with the category of their folder, or the reason the whole ZIP is refused."""
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(upload.data))
-    except zipfile.BadZipFile:
-        return [], [{"filename": upload.filename, "reason": "corrupt ZIP archive"}]
-    members = [m for m in archive.infolist() if not m.is_dir()]
-    for member in members:  # refuse the whole archive before reading anything from it
-        name = member.filename.replace("\\", "/")
-        parts = PurePosixPath(name).parts
-        if name.startswith("/") or ".." in parts or re.match(r"^[A-Za-z]:", name):
-            return [], [{"filename": upload.filename, "reason": f"unsafe path in ZIP: {member.filename!r}"}]
-    if len(members) > settings.max_zip_members:
-        reason = f"ZIP has {len(members)} files, the limit is {settings.max_zip_members}"
-        return [], [{"filename": upload.filename, "reason": reason}]
-    photos: list[tuple[Upload, str]] = []
-    rejected: list[dict] = []
-    for member in members:
-        path = PurePosixPath(member.filename.replace("\\", "/"))
-        if path.name.startswith(".") or "__MACOSX" in path.parts:
-            continue
-        shown = f"{upload.filename}:{member.filename}"
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            rejected.append({"filename": shown, "reason": "not an image: expected .jpg, .png or .webp"})
-            continue
-        if len(path.parts) < 2:
-            rejected.append({"filename": shown, "reason": "no category: put photos in category folders"})
-            continue
-        if member.file_size > settings.max_upload_bytes:
-            reason = f"file too large: {member.file_size} bytes, the limit is {settings.max_upload_bytes}"
-            rejected.append({"filename": shown, "reason": reason})
-            continue
-        photos.append((Upload(shown, archive.read(member)), path.parts[-2]))
-    return photos, rejected
+def _photos(upload: UploadFile, default_category: str | None, settings: Settings, result: IngestResult):  # noqa: ANN202
+    """(Upload, category folder or default) pairs of one file of the request; rejections go to result."""
+    if _is_zip(upload):
+        for item in archives.expand(upload.file, upload.filename, settings=settings):
+            if isinstance(item, archives.Rejected):
+                result.rejected.append({"filename": item.name, "reason": item.reason})
+            else:
+                yield Upload(item.name, item.data), item.category
+        return
+    data = upload.file.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        reason = f"file too large: over {settings.max_upload_bytes} bytes (ATELIER_MAX_UPLOAD_BYTES)"
+        result.rejected.append({"filename": upload.filename, "reason": reason})
+        return
+    yield Upload(upload.filename, data), default_category
 
 
 def ingest_uploads(
@@ -100,7 +92,7 @@ def ingest_uploads(
     session: Session,
     store: ObjectStore,
     settings: Settings,
-    uploads: list[Upload],
+    uploads: list[UploadFile],
     category: str | None,
     captured_at: datetime | None = None,
 ) -> IngestResult:
@@ -111,12 +103,7 @@ def ingest_uploads(
         default_category = normalize_category(category)  # a bad form field fails the whole request
 
     for upload in uploads:
-        if is_zip(upload):
-            photos, rejected = expand_zip(upload, settings=settings)
-            result.rejected.extend(rejected)
-        else:
-            photos = [(upload, default_category)]
-        for photo, folder in photos:
+        for photo, folder in _photos(upload, default_category, settings, result):
             try:
                 cat = normalize_category(folder) if folder else None
             except ValueError as exc:

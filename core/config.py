@@ -7,10 +7,11 @@ and call `get_settings.cache_clear()`.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _DEV_S3_SECRET = "atelier-dev-secret"
@@ -94,6 +95,38 @@ class Settings(BaseSettings):
     trend_max_photos: int = Field(6_000, ge=10)
     trend_palette_size: int = Field(8, ge=2, le=24)
     trend_style_clusters: int = Field(6, ge=2, le=24)
+    # Hostile input: the JSON body limit (checked before a body is read, like max_request_bytes on the
+    # upload route), how many files one upload may carry, and the caps of an archive as a whole.
+    max_json_body_bytes: int = Field(1024 * 1024, ge=1024)
+    max_upload_files: int = Field(500, ge=1)
+    max_archive_inflated_bytes: int = Field(2 * 1024**3, ge=1024)
+    max_archive_ratio: float = Field(100.0, ge=2)
+
+    # Outbound webhooks: comma-separated networks opened to webhooks despite the policy (such as
+    # "127.0.0.0/8" for a receiver on the same host), the delivery time-out, and how long the previous
+    # per-key signing secret still signs after a rotation.
+    webhook_allow_networks: str = ""
+    webhook_timeout_seconds: float = Field(10.0, gt=0)
+    webhook_secret_overlap_seconds: int = Field(24 * 3600, ge=0)
+
+    # Per-key quotas (429 with Retry-After) and the size of job that may ask for `interactive`.
+    quota_images_per_hour: int = Field(200_000, ge=1)
+    quota_active_jobs: int = Field(20, ge=1)
+    quota_event_streams: int = Field(8, ge=1)
+    interactive_max_images: int = Field(256, ge=1)
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _networks(cls, v: str) -> str:
+        for item in v.split(","):
+            if item.strip():
+                try:
+                    ipaddress.ip_network(item.strip(), strict=False)
+                except ValueError as exc:
+                    raise ValueError(
+                        f"ATELIER_WEBHOOK_ALLOW_NETWORKS: {item.strip()!r} is not a network"
+                    ) from exc
+        return v
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:

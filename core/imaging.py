@@ -1,8 +1,11 @@
 """Validation of uploaded catalogue photos with Pillow.
 
 A photo is accepted when it is a JPEG, PNG or WebP that decodes fully, within the size and pixel
-limits. EXIF orientation is applied to the pixels and every other EXIF field (GPS location, camera
-make and serial) is dropped by re-encoding; a photo without EXIF is stored byte for byte.
+limits; Pillow is only ever asked to decode those three formats. What is stored carries no metadata:
+
+    the file's segments/chunks are all structural (core.metadata.is_bare) ── stored byte for byte
+    anything else (EXIF, XMP, IPTC, JPEG comments, PNG text, ICC, trailing bytes) ── re-encoded from the
+        pixels alone: EXIF orientation applied, an ICC profile converted to sRGB, nothing else kept
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import warnings
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from core import metadata
 
 FORMATS = {"JPEG": ("jpg", "image/jpeg"), "PNG": ("png", "image/png"), "WEBP": ("webp", "image/webp")}
 
@@ -42,7 +47,7 @@ def _open(data: bytes) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(data))
+            return Image.open(io.BytesIO(data), formats=list(FORMATS))
     except UnidentifiedImageError as exc:
         raise RejectedImage("not an image: the file is not a JPEG, PNG or WebP") from exc
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
@@ -70,8 +75,7 @@ def validate_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CleanImag
     fmt = img.format
     try:
         img.load()  # truncated or corrupt data surfaces here
-        has_exif = len(img.getexif()) > 0 or bool(img.info.get("exif"))
-        clean = _reencode_without_exif(img, fmt) if has_exif else data
+        clean = data if metadata.is_bare(data, fmt) else _reencode_without_metadata(img, fmt)
     except Exception as exc:
         raise RejectedImage(f"corrupt image: {exc}") from exc
     if clean is not data:
@@ -79,20 +83,38 @@ def validate_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CleanImag
     return CleanImage(clean, hashlib.sha256(clean).hexdigest(), fmt, width, height)
 
 
-def _reencode_without_exif(img: Image.Image, fmt: str) -> bytes:
-    upright = ImageOps.exif_transpose(img)  # applies the orientation, drops the tag
+def _to_srgb(img: Image.Image) -> Image.Image:
+    icc = img.info.get("icc_profile")
+    if not icc or img.mode not in ("RGB", "RGBA", "CMYK", "L"):
+        return img
+    try:
+        from PIL import ImageCms
+
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        out_mode = "RGBA" if img.mode == "RGBA" else "RGB"
+        return ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"), outputMode=out_mode)
+    except Exception:  # a broken profile: keep the pixels as they are rather than refuse the photo
+        return img
+
+
+def _reencode_without_metadata(img: Image.Image, fmt: str) -> bytes:
+    upright = _to_srgb(ImageOps.exif_transpose(img))  # applies the orientation
+    if upright.mode == "P":
+        upright = upright.convert("RGBA" if "transparency" in upright.info else "RGB")
+    # Pillow writes some of `info` back (JPEG comments, XMP): start the saved image from pixels only
+    upright = upright.copy()
+    upright.info = {}
     out = io.BytesIO()
-    kwargs: dict = {}
-    if icc := img.info.get("icc_profile"):
-        kwargs["icc_profile"] = icc
     if fmt == "JPEG":
         if upright.mode not in ("RGB", "L", "CMYK"):
             upright = upright.convert("RGB")
-        upright.save(out, "JPEG", quality=95, subsampling=0, **kwargs)
+        upright.save(out, "JPEG", quality=95, subsampling=0)
     elif fmt == "WEBP":
-        upright.save(out, "WEBP", quality=95, **kwargs)
+        if upright.mode not in ("RGB", "RGBA"):
+            upright = upright.convert("RGBA" if "A" in upright.getbands() else "RGB")
+        upright.save(out, "WEBP", quality=95, exif=b"", xmp=b"")
     else:
-        upright.save(out, "PNG", **kwargs)
+        upright.save(out, "PNG", compress_level=6)
     return out.getvalue()
 
 
@@ -108,7 +130,7 @@ def pad_to_square(img: Image.Image, fill: tuple[int, int, int] = (255, 255, 255)
 
 def prepare_for_training(data: bytes, size: int) -> bytes:
     """Upright, square, resized with a Lanczos filter, as PNG: the preprocessed catalogue photo."""
-    img = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    img = ImageOps.exif_transpose(Image.open(io.BytesIO(data), formats=list(FORMATS)))
     square = pad_to_square(img).resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
     out = io.BytesIO()
     square.save(out, "PNG", compress_level=3)

@@ -2,28 +2,46 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from api.deps import CatalogueKey, ReadKey, SessionDep, SettingsDep, StoreDep, invalid
-from api.schemas import CatalogueImageOut, CataloguePage, CatalogueStats, JobOut, UploadResult
+from api.schemas import (
+    CatalogueImageOut,
+    CataloguePage,
+    CatalogueStats,
+    JobOut,
+    UploadRefused,
+    UploadResult,
+    errors,
+)
 from core import catalogue, jobs, units
 from core.models import CatalogueImage
 from core.pagination import MAX_LIMIT, BadCursor, page
 from core.params import IngestParams
 from core.periods import PERIODS
 
-router = APIRouter(prefix="/v1/catalogue", tags=["catalogue"])
+router = APIRouter(prefix="/v1/catalogue", tags=["catalogue"], responses=errors(401, 403, 413, 422))
 
 
-@router.post("/images", status_code=201, response_model=UploadResult)
+@router.post(
+    "/images",
+    status_code=201,
+    response_model=UploadResult,
+    responses=errors(400, 413, 422)
+    | {
+        422: {"model": UploadRefused, "description": "no file accepted (`rejected` says why), or a bad field"}
+    },
+)
 def upload_images(
     key: CatalogueKey,
     session: SessionDep,
     store: StoreDep,
     settings: SettingsDep,
-    files: Annotated[list[UploadFile], File(description="JPEG/PNG/WebP photos, or ZIPs of category folders")],
+    files: Annotated[
+        list[UploadFile], File(description="JPEG/PNG/WebP photos, or ZIPs of category folders", min_length=1)
+    ],
     category: Annotated[str | None, Form()] = None,
     captured_at: Annotated[
         str | None, Form(description="ISO 8601 date or datetime the photos were taken; default: now")
@@ -33,13 +51,15 @@ def upload_images(
         captured = catalogue.parse_captured_at(captured_at)
     except ValueError as exc:
         raise invalid("body", "captured_at", msg=str(exc)) from exc
-    uploads = []
-    for f in files:
-        name = f.filename or "upload"
-        # a ZIP may be far larger than one photo; each of its members is checked on its own
-        limit = settings.max_request_bytes if name.lower().endswith(".zip") else settings.max_upload_bytes
-        data = f.file.read(limit + 1)
-        uploads.append(catalogue.Upload(name, data))
+    # The body arrived within ATELIER_MAX_REQUEST_BYTES (api/limits.py) and each file is spooled on disk
+    # by the multipart parser: from here on one photo at a time is in memory.
+    if len(files) > settings.max_upload_files:
+        raise HTTPException(
+            413,
+            detail=f"{len(files)} files in one request, the limit is {settings.max_upload_files} "
+            "(ATELIER_MAX_UPLOAD_FILES)",
+        )
+    uploads = [catalogue.UploadFile(f.filename or "upload", f.file) for f in files]
     try:
         result = catalogue.ingest_uploads(
             session=session,
@@ -62,7 +82,7 @@ def upload_images(
         )
         units.start_work(session, job)
     body = UploadResult(
-        accepted=result.accepted, rejected=result.rejected, job=JobOut.of(job) if job else None
+        accepted=result.accepted, rejected=result.rejected, job=JobOut.of(job, key) if job else None
     )
     if not result.accepted:
         session.commit()

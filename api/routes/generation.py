@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 from typing import Annotated
 
 from anyio import to_thread
@@ -18,22 +19,32 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 from sqlalchemy import select
 
-from api.deps import ReadKey, SessionDep, SettingsDep, StoreDep, SubmitKey, invalid
+from api.deps import ReadKey, SessionDep, SettingsDep, StoreDep, SubmitKey, invalid, too_many
 from api.generation_schemas import GenerationRequest, ImageOut, ImagePage
 from api.routes.jobs import get_job_or_404
-from api.schemas import JobOut
-from core import generation, jobs
+from api.schemas import JobOut, errors
+from core import generation, jobs, outbound, quotas
+from core.config import get_settings
 from core.db import session_factory
 from core.models import GeneratedImage, Job
 from core.pagination import MAX_LIMIT, BadCursor, page_after
 
-router = APIRouter(tags=["generation"])
+router = APIRouter(tags=["generation"], responses=errors(401, 403, 404, 413, 422))
+
+# open event streams per key, in this process (a stream is one connection to one API process)
+_streams: dict[str, int] = {}
 
 STREAM_POLL_SECONDS = 0.5
 STREAM_KEEPALIVE_SECONDS = 15.0
 
 
-@router.post("/v1/generation-jobs", response_model=JobOut, status_code=202)
+@router.post(
+    "/v1/generation-jobs",
+    response_model=JobOut,
+    status_code=202,
+    responses={200: {"model": JobOut, "description": "the same job, for a repeated Idempotency-Key"}}
+    | errors(409, 429),
+)
 def submit_generation(
     body: GenerationRequest,
     key: SubmitKey,
@@ -42,6 +53,25 @@ def submit_generation(
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ):
+    images = body.count if body.count is not None else sum((body.per_category or {}).values())
+    if not images and body.follow_report is not None:
+        images = body.follow_report.count or 0
+    if body.priority == "interactive" and images > settings.interactive_max_images:
+        raise invalid(
+            "body",
+            "priority",
+            msg=f"interactive jobs are at most {settings.interactive_max_images} images "
+            f"(ATELIER_INTERACTIVE_MAX_IMAGES), asked for {images}: use bulk",
+        )
+    if body.webhook_url is not None:
+        try:
+            outbound.check_destination(str(body.webhook_url), settings)
+        except outbound.RefusedDestination as exc:
+            raise invalid("body", "webhook_url", msg=str(exc)) from exc
+    try:
+        quotas.check_submit(session=session, key=key, settings=settings, images=images)
+    except quotas.QuotaExceeded as exc:
+        raise too_many(str(exc), exc.retry_after) from exc
     try:
         job, created = generation.submit(
             session=session,
@@ -58,7 +88,7 @@ def submit_generation(
         raise HTTPException(409, detail=str(exc)) from exc
     if not created:
         response.status_code = 200
-    return JobOut.of(job)
+    return JobOut.of(job, key)
 
 
 def _generate_job(session, job_id: str) -> Job:  # noqa: ANN001
@@ -109,33 +139,59 @@ def _result_redirect(session, store, job_id: str, field: str, what: str) -> Redi
     raise HTTPException(404, detail=f"job {job_id} ended as {job.status} without a {what}")
 
 
-@router.get("/v1/jobs/{job_id}/manifest", status_code=307, response_class=RedirectResponse)
+@router.get(
+    "/v1/jobs/{job_id}/manifest", status_code=307, response_class=RedirectResponse, responses=errors(409)
+)
 def job_manifest(job_id: str, _: ReadKey, session: SessionDep, store: StoreDep):
     return _result_redirect(session, store, job_id, "manifest_key", "manifest")
 
 
-@router.get("/v1/jobs/{job_id}/archive", status_code=307, response_class=RedirectResponse)
+@router.get(
+    "/v1/jobs/{job_id}/archive", status_code=307, response_class=RedirectResponse, responses=errors(409)
+)
 def job_archive(job_id: str, _: ReadKey, session: SessionDep, store: StoreDep):
     return _result_redirect(session, store, job_id, "archive_key", "archive")
 
 
-def _read_job(job_id: str) -> tuple[str, str] | None:
+def _read_job(job_id: str, viewer=None) -> tuple[str, str] | None:  # noqa: ANN001
     """(status, JobOut JSON) from a fresh, short, read-only session: a stream holds no connection."""
     session = session_factory(readonly=True)()
     try:
         job = session.get(Job, job_id)
-        return None if job is None else (job.status, JobOut.of(job).model_dump_json())
+        return None if job is None else (job.status, JobOut.of(job, viewer).model_dump_json())
     finally:
         session.close()
 
 
-@router.get("/v1/jobs/{job_id}/stream")
-async def stream_job(job_id: str, request: Request, _: ReadKey):
-    first = await to_thread.run_sync(_read_job, job_id)
+@router.get(
+    "/v1/jobs/{job_id}/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "`event: job` per change"}}
+    | errors(429),
+)
+async def stream_job(job_id: str, request: Request, key: ReadKey):
+    # the key's row is detached once the dependency's session closes: keep plain values of it
+    key = SimpleNamespace(id=key.id, scopes=list(key.scopes))
+    first = await to_thread.run_sync(_read_job, job_id, key)
     if first is None:
         raise HTTPException(404, detail=f"no job with id {job_id!r}")
+    limit = get_settings().quota_event_streams
+    if _streams.get(key.id, 0) >= limit:
+        raise too_many(
+            f"this key has {limit} event streams open, the limit (ATELIER_QUOTA_EVENT_STREAMS)",
+            STREAM_POLL_SECONDS * 10,
+        )
 
     async def events():
+        # counted from the first byte: a generator that never starts never runs its `finally`
+        _streams[key.id] = _streams.get(key.id, 0) + 1
+        try:
+            async for chunk in _events():
+                yield chunk
+        finally:
+            _streams[key.id] -= 1
+
+    async def _events():
         current, last_sent = first, time.monotonic()
         previous = None
         while True:
@@ -149,7 +205,7 @@ async def stream_job(job_id: str, request: Request, _: ReadKey):
             if status in jobs.TERMINAL or await request.is_disconnected():
                 return
             await asyncio.sleep(STREAM_POLL_SECONDS)
-            current = await to_thread.run_sync(_read_job, job_id) or current
+            current = await to_thread.run_sync(_read_job, job_id, key) or current
 
     return StreamingResponse(
         events(),

@@ -6,6 +6,7 @@ from kombu import Connection
 from sqlalchemy import text
 
 from api.deps import SessionDep, SettingsDep, StoreDep
+from api.schemas import errors
 
 router = APIRouter(tags=["health"])
 
@@ -15,7 +16,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=errors(503))
 def readyz(session: SessionDep, store: StoreDep, settings: SettingsDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:

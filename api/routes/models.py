@@ -8,12 +8,13 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from api.deps import AdminKey, ReadKey, SessionDep, StoreDep, invalid
+from api.schemas import errors
 from core import registry
 from core.models import ModelVersion
 from core.pagination import MAX_LIMIT, BadCursor, page
 from core.storage import ObjectStore
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=errors(401, 403, 404, 409, 413, 422))
 
 
 class ModelOut(BaseModel):

@@ -8,10 +8,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from api.deps import AdminKey, ReadKey, SessionDep, StoreDep, invalid
+from api.schemas import errors
 from core import schedules
 from core.models import Schedule, ScheduleRun
 
-router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
+router = APIRouter(prefix="/v1/schedules", tags=["schedules"], responses=errors(401, 403, 404, 409, 413, 422))
 
 
 class ScheduleIn(BaseModel):

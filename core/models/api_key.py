@@ -19,3 +19,9 @@ class ApiKey(Base):
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Standard Webhooks signing secrets (whsec_...): kept in clear because HMAC needs them; the previous
+    # one still signs for a while after a rotation.
+    webhook_secret: Mapped[str | None] = mapped_column(String(64))
+    webhook_secret_previous: Mapped[str | None] = mapped_column(String(64))
+    webhook_secret_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

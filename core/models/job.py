@@ -14,7 +14,12 @@ class Job(Base):
     Its queued work (core.units) holds the leases; the job row holds the state and the outcome."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_kind_status_created", "kind", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_jobs_kind_status_created", "kind", "status", "created_at"),
+        # ownership filters and per-key quotas
+        Index("ix_jobs_api_key_id_status", "api_key_id", "status"),
+        Index("ix_jobs_api_key_id_created_at", "api_key_id", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     kind: Mapped[str] = mapped_column(String(16))

@@ -38,6 +38,8 @@ def stack(request, tmp_path_factory, postgres) -> Iterator[Stack]:  # noqa: ANN0
             "ATELIER_JUDGE_SECONDS": "2",
             "ATELIER_EVAL_PER_CLASS": "8",
             "ATELIER_EVAL_MAX_REAL": "64",
+            # the webhook receivers of the tests listen on loopback, which the policy refuses by default
+            "ATELIER_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8,::1/128",
         },
     )
     s.start()
@@ -89,3 +91,35 @@ def wait_for(predicate, *, timeout: float = 60.0, interval: float = 0.1, what: s
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+# Tight limits and quotas, so that hostile input and quota tests run in seconds; the defaults are
+# checked by the unit tests and by the measurements in the README.
+BARE_ENV = {
+    "ATELIER_MAX_REQUEST_BYTES": str(8 * 1024 * 1024),
+    "ATELIER_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
+    "ATELIER_MAX_ARCHIVE_INFLATED_BYTES": str(6 * 1024 * 1024),
+    "ATELIER_MAX_UPLOAD_FILES": "20",
+    "ATELIER_QUOTA_ACTIVE_JOBS": "3",
+    "ATELIER_QUOTA_IMAGES_PER_HOUR": "1000",
+    "ATELIER_QUOTA_EVENT_STREAMS": "2",
+    "ATELIER_INTERACTIVE_MAX_IMAGES": "64",
+}
+
+
+@pytest.fixture(scope="session", params=_backends())
+def bare_stack(request, tmp_path_factory, postgres) -> Iterator[Stack]:  # noqa: ANN001
+    """The API with real Redis, S3 and SQL but no workers or beat: submitted jobs stay queued, so
+    attacks, quotas and fuzzing never start GAN work. Its settings reach this process only through
+    `bare_stack.env` / `.settings` (the `stack` fixture owns os.environ)."""
+    data_dir = tmp_path_factory.mktemp(f"bare-{request.param}")
+    s = Stack(
+        data_dir,
+        database_url=new_database_url(request.param, data_dir, postgres),
+        workers=(),
+        with_beat=False,
+        extra_env=BARE_ENV,
+    )
+    s.start()
+    yield s
+    s.stop()

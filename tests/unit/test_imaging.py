@@ -5,7 +5,8 @@ import zipfile
 import pytest
 from PIL import Image
 
-from core.catalogue import Upload, expand_zip, normalize_category
+from core.archives import Member, expand
+from core.catalogue import normalize_category
 from core.config import Settings
 from core.imaging import RejectedImage, prepare_for_training, validate_image
 from core.synthetic import catalogue_zip, draw_garment, encode, make_catalogue
@@ -83,9 +84,19 @@ def test_prepared_image_is_square_and_keeps_the_whole_garment():
 SETTINGS = Settings(max_upload_bytes=1_000_000)
 
 
+def expand_zip(name: str, data: bytes) -> tuple[list[tuple[bytes, str]], list[dict]]:
+    photos, rejected = [], []
+    for item in expand(io.BytesIO(data), name, settings=SETTINGS):
+        if isinstance(item, Member):
+            photos.append((item.data, item.category))
+        else:
+            rejected.append({"filename": item.name, "reason": item.reason})
+    return photos, rejected
+
+
 def test_zip_folders_become_categories():
     items = make_catalogue(2, ("dress", "skirt"), seed=4)
-    photos, rejected = expand_zip(Upload("c.zip", catalogue_zip(items)), settings=SETTINGS)
+    photos, rejected = expand_zip("c.zip", catalogue_zip(items))
     assert rejected == []
     assert sorted(cat for _, cat in photos) == ["dress", "dress", "skirt", "skirt"]
 
@@ -96,7 +107,7 @@ def test_zip_with_path_traversal_is_refused_whole(name):
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("dress/ok.jpg", encode(draw_garment("dress", random.Random(5))))
         z.writestr(name, b"x")
-    photos, rejected = expand_zip(Upload("bad.zip", buf.getvalue()), settings=SETTINGS)
+    photos, rejected = expand_zip("bad.zip", buf.getvalue())
     assert photos == []
     assert (
         len(rejected) == 1 and "unsafe path" in rejected[0]["reason"] and rejected[0]["filename"] == "bad.zip"
@@ -108,7 +119,7 @@ def test_zip_members_without_folder_or_not_images_are_rejected_by_name():
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("loose.jpg", encode(draw_garment("dress", random.Random(6))))
         z.writestr("dress/notes.txt", b"hello")
-    photos, rejected = expand_zip(Upload("c.zip", buf.getvalue()), settings=SETTINGS)
+    photos, rejected = expand_zip("c.zip", buf.getvalue())
     assert photos == []
     reasons = {r["filename"]: r["reason"] for r in rejected}
     assert "no category" in reasons["c.zip:loose.jpg"]

@@ -1,0 +1,166 @@
+"""The webhook destination policy: every spelling of an internal address is refused by default, opened
+ranges pass, DNS rebinding cannot slip through, and delivery failures are categories, not raw errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from core.config import Settings
+from core.outbound import RefusedDestination, check_destination, post_webhook, redact_url
+
+DEFAULT = Settings()
+OPEN = Settings(webhook_allow_networks="127.0.0.0/8,::1/128")
+
+INTERNAL = [
+    "http://127.0.0.1:8333/",
+    "http://[::1]:6379/",
+    "http://0x7f000001/",  # hex
+    "http://2130706433/",  # decimal
+    "http://017700000001/",  # octal
+    "http://127.1/",  # short form
+    "http://[::ffff:127.0.0.1]/",  # IPv4-mapped IPv6
+    "http://[::ffff:7f00:1]/",
+    "http://localhost:5432/",  # a name that resolves to loopback
+    "http://169.254.169.254/latest/meta-data/",  # cloud metadata (link-local)
+    "http://10.0.0.5/",
+    "http://172.16.0.1/",
+    "http://192.168.1.1/",
+    "http://100.64.0.1/",  # shared address space
+    "http://224.0.0.1/",  # multicast
+    "http://0.0.0.0/",
+    "http://240.0.0.1/",  # reserved
+    "http://[fe80::1]/",
+    "http://[fc00::1]/",
+    "http://[2002:7f00:1::]/",  # 6to4 of 127.0.0.1
+]
+
+
+@pytest.mark.parametrize("url", INTERNAL)
+def test_internal_addresses_are_refused_by_default(url):
+    with pytest.raises(RefusedDestination, match="refused by policy|resolves to"):
+        check_destination(url, DEFAULT)
+
+
+LOOPBACK = INTERNAL[:9]  # every spelling of the stack's own host above
+
+
+@pytest.mark.parametrize("url", LOOPBACK)
+def test_loopback_passes_when_its_range_is_opened(url):
+    dest = check_destination(url, OPEN)
+    assert dest.address in ("127.0.0.1", "::1", "::ffff:127.0.0.1", "::ffff:7f00:1")
+
+
+def test_a_public_address_passes_and_the_checked_address_is_the_one_dialled():
+    dest = check_destination(
+        "https://hooks.example.com/x?token=1", DEFAULT, resolve=lambda h, p: ["93.184.216.34"]
+    )
+    assert (dest.address, dest.host, dest.port, dest.path) == (
+        "93.184.216.34",
+        "hooks.example.com",
+        443,
+        "/x?token=1",
+    )
+
+
+def test_a_name_with_any_internal_address_is_refused_whole():
+    with pytest.raises(RefusedDestination, match="loopback"):
+        check_destination(
+            "http://mixed.example/", DEFAULT, resolve=lambda h, p: ["93.184.216.34", "127.0.0.1"]
+        )
+
+
+@pytest.mark.parametrize(
+    ("url", "settings", "reason"),
+    [
+        ("ftp://example.com/", DEFAULT, "http or https"),
+        ("http://user:pw@example.com/", DEFAULT, "user name or password"),
+        ("http://example.com/", Settings(env="production", s3_secret_key="x", webhook_secret="y"), "https"),
+    ],
+)
+def test_scheme_rules(url, settings, reason):
+    with pytest.raises(RefusedDestination, match=reason):
+        check_destination(url, settings, resolve=lambda h, p: ["93.184.216.34"])
+
+
+def test_a_bad_allow_list_is_refused_when_settings_load():
+    with pytest.raises(ValueError, match="ATELIER_WEBHOOK_ALLOW_NETWORKS"):
+        Settings(webhook_allow_networks="127.0.0.0/8,not-a-network")
+
+
+class Hook(BaseHTTPRequestHandler):
+    seen: list[dict] = []
+    status = 204
+    delay = 0.0
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        Hook.seen.append(dict(self.headers))
+        time.sleep(Hook.delay)
+        self.send_response(Hook.status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver():
+    Hook.seen, Hook.status, Hook.delay = [], 204, 0.0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+def test_delivery_to_loopback_is_refused_by_default_and_nothing_is_sent(receiver):
+    for url in (
+        f"http://127.0.0.1:{receiver}/h",
+        f"http://localhost:{receiver}/h",
+        f"http://0x7f000001:{receiver}/",
+    ):
+        outcome = post_webhook(url, b"{}", {}, settings=DEFAULT, timeout=2)
+        assert outcome.category == "refused_by_policy" and not outcome.retryable
+    assert Hook.seen == []
+
+
+def test_dns_rebinding_cannot_change_the_dialled_address(receiver):
+    """The name is resolved once: a resolver that would answer differently the second time is never
+    asked again, and the request goes to the checked address with the name in its Host header."""
+    answers = iter([["127.0.0.1"], ["10.9.9.9"]])
+    calls = []
+
+    def rebinding(host: str, port: int) -> list[str]:
+        calls.append(host)
+        return next(answers)
+
+    outcome = post_webhook(
+        f"http://hooks.test:{receiver}/x", b"{}", {}, settings=OPEN, timeout=2, resolve=rebinding
+    )
+    assert outcome.delivered and calls == ["hooks.test"]
+    assert Hook.seen[0]["Host"] == f"hooks.test:{receiver}"
+
+
+def test_rebinding_to_loopback_is_refused_when_loopback_is_not_opened(receiver):
+    outcome = post_webhook(
+        f"http://attacker.test:{receiver}/", b"{}", {}, settings=DEFAULT, resolve=lambda h, p: ["127.0.0.1"]
+    )
+    assert outcome.category == "refused_by_policy" and Hook.seen == []
+
+
+def test_failures_are_short_categories(receiver):
+    Hook.status = 405
+    assert post_webhook(f"http://127.0.0.1:{receiver}/", b"{}", {}, settings=OPEN).category == "http_405"
+    Hook.status, Hook.delay = 204, 1.5
+    timed_out = post_webhook(f"http://127.0.0.1:{receiver}/", b"{}", {}, settings=OPEN, timeout=0.3)
+    assert (timed_out.category, timed_out.retryable) == ("timed_out", True)
+    closed = post_webhook("http://127.0.0.1:9/", b"{}", {}, settings=OPEN, timeout=2)
+    assert (closed.category, closed.retryable) == ("connection_failed", True)
+
+
+def test_redacted_url_keeps_the_host_only():
+    assert redact_url("https://u:p@hooks.example.com:8443/t/SECRET?k=v") == "https://hooks.example.com:8443/…"
