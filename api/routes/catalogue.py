@@ -12,7 +12,6 @@ from api.schemas import (
     CataloguePage,
     CatalogueStats,
     JobOut,
-    UploadRefused,
     UploadResult,
     errors,
 )
@@ -28,17 +27,17 @@ router = APIRouter(prefix="/v1/catalogue", tags=["catalogue"], responses=errors(
     "/images",
     status_code=201,
     response_model=UploadResult,
-    responses=errors(400, 413, 422)
-    | {
-        422: {"model": UploadRefused, "description": "no file accepted (`rejected` says why), or a bad field"}
-    },
+    # a 422 is a bad field, or no file accepted: then `rejected` (an extra field) says why
+    responses=errors(400, 413, 422),
 )
 def upload_images(
     key: CatalogueKey,
     session: SessionDep,
     store: StoreDep,
     settings: SettingsDep,
-    files: Annotated[list[UploadFile], File(description="JPEG/PNG/WebP photos, or ZIPs of category folders")],
+    files: Annotated[
+        list[UploadFile], File(description="JPEG/PNG/WebP photos, or ZIPs of category folders", min_length=1)
+    ],
     category: Annotated[str | None, Form()] = None,
 ):
     # The body arrived within ATELIER_MAX_REQUEST_BYTES (api/limits.py) and each file is spooled on disk
