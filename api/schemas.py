@@ -137,12 +137,6 @@ class UploadResult(BaseModel):
     job: JobOut | None = None
 
 
-class UploadRefused(UploadResult):
-    """The 422 of an upload where no file was accepted: the reasons are in `rejected`."""
-
-    detail: str
-
-
 class CatalogueStats(BaseModel):
     total: int
     per_category: dict[str, int]

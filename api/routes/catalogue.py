@@ -12,7 +12,6 @@ from api.schemas import (
     CataloguePage,
     CatalogueStats,
     JobOut,
-    UploadRefused,
     UploadResult,
     errors,
 )
@@ -29,10 +28,8 @@ router = APIRouter(prefix="/v1/catalogue", tags=["catalogue"], responses=errors(
     "/images",
     status_code=201,
     response_model=UploadResult,
-    responses=errors(400, 413, 422)
-    | {
-        422: {"model": UploadRefused, "description": "no file accepted (`rejected` says why), or a bad field"}
-    },
+    # a 422 is a bad field, or no file accepted: then `rejected` (an extra field) says why
+    responses=errors(400, 413, 422),
 )
 def upload_images(
     key: CatalogueKey,
