@@ -8,6 +8,7 @@ from datetime import timedelta
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import select
 
+from api import key_cache
 from api.deps import AdminKey, SessionDep, SettingsDep, invalid
 from api.schemas import KeyCreated, KeyIn, KeyOut, KeyPage, WebhookSecretOut, errors
 from core import auth
@@ -61,6 +62,8 @@ def list_keys(
 @router.post("/{key_id}/revoke", response_model=KeyOut, responses=errors(404))
 def revoke_key(key_id: str, _: AdminKey, session: SessionDep):
     key = auth.revoke_key(session=session, key=_key_or_404(session, key_id))
+    # this process forgets it at once; other API processes within ATELIER_API_KEY_CACHE_SECONDS
+    key_cache.keys.clear()
     return KeyOut.of(key, active=False)
 
 

@@ -76,7 +76,7 @@ def test_a_revoked_key_stops_working_within_the_cache_ttl(api):
     revoke(key_id)
     time.sleep(0.6)
     refused = client.get(f"/v1/jobs/{job_id}", headers=headers)
-    assert refused.status_code == 401 and refused.json()["detail"] == "unknown or revoked API key"
+    assert refused.status_code == 401 and refused.json()["detail"] == "unknown, revoked or expired API key"
 
 
 def test_without_the_cache_a_revoked_key_is_refused_at_once(api):
