@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _DEV_S3_SECRET = "atelier-dev-secret"
 _DEV_WEBHOOK_SECRET = "atelier-dev-webhook-secret"
+_DEV_UI_SECRET = "atelier-dev-ui-session-secret"
 
 
 class Settings(BaseSettings):
@@ -62,6 +63,19 @@ class Settings(BaseSettings):
     webhook_secret: str = _DEV_WEBHOOK_SECRET
     max_generation_count: int = Field(100_000, ge=1)
 
+    # Operating it: logs, metrics, the gallery. Presigned URLs are signed for the public endpoint
+    # (what a browser or a laptop resolves) when one is set; the API itself talks to s3_endpoint_url.
+    s3_public_endpoint_url: str | None = None
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_cache_seconds: float = Field(5.0, ge=0)
+    # 0 turns a worker's metrics endpoint off; each worker needs a port of its own on its host.
+    worker_metrics_port: int = Field(0, ge=0, le=65535)
+    ui_session_secret: str = _DEV_UI_SECRET
+    ui_session_hours: float = Field(12.0, gt=0, le=24 * 30)
+    ui_page_size: int = Field(60, ge=1, le=500)
+    thumb_size: int = Field(160, ge=32, le=512)
+
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:
         if self.task_time_limit <= self.task_soft_time_limit:
@@ -73,6 +87,8 @@ class Settings(BaseSettings):
                 raise ValueError("ATELIER_S3_SECRET_KEY must be set in production")
             if self.webhook_secret == _DEV_WEBHOOK_SECRET:
                 raise ValueError("ATELIER_WEBHOOK_SECRET must be set in production")
+            if self.ui_session_secret == _DEV_UI_SECRET:
+                raise ValueError("ATELIER_UI_SESSION_SECRET must be set in production")
         return self
 
 

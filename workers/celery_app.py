@@ -15,6 +15,7 @@ from kombu import Queue
 
 from core.config import get_settings
 from core.db import dispose_engine
+from workers import metrics as _metrics  # noqa: F401 - Celery signals: worker metrics and log context
 
 QUEUES = ("train", "generate.interactive", "generate.bulk", "io")
 TASK_MODULES = [
