@@ -15,7 +15,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _DEV_S3_SECRET = "atelier-dev-secret"
 _DEV_WEBHOOK_SECRET = "atelier-dev-webhook-secret"
-_DEV_UI_SECRET = "atelier-dev-ui-session-secret"
 
 
 class Settings(BaseSettings):
@@ -71,7 +70,9 @@ class Settings(BaseSettings):
     metrics_cache_seconds: float = Field(5.0, ge=0)
     # 0 turns a worker's metrics endpoint off; each worker needs a port of its own on its host.
     worker_metrics_port: int = Field(0, ge=0, le=65535)
-    ui_session_secret: str = _DEV_UI_SECRET
+    # Signs gallery session cookies; unset, a key derived from ATELIER_S3_SECRET_KEY (which every API
+    # replica already shares) is used, so production needs no extra secret.
+    ui_session_secret: str | None = None
     ui_session_hours: float = Field(12.0, gt=0, le=24 * 30)
     ui_page_size: int = Field(60, ge=1, le=500)
     thumb_size: int = Field(160, ge=32, le=512)
@@ -87,8 +88,6 @@ class Settings(BaseSettings):
                 raise ValueError("ATELIER_S3_SECRET_KEY must be set in production")
             if self.webhook_secret == _DEV_WEBHOOK_SECRET:
                 raise ValueError("ATELIER_WEBHOOK_SECRET must be set in production")
-            if self.ui_session_secret == _DEV_UI_SECRET:
-                raise ValueError("ATELIER_UI_SESSION_SECRET must be set in production")
         return self
 
 

@@ -28,9 +28,16 @@ from core.models import ApiKey
 COOKIE = "atelier_ui"
 
 
+def _secret() -> bytes:
+    settings = get_settings()
+    if settings.ui_session_secret:
+        return settings.ui_session_secret.encode()
+    # domain-separated, so a session signature says nothing about the S3 secret
+    return hmac.new(settings.s3_secret_key.encode(), b"atelier-ui-session", hashlib.sha256).digest()
+
+
 def _sign(payload: str) -> str:
-    secret = get_settings().ui_session_secret.encode()
-    return hmac.new(secret, payload.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(_secret(), payload.encode(), hashlib.sha256).hexdigest()
 
 
 def make_token(key: ApiKey) -> str:
