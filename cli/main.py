@@ -37,7 +37,9 @@ def up(data_dir: Path, port: int) -> None:
     click.echo(f"  admin key {stack.data_dir / 'admin.key'}")
     click.echo(f"  S3        {stack.s3_url}  bucket {stack.settings.s3_bucket}")
     click.echo(f"  broker    {stack.broker_url}")
-    click.echo(f"  logs      {stack.data_dir / 'logs'}")
+    click.echo(f"  gallery   {stack.api_url}/ui   (sign in with the admin key)")
+    click.echo(f"  metrics   {stack.api_url}/metrics, " + ", ".join(stack.metrics_urls().values()))
+    click.echo(f"  logs      {stack.data_dir / 'logs'}/<process>.log (JSON lines)")
     try:
         while not stop.wait(1.0):
             for name in stack.supervise_once():
