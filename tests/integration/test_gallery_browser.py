@@ -14,7 +14,9 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from cli.stack import Stack
 
@@ -119,6 +121,16 @@ def test_a_designer_signs_in_generates_pages_filters_opens_and_promotes(gallery_
     page.goto(f"{base}/ui/jobs")
     assert job_id in page.inner_text("table.jobs")
     shot(page, "04-jobs")
+    # The GPU worker counted its chunks on its own metrics port (prefork children, multiprocess mode).
+    scraped = httpx.get(gallery_stack.metrics_urls()["worker-gpu"], timeout=10).text
+    done = [
+        s.value
+        for family in text_string_to_metric_families(scraped)
+        for s in family.samples
+        if s.name == "atelier_worker_tasks_total"
+        and s.labels == {"task": "atelier.generate_chunk", "state": "SUCCESS"}
+    ]
+    assert done and done[0] >= 2, scraped[-2000:]
 
     # Paging through thumbnails: small derived images, not the 256 px files scaled by the browser.
     sizes: dict[str, int] = {}
