@@ -1,11 +1,11 @@
 """Worker observability, hooked to Celery signals: Prometheus metrics and the log context.
 
     celery worker (main process)              pool processes (prefork children)
-      celeryd_after_setup: remember name        task_prerun:  bind job_id/unit/worker to the logs,
-      worker_ready: serve /metrics on             start the clock
-        ATELIER_WORKER_METRICS_PORT             task_postrun: latency and outcome, GPU memory
-      aggregating every child (multiprocess)    task_retry:   count it
-                                                worker_process_shutdown: drop the child's files
+      worker_init: empty the metrics dir        task_prerun:  bind job_id/unit/worker to the logs,
+      celeryd_after_setup: remember name          start the clock
+      worker_ready: serve /metrics on           task_postrun: latency and outcome, GPU memory
+        ATELIER_WORKER_METRICS_PORT,            task_retry:   count it
+        the sum over every child                worker_process_shutdown: drop the child's files
 
 A prefork worker runs tasks in child processes, so the series use prometheus-client's multiprocess
 mode: each child writes its values to files under PROMETHEUS_MULTIPROC_DIR and the main process
@@ -23,12 +23,17 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from core.config import get_settings
 
 _PORT = get_settings().worker_metrics_port
 if _PORT and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="atelier-worker-metrics-")
+    # One directory per port (so per worker on a host), emptied when that worker starts; a fixed name,
+    # so that short-lived imports of the app (`celery inspect ping` health checks) leave nothing behind.
+    _DIR = Path(tempfile.gettempdir()) / f"atelier-worker-metrics-{_PORT}"
+    _DIR.mkdir(exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_DIR)
 
 from celery.signals import (  # noqa: E402 - after the multiprocess directory is set
     celeryd_after_setup,
@@ -36,6 +41,7 @@ from celery.signals import (  # noqa: E402 - after the multiprocess directory is
     task_postrun,
     task_prerun,
     task_retry,
+    worker_init,
     worker_process_shutdown,
     worker_ready,
 )
@@ -86,6 +92,14 @@ def _logging(**_kwargs) -> None:
 def _remember_name(sender, **_kwargs) -> None:  # noqa: ANN001
     global _worker_name
     _worker_name = str(sender)
+
+
+@worker_init.connect
+def _fresh_metrics(**_kwargs) -> None:
+    # before the pool forks: files left by a previous run of this worker would be summed in again
+    if _PORT and "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+            stale.unlink(missing_ok=True)
 
 
 @worker_ready.connect
