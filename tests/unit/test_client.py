@@ -58,3 +58,21 @@ def test_a_4xx_is_not_retried_and_names_the_detail(flaky):
         Client(url, "k", backoff=0.01).get("/missing")
     assert exc.value.status_code == 404 and "GET /missing -> 404: status 404" in str(exc.value)
     assert seen["/missing"] == 1
+
+
+def test_demo_contact_sheet_shows_every_design_in_index_order(tmp_path):
+    from PIL import Image
+
+    from cli.demo import contact_sheet
+
+    colours = ["red", "green", "blue", "yellow", "white"] * 3
+    for i, colour in enumerate(colours):
+        Image.new("RGB", (32, 32), colour).save(tmp_path / f"{i}.png")
+    with Image.open(contact_sheet(tmp_path, tmp_path / "sheet.png", cell=16, columns=12)) as sheet:
+        assert sheet.size == (12 * 16, 2 * 16)
+        assert sheet.getpixel((8, 8)) == (255, 0, 0) and sheet.getpixel((16 * 2 + 8, 8)) == (0, 0, 255)
+        assert sheet.getpixel((16 * 2 + 8, 16 + 8)) == (
+            0,
+            0,
+            255,
+        )  # design 14 opens the second row's third cell
