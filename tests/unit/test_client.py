@@ -71,8 +71,5 @@ def test_demo_contact_sheet_shows_every_design_in_index_order(tmp_path):
     with Image.open(contact_sheet(tmp_path, tmp_path / "sheet.png", cell=16, columns=12)) as sheet:
         assert sheet.size == (12 * 16, 2 * 16)
         assert sheet.getpixel((8, 8)) == (255, 0, 0) and sheet.getpixel((16 * 2 + 8, 8)) == (0, 0, 255)
-        assert sheet.getpixel((16 * 2 + 8, 16 + 8)) == (
-            0,
-            0,
-            255,
-        )  # design 14 opens the second row's third cell
+        assert sheet.getpixel((8, 16 + 8)) == (0, 0, 255)  # design 12 opens the second row
+        assert sheet.getpixel((16 * 2 + 8, 16 + 8)) == (255, 255, 255)  # design 14
