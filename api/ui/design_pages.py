@@ -32,7 +32,7 @@ POSTPROCESS = ("upscale", "background")
 
 
 def _models(key, session) -> list[model_routes.ModelOut]:  # noqa: ANN001
-    return model_routes.list_models(key, session, 50, None).items
+    return model_routes.list_models(_=key, session=session, limit=50, cursor=None).items
 
 
 @router.get("/generate")
@@ -102,7 +102,12 @@ async def generate_submit(
     try:
         # the form token makes a double-clicked submit one job, like the API's Idempotency-Key
         job = generation_routes.submit_generation(
-            body, key, session, settings, Response(), form.get("idempotency") or str(uuid.uuid4())
+            body=body,
+            key=key,
+            session=session,
+            settings=settings,
+            response=Response(),
+            idempotency_key=form.get("idempotency") or str(uuid.uuid4()),
         )
     except HTTPException as exc:
         detail = exc.detail if isinstance(exc.detail, str) else _detail_text(exc.detail)
@@ -123,14 +128,14 @@ def models_page(request: Request, key: UiRead, session: SessionDep):
 
 @router.get("/models/{model_id}")
 def model_page(request: Request, model_id: str, key: UiRead, session: SessionDep, store: StoreDep):
-    version = model_routes.get_model(model_id, key, session, store)
+    version = model_routes.get_model(model_id=model_id, _=key, session=session, store=store)
     return render(request, "model.html", key, model=version)
 
 
 @router.post("/models/{model_id}/promote")
 def promote(model_id: str, key: UiAdmin, _: Csrf, session: SessionDep) -> RedirectResponse:
     try:
-        model_routes.promote_model(model_id, key, session)
+        model_routes.promote_model(model_id=model_id, key=key, session=session)
     except registry.ModelNotFound as exc:
         raise HTTPException(404, detail=str(exc)) from exc
     return RedirectResponse(f"/ui/models/{model_id}", status_code=303)
@@ -139,13 +144,13 @@ def promote(model_id: str, key: UiAdmin, _: Csrf, session: SessionDep) -> Redire
 @router.get("/schedules")
 def schedules_page(request: Request, key: UiRead, session: SessionDep):
     return render(
-        request, "schedules.html", key, schedules=schedule_routes.list_schedules(key, session).items
+        request, "schedules.html", key, schedules=schedule_routes.list_schedules(_=key, session=session).items
     )
 
 
 @router.get("/catalogue")
 def catalogue_page(request: Request, key: UiRead, session: SessionDep):
-    stats = catalogue_routes.catalogue_stats(key, session)
+    stats = catalogue_routes.catalogue_stats(_=key, session=session)
     return render(
         request,
         "catalogue.html",

@@ -81,7 +81,9 @@ def jobs_page(
     cursor: str | None = None,
     fragment: bool = False,
 ):
-    page = job_routes.list_jobs(key, session, kind or None, status or None, 25, cursor)
+    page = job_routes.list_jobs(
+        _=key, session=session, kind=kind or None, status=status or None, limit=25, cursor=cursor
+    )
     name = "jobs_rows.html" if fragment else "jobs.html"
     return render(
         request, name, key, page=page, kind=kind, status=status, kinds=jobs.KINDS, states=jobs.STATES
@@ -90,21 +92,21 @@ def jobs_page(
 
 @router.get("/jobs/{job_id}")
 def job_page(request: Request, job_id: str, key: UiRead, session: SessionDep):
-    job = JobOut.of(job_routes.get_job_or_404(session, job_id))
-    events = job_routes.job_events(job_id, key, session, 200, None)
+    job = job_routes.get_job(job_id=job_id, _=key, session=session)
+    events = job_routes.job_events(job_id=job_id, _=key, session=session, limit=200, cursor=None)
     return render(request, "job.html", key, job=job, events=events.items, terminal=jobs.TERMINAL)
 
 
 @router.get("/jobs/{job_id}/stream")
 async def job_stream(job_id: str, request: Request, key: UiRead):
     # the API's own event stream, with the cookie instead of a bearer header (EventSource sends no headers)
-    return await generation_routes.stream_job(job_id, request, key)
+    return await generation_routes.stream_job(job_id=job_id, request=request, _=key)
 
 
 @router.post("/jobs/{job_id}/cancel")
 def cancel(job_id: str, key: UiSubmit, _: Csrf, session: SessionDep) -> RedirectResponse:
     try:
-        job_routes.cancel_job(job_id, key, session)
+        job_routes.cancel_job(job_id=job_id, _=key, session=session)
     except HTTPException as exc:
         if exc.status_code != 409:  # already ended: the job page says so
             raise
@@ -124,7 +126,13 @@ def images_page(
 ):
     job = generation_routes._generate_job(session, job_id)
     page = generation_routes.list_generated_images(
-        job_id, key, session, store, category or None, settings.ui_page_size, cursor
+        job_id=job_id,
+        _=key,
+        session=session,
+        store=store,
+        category=category or None,
+        limit=settings.ui_page_size,
+        cursor=cursor,
     )
     categories = [name for name, _ in (job.params or {}).get("per_category", [])]
     return render(
@@ -173,12 +181,12 @@ def thumbnail(
 
 @router.get("/jobs/{job_id}/manifest")
 def manifest(job_id: str, key: UiRead, session: SessionDep, store: StoreDep) -> RedirectResponse:
-    return generation_routes.job_manifest(job_id, key, session, store)
+    return generation_routes.job_manifest(job_id=job_id, _=key, session=session, store=store)
 
 
 @router.get("/jobs/{job_id}/archive")
 def archive(job_id: str, key: UiRead, session: SessionDep, store: StoreDep) -> RedirectResponse:
-    return generation_routes.job_archive(job_id, key, session, store)
+    return generation_routes.job_archive(job_id=job_id, _=key, session=session, store=store)
 
 
 def _image(session, job_id: str, index: int) -> GeneratedImage:  # noqa: ANN001
