@@ -107,10 +107,15 @@ def configure_logging(process: str, *, fmt: str | None = None, level: str | None
     root.addHandler(handler)
     root.setLevel(level)
     # uvicorn and Celery install handlers of their own on these; let them propagate to ours instead.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "celery.task"):
+    for name in ("uvicorn", "uvicorn.error", "celery", "celery.task"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    # The API's middleware already writes one line per request, with its route and request id.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False
+    logging.captureWarnings(True)  # warnings become log lines too, not stray text on stderr
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     _configured = process
