@@ -79,6 +79,7 @@ def shot(page, name: str) -> None:  # noqa: ANN001
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+@pytest.mark.timeout(600)  # about a minute on an idle 2-core machine; generous for a shared one
 def test_a_designer_signs_in_generates_pages_filters_opens_and_promotes(gallery_stack, model_id, browser):
     base = gallery_stack.api_url
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -145,10 +146,19 @@ def test_a_designer_signs_in_generates_pages_filters_opens_and_promotes(gallery_
     assert all(0 < w <= 160 for w in widths), widths
     html_bytes = len(first.body())
     thumb_bytes = sum(sizes.values())
+    originals = httpx.get(
+        f"{base}/v1/jobs/{job_id}/images",
+        params={"limit": 60},
+        headers={"Authorization": f"Bearer {gallery_stack.admin_key}"},
+    ).json()["items"]
+    original_bytes = sum(i["size_bytes"] for i in originals)
+    assert len(sizes) == 60 and thumb_bytes < original_bytes / 2, (thumb_bytes, original_bytes)
     (ARTIFACTS / "thumbnail-page.json").write_text(
-        json.dumps({"html_bytes": html_bytes, "thumbnails": len(sizes), "thumbnail_bytes": thumb_bytes})
-        + "\n"
-    )
+        json.dumps(
+            {"html_bytes": html_bytes, "thumbnails": len(sizes), "thumbnail_bytes": thumb_bytes,
+             "original_bytes_of_the_same_60": original_bytes}
+        ) + "\n"
+    )  # fmt: skip
     shot(page, "05-images-page-1")
     page.click("a[rel=next]")
     page.wait_for_load_state("networkidle")
