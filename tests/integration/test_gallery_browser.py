@@ -75,6 +75,13 @@ def browser():  # noqa: ANN201
         b.close()
 
 
+def grid_loaded(page) -> None:  # noqa: ANN001
+    """Every thumbnail of the grid has arrived (each first view makes its thumbnail in the API)."""
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('ul.grid img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
+
+
 def shot(page, name: str) -> None:  # noqa: ANN001
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
@@ -135,9 +142,14 @@ def test_a_designer_signs_in_generates_pages_filters_opens_and_promotes(gallery_
 
     # Paging through thumbnails: small derived images, not the 256 px files scaled by the browser.
     sizes: dict[str, int] = {}
-    page.on("response", lambda r: sizes.__setitem__(r.url, len(r.body())) if "/thumbs/" in r.url else None)
+    page.on(
+        "response",
+        lambda r: (
+            sizes.__setitem__(r.url, len(r.body())) if r.status == 200 and "/thumbs/" in r.url else None
+        ),
+    )
     first = page.goto(f"{base}/ui/jobs/{job_id}/images")
-    page.wait_for_load_state("networkidle")
+    grid_loaded(page)
     thumbs = page.locator("ul.grid img")
     assert thumbs.count() == 60
     widths = page.eval_on_selector_all(
@@ -160,23 +172,26 @@ def test_a_designer_signs_in_generates_pages_filters_opens_and_promotes(gallery_
         ) + "\n"
     )  # fmt: skip
     shot(page, "05-images-page-1")
-    page.click("a[rel=next]")
-    page.wait_for_load_state("networkidle")
+    with page.expect_navigation():
+        page.click("a[rel=next]")
+    grid_loaded(page)
     assert page.locator("ul.grid li span").first.inner_text() == "dress #60"
     shot(page, "06-images-page-2")
 
     # Filtering to one category: every thumbnail is a hat, in index order from the first hat.
     page.select_option("select[name=category]", "hat")
-    page.click("form.filters button[type=submit]")
-    page.wait_for_load_state("networkidle")
+    with page.expect_navigation():
+        page.click("form.filters button[type=submit]")
+    grid_loaded(page)
     cats = page.eval_on_selector_all("ul.grid img", "imgs => imgs.map(i => i.dataset.category)")
     assert cats == ["hat"] * 60
     assert page.locator("ul.grid li span").first.inner_text() == "hat #200"
     shot(page, "07-images-hats")
 
     # Opening one: the full-size file, its provenance and a download link.
-    page.locator("ul.grid a").nth(3).click()
-    page.wait_for_load_state("networkidle")
+    with page.expect_navigation():
+        page.locator("ul.grid a").nth(3).click()
+    page.wait_for_function("() => document.querySelector('figure.full img').complete")
     facts = page.inner_text("dl.facts")
     assert "hat" in facts and "203" in facts and str(7 + 203) in facts and model_id in facts
     assert page.eval_on_selector("figure.full img", "i => i.naturalWidth") == 256
