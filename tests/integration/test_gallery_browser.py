@@ -202,6 +202,8 @@ def test_a_designer_signs_in_generates_pages_filters_opens_and_promotes(gallery_
     page.click("text=Make variations")
     page.wait_for_url(f"{base}/ui/jobs/*")
     assert page.url.rsplit("/", 1)[-1] != job_id
+    page.wait_for_selector("#job [data-field=status].succeeded", timeout=120_000)
+    assert page.inner_text("[data-field=count]") == "8/8"
     shot(page, "09-variations-job")
 
     # Promoting the model (admins only), then the other pages.
