@@ -105,8 +105,9 @@ def run_demo(data_dir: Path | None, per_category: int, train_steps: int, *, keep
 
 
 def contact_sheet(directory: Path, out: Path, *, cell: int = 96, columns: int = 12) -> Path:
-    """One PNG of every design in `directory`, in index order, to see the batch at a glance."""
-    from PIL import Image
+    """One PNG of every design in `directory`, in index order, to see the batch at a glance; small
+    designs are scaled up to the cell, so a 32 px batch is still something to look at."""
+    from PIL import Image, ImageOps
 
     files = sorted(
         (p for p in directory.iterdir() if p.suffix in {".png", ".webp", ".jpeg", ".jpg"}),
@@ -116,9 +117,8 @@ def contact_sheet(directory: Path, out: Path, *, cell: int = 96, columns: int = 
     sheet = Image.new("RGB", (columns * cell, rows * cell), "white")
     for i, path in enumerate(files):
         with Image.open(path) as img:
-            img = img.convert("RGB")
-            img.thumbnail((cell, cell))
-            sheet.paste(img, ((i % columns) * cell, (i // columns) * cell))
+            img = ImageOps.contain(img.convert("RGB"), (cell - 4, cell - 4), Image.Resampling.LANCZOS)
+            sheet.paste(img, ((i % columns) * cell + 2, (i // columns) * cell + 2))
     sheet.save(out)
     return out
 
