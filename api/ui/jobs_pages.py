@@ -55,6 +55,10 @@ def login(
     api_key: Annotated[str, Form(max_length=200)] = "",
     next: Annotated[str, Form()] = "/ui/jobs",  # noqa: A002
 ):
+    origin = request.headers.get("origin")
+    if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
+        # a sign-in form posted from another site would sign this browser in to the attacker's key
+        raise HTTPException(403, detail="sign-in is only accepted from this site's own form")
     key = auth.find_key(session=session, secret=api_key.strip()) if api_key.strip() else None
     if key is None or not auth.has_scope(key, "read"):
         error = "unknown or revoked API key" if key is None else "this API key lacks the `read` scope"

@@ -52,6 +52,8 @@ def test_sign_in_gives_an_httponly_strict_cookie_without_the_key(ui):
     secret = make_key(["read"])
     page = ui.get("/ui/models", follow_redirects=False)
     assert page.status_code == 303 and page.headers["location"] == "/ui/login?next=/ui/models"
+    foreign = ui.post("/ui/login", data={"api_key": secret}, headers={"Origin": "https://evil.example"})
+    assert foreign.status_code == 403 and "set-cookie" not in foreign.headers
     wrong = ui.post("/ui/login", data={"api_key": "atl_nope"})
     assert wrong.status_code == 401 and "unknown or revoked API key" in wrong.text
     response = ui.post(
