@@ -216,7 +216,9 @@ def main() -> None:
     from cli.client import ApiError
 
     try:
-        cli(standalone_mode=False)
+        code = cli(standalone_mode=False)  # an exit code when a command called ctx.exit(code)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
