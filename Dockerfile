@@ -2,13 +2,13 @@
 #
 # Two images from one file:
 #   --target api     FastAPI app and the `atelier` CLI (migrations); installs .[api], no torch
-#   --target worker  Celery workers and beat; installs .[worker,api] with torch from the CUDA wheel index
+#   --target worker  Celery workers and beat; installs .[worker,api] with the CUDA build of torch
 #
 #   docker build --target api -t atelier/api .
 #   docker build --target worker -t atelier/worker .
 #   docker build --target worker --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu .
 #
-# Dependencies are installed from pyproject.toml before the source is copied, so a code change
+# Dependencies are installed from the lock files before the source is copied, so a code change
 # rebuilds only the last layers. Runtime images hold the virtual environment and nothing else.
 
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -37,44 +37,44 @@ COPY cli /src/cli
 COPY migrations /src/migrations
 
 # ---------------------------------------------------------------------------------------------------
+# Third-party packages come from the lock files in docker/ (exact versions and sha256 hashes, made by
+# `make lock` from pyproject.toml), so two builds a month apart install the same bytes.
 FROM base AS build-base
 RUN python -m venv /opt/venv && pip install --upgrade pip setuptools wheel
 WORKDIR /src
-COPY pyproject.toml ./
-# Print the base dependencies plus those of the named extras (self-references like atelier[...] skipped).
-RUN printf '%s\n' \
-    'import sys, tomllib' \
-    'project = tomllib.load(open("pyproject.toml", "rb"))["project"]' \
-    'deps = list(project["dependencies"])' \
-    'for extra in sys.argv[1:]:' \
-    '    deps += project["optional-dependencies"][extra]' \
-    'print("\n".join(d for d in deps if not d.startswith(project["name"] + "[")))' \
-    > /usr/local/bin/requirements-from-pyproject.py
 
 # ---------------------------------------------------------------------------------------------------
 FROM build-base AS build-api
-RUN python /usr/local/bin/requirements-from-pyproject.py api > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt
+COPY docker/api.lock /tmp/api.lock
+RUN pip install --require-hashes --no-deps -r /tmp/api.lock
 COPY --from=source /src /src
 RUN pip install --no-deps . && atelier --help > /dev/null
 
 # ---------------------------------------------------------------------------------------------------
 FROM build-base AS build-worker
-# CUDA 12.4 wheels by default; pass https://download.pytorch.org/whl/cpu for a CPU-only image.
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu124
+# torch 2.13.0 as PyPI publishes it for Linux x86_64: a CUDA 13 build (nvidia-*-cu13 wheels, NVIDIA
+# driver 580 or newer), locked with its hashes in docker/worker.lock. For another build, name its
+# index, e.g. --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu (or a cu12x index that
+# publishes 2.13.0 for older drivers): torch and its CUDA wheels are then taken from there instead.
+ARG TORCH_INDEX_URL=
 # Keep equal to the torch pin of the worker extra in pyproject.toml (tests/unit/test_compose.py checks).
 ARG TORCH_VERSION=2.13.0
-RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
-RUN python /usr/local/bin/requirements-from-pyproject.py worker api > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt
+COPY docker/worker.lock docker/filter_lock.py /tmp/
+RUN if [ -z "${TORCH_INDEX_URL}" ]; then \
+      pip install --require-hashes --no-deps -r /tmp/worker.lock; \
+    else \
+      pip install --index-url "${TORCH_INDEX_URL}" --extra-index-url https://pypi.org/simple "torch==${TORCH_VERSION}" \
+      && python /tmp/filter_lock.py /tmp/worker.lock torch triton 'nvidia-*' 'cuda-*' > /tmp/rest.lock \
+      && pip install --require-hashes --no-deps -r /tmp/rest.lock; \
+    fi
 COPY --from=source /src /src
 RUN pip install --no-deps . && python -c "import torch, workers.celery_app"
 
 # ---------------------------------------------------------------------------------------------------
 FROM base AS worker
-# Seen by the NVIDIA container runtime when compose reserves a GPU; harmless without one.
-ENV NVIDIA_VISIBLE_DEVICES=all \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+# Which GPUs a container sees comes from compose's device reservation (device_ids), never from the
+# image: NVIDIA_VISIBLE_DEVICES=all here would hand every replica every GPU.
+ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility
 COPY --from=build-worker /opt/venv /opt/venv
 USER atelier
 WORKDIR /app

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo up test lint format clean
+.PHONY: install demo up test lint format clean lock
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,3 +37,11 @@ format: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+
+# The images' lock files (exact versions and hashes for Linux x86_64, Python 3.11) from pyproject.toml.
+lock: install
+	$(BIN)/python -m pip install -q uv
+	$(BIN)/uv pip compile pyproject.toml --extra api --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --generate-hashes --no-header -o docker/api.lock
+	$(BIN)/uv pip compile pyproject.toml --extra api --extra worker --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --generate-hashes --no-header -o docker/worker.lock

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api import overload
+from api import metrics, overload, ui
 from api.limits import LimitsMiddleware
+from api.observability import ObservabilityMiddleware
 from api.routes import catalogue, generation, health, jobs, keys, models, schedules, training, trends, tryon
+from core.logging import configure_logging
 from core.queue import send_in_background
 
 
 def create_app() -> FastAPI:
+    configure_logging("api")
     send_in_background()  # a request never waits on the broker: the reconciler covers a failed send
     app = FastAPI(title="Atelier", version="0.1.0", description="GAN training and bulk design generation")
     app.include_router(health.router)
@@ -23,8 +26,13 @@ def create_app() -> FastAPI:
     app.include_router(tryon.router)
     app.include_router(trends.router)
     app.include_router(keys.router)
-    overload.install(app)  # 503 + Retry-After under overload, never a 500 after 30 s
-    app.add_middleware(LimitsMiddleware)  # outermost: auth and body limits before any body is read
+    app.include_router(metrics.router)
+    ui.mount(app)
+    # the last one added runs first: request ids and latency around everything, then auth and body
+    # limits before any body is read, then overload (503 + Retry-After, never a 500 after 30 s)
+    overload.install(app)
+    app.add_middleware(LimitsMiddleware)
+    app.add_middleware(ObservabilityMiddleware)
     return app
 
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import click
 
 from cli.client import Client
-from cli.generation_cmds import demo_generate
+from cli.generation_cmds import demo_generate, download_job
 from cli.stack import Stack
 from cli.training_cmds import training_progress_line
 from core.storage import ObjectStore
 from core.synthetic import CATEGORIES, catalogue_zip, make_catalogue
 
 
-def run_demo(data_dir: Path | None, per_category: int, train_steps: int) -> int:
+def run_demo(data_dir: Path | None, per_category: int, train_steps: int, *, keep: bool = False) -> int:
     data_dir = Path(data_dir or tempfile.mkdtemp(prefix="atelier-demo-"))
     click.echo(f"Starting the embedded stack in {data_dir} ...")
     t0 = time.monotonic()
@@ -75,6 +75,12 @@ def run_demo(data_dir: Path | None, per_category: int, train_steps: int) -> int:
                 click.echo(f"  manifest s3://{bucket}/{gen['result'].get('manifest_key')}")
                 if gen["result"].get("archive_key"):
                     click.echo(f"  archive  s3://{bucket}/{gen['result']['archive_key']}")
+                designs = data_dir / "designs"
+                counts = download_job(client, gen["id"], designs)
+                sheet = contact_sheet(designs, data_dir / "contact-sheet.png")
+                click.echo(f"  downloaded {counts['downloaded'] + counts['skipped']} designs to {designs}")
+                click.echo(f"  contact sheet {sheet}")
+                statuses["download"] = "succeeded" if not counts["failed"] else "failed"
         click.echo("Results:")
         click.echo(
             f"  originals  s3://{stack.settings.s3_bucket}/catalogue/originals/ (SeaweedFS in {data_dir}/s3)"
@@ -83,10 +89,52 @@ def run_demo(data_dir: Path | None, per_category: int, train_steps: int) -> int:
         click.echo(f"  models     s3://{stack.settings.s3_bucket}/models/")
         click.echo(f"  designs    s3://{stack.settings.s3_bucket}/generated/")
         click.echo(f"  database   {stack.env['ATELIER_DATABASE_URL']}")
+        if statuses.get("generate") == "succeeded":
+            click.echo(
+                f"Open the designs: {data_dir / 'designs'}  (contact sheet {data_dir / 'contact-sheet.png'})"
+            )
         client.close()
+        if keep:
+            keep_running(stack)
     click.echo("Stack stopped.")
     failed = {kind: status for kind, status in statuses.items() if status != "succeeded"}
     if failed:
         click.echo(f"demo FAILED: {failed}", err=True)
         return 1
     return 0
+
+
+def contact_sheet(directory: Path, out: Path, *, cell: int = 96, columns: int = 12) -> Path:
+    """One PNG of every design in `directory`, in index order, to see the batch at a glance; small
+    designs are scaled up to the cell, so a 32 px batch is still something to look at."""
+    from PIL import Image, ImageOps
+
+    files = sorted(
+        (p for p in directory.iterdir() if p.suffix in {".png", ".webp", ".jpeg", ".jpg"}),
+        key=lambda p: int(p.stem) if p.stem.isdigit() else p.stem,
+    )
+    rows = max(1, -(-len(files) // columns))
+    sheet = Image.new("RGB", (columns * cell, rows * cell), "white")
+    for i, path in enumerate(files):
+        with Image.open(path) as img:
+            img = ImageOps.contain(img.convert("RGB"), (cell - 4, cell - 4), Image.Resampling.LANCZOS)
+            sheet.paste(img, ((i % columns) * cell + 2, (i // columns) * cell + 2))
+    sheet.save(out)
+    return out
+
+
+def keep_running(stack: Stack) -> None:
+    """`atelier demo --keep`: the stack and the gallery stay up until Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo("The stack keeps running (Ctrl-C stops it):")
+    click.echo(f"  gallery   {stack.api_url}/ui")
+    click.echo(f"  admin key {stack.admin_key}   (also in {stack.data_dir / 'admin.key'})")
+    click.echo(f"  API       {stack.api_url}/docs   metrics {stack.api_url}/metrics")
+    while not stop.wait(1.0):
+        for name in stack.supervise_once():
+            click.echo(f"  restarted {name} (exited unexpectedly)")

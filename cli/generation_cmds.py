@@ -7,9 +7,7 @@ atelier download JOB DIR      pages through /images, downloads in parallel, veri
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +17,7 @@ from typing import Any
 import click
 import httpx
 
+from cli.client import _sha256_of
 from cli.options import api_option, key_option
 from cli.options import make_client as _client
 
@@ -35,15 +34,6 @@ def parse_per_category(value: str | None) -> dict[str, int] | None:
             )
         out[name.strip()] = int(n)
     return out
-
-
-def progress_line(job: dict) -> str:
-    p = job["progress"]
-    pct = 100 * p["done"] / p["total"] if p["total"] else 0
-    rate = (p.get("info") or {}).get("rate")
-    eta = f" eta {job['eta_seconds']:.0f}s" if job.get("eta_seconds") else ""
-    speed = f" {rate:.0f} img/s" if rate else ""
-    return f"\r{job['status']:<20} {p['done']}/{p['total']} ({pct:5.1f}%){speed}{eta}   "
 
 
 @click.command("generate")
@@ -85,40 +75,26 @@ def generate(
         body["postprocess"] = ops
     if archive:
         body["archive"] = True
-    client = _client(api_url, key_file)
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-    from cli.client import ApiError
+    from cli.progress import JobProgress
 
-    try:
-        job = client.post("/v1/generation-jobs", json=body, headers=headers)
-    except ApiError as exc:
-        raise click.ClickException(str(exc)) from exc
+    client = _client(api_url, key_file)
+    job = client.submit_generation(body, idempotency_key=idempotency_key)
     if not wait:
         click.echo(json.dumps(job, indent=2))
         return
     click.echo(f"job {job['id']}: {job['progress']['total']} images on {job['priority']}", err=True)
-    job = client.wait(job["id"], timeout=7 * 24 * 3600, interval=1.0, on_update=lambda j: click.echo(
-        progress_line(j), nl=False, err=True))  # fmt: skip
-    click.echo(err=True)
+    with JobProgress("generate") as bar:  # on stderr: `--wait | jq .status` sees only the JSON
+        job = client.wait(job["id"], timeout=7 * 24 * 3600, interval=1.0, on_update=bar.update)
     click.echo(json.dumps(job, indent=2))
     if job["status"] not in ("succeeded", "partially_succeeded"):
         sys.exit(1)
 
 
-def _sha256_of(path: Path) -> str | None:
-    if not path.exists():
-        return None
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download_job(
     client, job_id: str, directory: Path, *, workers: int = 8, category: str | None = None
 ) -> dict:  # noqa: ANN001
-    """Download every image of a job into `directory` as <index>.<ext>; returns counts."""
+    """Download every image of a job into `directory` as <index>.<ext>, page by page; files already
+    there with the right sha256 are skipped and partial ones resumed, so a rerun continues."""
     directory.mkdir(parents=True, exist_ok=True)
     counts = {"downloaded": 0, "skipped": 0, "failed": 0, "bytes": 0}
     http = httpx.Client(timeout=120)
@@ -128,25 +104,28 @@ def download_job(
         if _sha256_of(path) == item["sha256"]:
             return "skipped", 0
         for _attempt in range(3):
-            data = http.get(item["url"]).content
-            if hashlib.sha256(data).hexdigest() == item["sha256"]:
-                tmp = path.with_suffix(path.suffix + ".part")
-                tmp.write_bytes(data)
-                os.replace(tmp, path)  # never a half-written file under the final name
-                return "downloaded", len(data)
+            try:
+                return "downloaded", client.download_file(item["url"], path, sha256=item["sha256"], http=http)
+            except (ValueError, httpx.TransportError):
+                continue
         return "failed", 0
 
-    cursor = None
     with ThreadPoolExecutor(workers) as pool:
-        while True:
-            page = client.get(f"/v1/jobs/{job_id}/images", limit=500, cursor=cursor, category=category)
-            for outcome, size in pool.map(fetch, page["items"]):
-                counts[outcome] += 1
-                counts["bytes"] += size
-            if not (cursor := page["next_cursor"]):
-                break
+        batch: list[dict] = []
+        for item in client.images(job_id, category=category):
+            batch.append(item)
+            if len(batch) == 500:  # presigned URLs expire: fetch each page soon after listing it
+                _tally(counts, pool.map(fetch, batch))
+                batch = []
+        _tally(counts, pool.map(fetch, batch))
     http.close()
     return counts
+
+
+def _tally(counts: dict, outcomes) -> None:  # noqa: ANN001
+    for outcome, size in outcomes:
+        counts[outcome] += 1
+        counts["bytes"] += size
 
 
 @click.command("download")

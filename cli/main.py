@@ -37,7 +37,9 @@ def up(data_dir: Path, port: int) -> None:
     click.echo(f"  admin key {stack.data_dir / 'admin.key'}")
     click.echo(f"  S3        {stack.s3_url}  bucket {stack.settings.s3_bucket}")
     click.echo(f"  broker    {stack.broker_url}")
-    click.echo(f"  logs      {stack.data_dir / 'logs'}")
+    click.echo(f"  gallery   {stack.api_url}/ui   (sign in with the admin key)")
+    click.echo(f"  metrics   {stack.api_url}/metrics, " + ", ".join(stack.metrics_urls().values()))
+    click.echo(f"  logs      {stack.data_dir / 'logs'}/<process>.log (JSON lines)")
     try:
         while not stop.wait(1.0):
             for name in stack.supervise_once():
@@ -52,11 +54,13 @@ def up(data_dir: Path, port: int) -> None:
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="default: a new temp dir")
 @click.option("--per-category", type=int, default=40, show_default=True)
 @click.option("--train-steps", type=int, default=300, show_default=True)
-def demo(data_dir: Path | None, per_category: int, train_steps: int) -> None:
-    """Run the main job end to end on the embedded stack with a drawn catalogue."""
+@click.option("--keep", is_flag=True, help="leave the stack and the /ui gallery running afterwards")
+def demo(data_dir: Path | None, per_category: int, train_steps: int, keep: bool) -> None:
+    """Run the main job end to end on the embedded stack with a drawn catalogue; the designs and a
+    contact sheet land in DATA_DIR/designs."""
     from cli.demo import run_demo
 
-    sys.exit(run_demo(data_dir, per_category, train_steps))
+    sys.exit(run_demo(data_dir, per_category, train_steps, keep=keep))
 
 
 @cli.command()
@@ -214,16 +218,12 @@ def _read_dates(path: Path) -> dict[str, str]:
 @key_option
 def status(job_id: str, watch: bool, api_url: str, key_file: Path | None) -> None:
     """Show a job (with --watch, a progress line until it ends)."""
+    from cli.progress import JobProgress
+
     client = make_client(api_url, key_file)
-
-    def show(job: dict) -> None:
-        p = job["progress"]
-        eta = f" eta {job['eta_seconds']:.0f}s" if job.get("eta_seconds") else ""
-        click.echo(f"\r{job['status']:<20} {p['done']}/{p['total']}{eta}   ", nl=False)
-
-    if watch:
-        job = client.wait(job_id, timeout=7 * 24 * 3600, interval=1.0, on_update=show)
-        click.echo()
+    if watch:  # the bar goes to stderr: stdout stays the job's JSON
+        with JobProgress(job_id[:8], unit="") as bar:
+            job = client.wait(job_id, timeout=7 * 24 * 3600, interval=1.0, on_update=bar.update)
     else:
         job = client.job(job_id)
     click.echo(json.dumps(job, indent=2))
@@ -237,6 +237,7 @@ def submit() -> None:
 def _register_clients() -> None:
     from cli.catalogue_import import catalogue_import
     from cli.generation_cmds import download, generate
+    from cli.jobs_cmds import jobs
     from cli.training_cmds import models, schedules, submit_train
 
     submit.add_command(generate)
@@ -245,6 +246,7 @@ def _register_clients() -> None:
     cli.add_command(models)
     cli.add_command(schedules)
     catalogue.add_command(catalogue_import)
+    cli.add_command(jobs)
 
 
 _register_clients()
@@ -278,7 +280,27 @@ _register_optional()
 
 
 def main() -> None:
-    cli()
+    """Errors the API answered (4xx, 5xx) or an unreachable API are one line on stderr, not a traceback."""
+    import httpx
+
+    from cli.client import ApiError
+
+    try:
+        code = cli(standalone_mode=False)  # an exit code when a command called ctx.exit(code)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ApiError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except httpx.TransportError as exc:
+        click.echo(f"error: cannot reach the API ({exc.__class__.__name__}: {exc})", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

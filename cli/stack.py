@@ -10,7 +10,9 @@
       ├─ worker-control (celery -Q control: reconciler, dispatch, schedules)
       └─ beat           (celery beat: reconciler, schedules)
 
-Ports are free loopback ports, remembered in DIR/stack.json so that a restart reuses them. Each child
+Ports are free loopback ports, remembered in DIR/stack.json so that a restart reuses them (each
+worker serves its Prometheus metrics on one of them). Every child writes JSON log lines to
+DIR/logs/<name>.log, so the console of `atelier up` stays free for what a person reads. Each child
 runs in its own process group and dies with this process (PR_SET_PDEATHSIG); `supervise()` restarts a
 child that exits, as a docker-compose restart policy would; `stop()` ends every group, no child left.
 """
@@ -115,7 +117,7 @@ class Stack:
     def _ports(self) -> dict[str, int]:
         path = self.data_dir / "stack.json"
         saved = json.loads(path.read_text()).get("ports", {}) if path.exists() else {}
-        wanted = ["redis", "api", *WEED_PORTS]
+        wanted = ["redis", "api", *WEED_PORTS, *(f"metrics-worker-{w}" for w in self.workers)]
         ports: dict[str, int] = {}
         for name in wanted:
             if name == "api" and self.api_port:
@@ -137,6 +139,13 @@ class Stack:
     @property
     def s3_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['s3.port']}"
+
+    def metrics_urls(self) -> dict[str, str]:
+        return {
+            name.removeprefix("metrics-"): f"http://127.0.0.1:{port}/metrics"
+            for name, port in self.ports.items()
+            if name.startswith("metrics-")
+        }
 
     @property
     def broker_url(self) -> str:
@@ -314,12 +323,15 @@ class Stack:
     # ---- lifecycle ----------------------------------------------------------------------------
     def _spawn(self, child: Child) -> None:
         log = open(child.log, "ab")  # noqa: SIM115 - owned by the child process
+        env = {**self._child_env(), "ATELIER_PROCESS": child.name}  # the `process` of its JSON log lines
+        if f"metrics-{child.name}" in self.ports:
+            env["ATELIER_WORKER_METRICS_PORT"] = str(self.ports[f"metrics-{child.name}"])
         child.proc = subprocess.Popen(
             child.argv,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=self._child_env(),
+            env=env,
             cwd=str(self.data_dir),
             preexec_fn=_die_with_parent,
         )

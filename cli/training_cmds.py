@@ -50,13 +50,10 @@ def submit_train(
     }
     job = client.post("/v1/training-jobs", json=body)
     if wait:
-        job = client.wait(
-            job["id"],
-            timeout=30 * 24 * 3600,
-            interval=1.0,
-            on_update=lambda j: click.echo(training_progress_line(j), nl=False),
-        )
-        click.echo()
+        from cli.progress import JobProgress
+
+        with JobProgress("train", unit="step") as bar:  # stderr: stdout stays the job's JSON
+            job = client.wait(job["id"], timeout=30 * 24 * 3600, interval=1.0, on_update=bar.update)
     _echo(job)
 
 

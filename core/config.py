@@ -128,6 +128,21 @@ class Settings(BaseSettings):
                     ) from exc
         return v
 
+    # Operating it: logs, metrics, the gallery. Presigned URLs are signed for the public endpoint
+    # (what a browser or a laptop resolves) when one is set; the API itself talks to s3_endpoint_url.
+    s3_public_endpoint_url: str | None = None
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_cache_seconds: float = Field(5.0, ge=0)
+    # 0 turns a worker's metrics endpoint off; each worker needs a port of its own on its host.
+    worker_metrics_port: int = Field(0, ge=0, le=65535)
+    # Signs gallery session cookies; unset, a key derived from ATELIER_S3_SECRET_KEY (which every API
+    # replica already shares) is used, so production needs no extra secret.
+    ui_session_secret: str | None = None
+    ui_session_hours: float = Field(12.0, gt=0, le=24 * 30)
+    ui_page_size: int = Field(60, ge=1, le=500)
+    thumb_size: int = Field(160, ge=32, le=512)
+
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:
         if self.task_time_limit <= self.task_soft_time_limit:

@@ -24,9 +24,17 @@ class ObjectStore:
     def __init__(self, settings: Settings):
         self.bucket = settings.s3_bucket
         self.presign_expires = settings.presign_expires_seconds
-        self.client = boto3.session.Session().client(
+        self.client = self._client(settings, settings.s3_endpoint_url)
+        # Presigning is local (no request is made), so a second client signs for the address that
+        # browsers and laptops resolve; the signature covers the host, so it cannot be rewritten later.
+        public = settings.s3_public_endpoint_url
+        self.presign_client = self._client(settings, public) if public else self.client
+
+    @staticmethod
+    def _client(settings: Settings, endpoint_url: str | None):  # noqa: ANN205 - a boto3 S3 client
+        return boto3.session.Session().client(
             "s3",
-            endpoint_url=settings.s3_endpoint_url,
+            endpoint_url=endpoint_url,
             aws_access_key_id=settings.s3_access_key,
             aws_secret_access_key=settings.s3_secret_key,
             region_name=settings.s3_region,
@@ -82,7 +90,7 @@ class ObjectStore:
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if filename:
             params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
-        return self.client.generate_presigned_url(
+        return self.presign_client.generate_presigned_url(
             "get_object", Params=params, ExpiresIn=expires or self.presign_expires
         )
 
@@ -108,7 +116,13 @@ class ObjectStore:
 def get_store(settings: Settings | None = None) -> ObjectStore:
     """The process's store for these settings (boto3 clients are thread-safe, sessions are not)."""
     settings = settings or get_settings()
-    ident = (os.getpid(), settings.s3_endpoint_url, settings.s3_bucket, settings.s3_access_key)
+    ident = (
+        os.getpid(),
+        settings.s3_endpoint_url,
+        settings.s3_public_endpoint_url,
+        settings.s3_bucket,
+        settings.s3_access_key,
+    )
     with _lock:
         if ident not in _stores:
             _stores[ident] = ObjectStore(settings)

