@@ -13,6 +13,7 @@ import time
 import uuid
 
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
+from starlette.routing import Match
 
 from core.logging import log_context
 
@@ -57,8 +58,7 @@ class ObservabilityMiddleware:
                 await self.app(scope, receive, send_with_id)
             finally:
                 elapsed = time.perf_counter() - started
-                route = scope.get("route")
-                template = getattr(route, "path", None) or "unmatched"
+                template = route_template(scope)
                 REQUEST_SECONDS.labels(scope["method"], template, str(status)).observe(elapsed)
                 if template not in ("/metrics", "/healthz"):
                     log.info(
@@ -69,3 +69,22 @@ class ObservabilityMiddleware:
                         elapsed * 1000,
                         extra={"status": status, "route": template, "duration_ms": round(elapsed * 1000, 2)},
                     )
+
+
+def route_template(scope: dict) -> str:
+    """The matched route's path template; for a request answered before routing (a 401 or 413 of the
+    limits middleware) the template it would have matched, so raw ids never become labels."""
+    route = scope.get("route")
+    if route is not None and getattr(route, "path", None):
+        return route.path
+    app = scope.get("app")
+    for candidate in getattr(getattr(app, "router", None), "routes", []):
+        match, child = candidate.matches(scope)
+        if match is not Match.FULL:
+            continue
+        if "route" not in child and hasattr(candidate, "_match"):
+            # FastAPI's included routers defer the match; their own matcher names the route
+            match, child = candidate._match(scope)[:2]
+        found = child.get("route", candidate)
+        return getattr(found, "path", None) or "unmatched"
+    return "unmatched"

@@ -86,7 +86,13 @@ def jobs_page(
     fragment: bool = False,
 ):
     page = job_routes.list_jobs(
-        _=key, session=session, kind=kind or None, status=status or None, limit=25, cursor=cursor
+        key=key,
+        session=session,
+        kind=kind or None,
+        status=status or None,
+        mine=False,
+        limit=25,
+        cursor=cursor,
     )
     name = "jobs_rows.html" if fragment else "jobs.html"
     return render(
@@ -96,7 +102,7 @@ def jobs_page(
 
 @router.get("/jobs/{job_id}")
 def job_page(request: Request, job_id: str, key: UiRead, session: SessionDep):
-    job = job_routes.get_job(job_id=job_id, _=key, session=session)
+    job = JobOut.of(job_routes.get_job_or_404(session, job_id), key)
     events = job_routes.job_events(job_id=job_id, _=key, session=session, limit=200, cursor=None)
     return render(request, "job.html", key, job=job, events=events.items, terminal=jobs.TERMINAL)
 
@@ -104,13 +110,13 @@ def job_page(request: Request, job_id: str, key: UiRead, session: SessionDep):
 @router.get("/jobs/{job_id}/stream")
 async def job_stream(job_id: str, request: Request, key: UiRead):
     # the API's own event stream, with the cookie instead of a bearer header (EventSource sends no headers)
-    return await generation_routes.stream_job(job_id=job_id, request=request, _=key)
+    return await generation_routes.stream_job(job_id=job_id, request=request, key=key)
 
 
 @router.post("/jobs/{job_id}/cancel")
 def cancel(job_id: str, key: UiSubmit, _: Csrf, session: SessionDep) -> RedirectResponse:
     try:
-        job_routes.cancel_job(job_id=job_id, _=key, session=session)
+        job_routes.cancel_job(job_id=job_id, key=key, session=session)
     except HTTPException as exc:
         if exc.status_code != 409:  # already ended: the job page says so
             raise
@@ -126,7 +132,7 @@ def images_page(
     store: StoreDep,
     settings: SettingsDep,
     category: str | None = None,
-    cursor: str | None = Query(None, max_length=12),
+    cursor: str | None = Query(None, max_length=200),
 ):
     job = generation_routes._generate_job(session, job_id)
     page = generation_routes.list_generated_images(
