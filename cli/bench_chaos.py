@@ -207,6 +207,7 @@ class Chaos:
         for i in range(self.opts.kills):
             self.sleep(self.rng.uniform(1.0, 6.0))
             name = "worker-cpu" if i % 4 == 3 else "worker-gpu"  # finalize and manifests die too
+            self.stack.children[name].held = True  # restarted below, not by the supervisor as well
             self.stack.signal_child(name, signal.SIGKILL)
             self.events.append(f"{time.strftime('%H:%M:%S')} SIGKILL {name}")
             self.sleep(self.rng.uniform(0.5, 2.0))

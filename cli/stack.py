@@ -11,8 +11,11 @@
       └─ beat           (celery beat: reconciler, schedules)
 
 Ports are free loopback ports, remembered in DIR/stack.json so that a restart reuses them (each
-worker serves its Prometheus metrics on one of them). Every child writes JSON log lines to
-DIR/logs/<name>.log, so the console of `atelier up` stays free for what a person reads. Each child
+worker serves its Prometheus metrics on one of them); a child that finds one of its ports taken by
+another process meanwhile ("address already in use") is started again on new ones. `signal_child()`,
+`hold_down()` and `bring_up()` hang, crash, stop and restart a child on the same ports and data
+(`atelier bench chaos`). Every child writes JSON log lines to DIR/logs/<name>.log, so the console of
+`atelier up` stays free for what a person reads. Each child
 runs in its own process group and dies with this process (PR_SET_PDEATHSIG); `supervise()` restarts a
 child that exits, as a docker-compose restart policy would; `stop()` ends every group, no child left.
 """
@@ -412,6 +415,9 @@ class Stack:
         while True:
             self._check_alive("s3")
             try:
+                # a plain HTTP answer first, with a short timeout: a process that took the port may
+                # accept and never answer, and boto3 would wait minutes on it
+                httpx.get(self.s3_url, timeout=1)
                 store.ensure_bucket()
                 store.put(".ready", b"ok")
                 return

@@ -36,14 +36,3 @@ def test_stack_starts_on_new_ports_when_its_chosen_ports_are_taken(tmp_path):
     finally:
         for sock in squatters:
             sock.close()
-
-
-def test_an_explicit_api_port_that_is_taken_is_an_error_naming_it(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        port = sock.getsockname()[1]
-        stack = Stack(tmp_path / "stack", api_port=port, workers=(), with_beat=False)
-        with pytest.raises(RuntimeError, match="api: a port was taken"):
-            stack.start(timeout=60)
-    assert stack.children == {}
