@@ -459,11 +459,14 @@ class Stack:
             if path.exists() and auth.find_key(session=session, secret=path.read_text().strip()):
                 return path.read_text().strip()
             _, secret = auth.create_key(session=session, name="admin (atelier up)", scopes=list(auth.SCOPES))
-        # created 0600 before the secret is written: never readable by others, not even for a moment
-        path.unlink(missing_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # a 0600 file from its creation, renamed into place whole: never readable by others, and
+        # never seen half-written by a reader waiting for it
+        tmp = path.with_suffix(".key.tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secret + "\n")
+        os.replace(tmp, path)
         return secret
 
     @property

@@ -51,7 +51,7 @@ def _open(data: bytes) -> Image.Image:
     except UnidentifiedImageError as exc:
         raise RejectedImage("not an image: the file is not a JPEG, PNG or WebP") from exc
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise RejectedImage(f"decompression bomb: {exc}") from exc
+        raise RejectedImage(f"decompression bomb: {exc} (ATELIER_MAX_IMAGE_PIXELS)") from exc
     except Exception as exc:  # a header Pillow recognises but cannot parse
         raise RejectedImage(f"corrupt image: {exc}") from exc
 
@@ -60,7 +60,9 @@ def validate_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CleanImag
     if len(data) == 0:
         raise RejectedImage("empty file")
     if len(data) > max_bytes:
-        raise RejectedImage(f"file too large: {len(data)} bytes, the limit is {max_bytes}")
+        raise RejectedImage(
+            f"file too large: {len(data)} bytes, the limit is {max_bytes} (ATELIER_MAX_UPLOAD_BYTES)"
+        )
     img = _open(data)
     if img.format not in FORMATS:
         raise RejectedImage(f"unsupported format {img.format}: send JPEG, PNG or WebP")
@@ -68,7 +70,8 @@ def validate_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CleanImag
     # Checked from the header, before any pixel is decoded: a bomb never reaches memory.
     if width * height > max_pixels:
         raise RejectedImage(
-            f"decompression bomb: {width}x{height} = {width * height} pixels, the limit is {max_pixels}"
+            f"decompression bomb: {width}x{height} = {width * height} pixels, the limit is {max_pixels} "
+            "(ATELIER_MAX_IMAGE_PIXELS)"
         )
     if width < 16 or height < 16:
         raise RejectedImage(f"image too small: {width}x{height}, at least 16x16 is needed")

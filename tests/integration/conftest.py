@@ -107,19 +107,35 @@ BARE_ENV = {
 }
 
 
-@pytest.fixture(scope="session", params=_backends())
-def bare_stack(request, tmp_path_factory, postgres) -> Iterator[Stack]:  # noqa: ANN001
-    """The API with real Redis, S3 and SQL but no workers or beat: submitted jobs stay queued, so
-    attacks, quotas and fuzzing never start GAN work. Its settings reach this process only through
-    `bare_stack.env` / `.settings` (the `stack` fixture owns os.environ)."""
-    data_dir = tmp_path_factory.mktemp(f"bare-{request.param}")
+def _bare(tmp_path_factory, postgres, backend: str) -> Stack:  # noqa: ANN001
+    data_dir = tmp_path_factory.mktemp(f"bare-{backend}")
     s = Stack(
         data_dir,
-        database_url=new_database_url(request.param, data_dir, postgres),
+        database_url=new_database_url(backend, data_dir, postgres),
         workers=(),
         with_beat=False,
         extra_env=BARE_ENV,
     )
     s.start()
+    return s
+
+
+@pytest.fixture(scope="session")
+def bare_stack(tmp_path_factory, postgres) -> Iterator[Stack]:  # noqa: ANN001
+    """The API with real Redis, S3 and SQL (SQLite) but no workers or beat: submitted jobs stay queued,
+    so attacks and fuzzing never start GAN work. These tests attack the HTTP layer, so one backend is
+    enough; `bare_stack_db` runs on every backend for what depends on SQL (ownership, quotas, keys).
+    Its settings reach this process only through `.env` / `.settings` (`stack` owns os.environ)."""
+    s = _bare(tmp_path_factory, postgres, "sqlite")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session", params=_backends())
+def bare_stack_db(request, tmp_path_factory, postgres, bare_stack) -> Iterator[Stack]:  # noqa: ANN001
+    if request.param == "sqlite":
+        yield bare_stack
+        return
+    s = _bare(tmp_path_factory, postgres, request.param)
     yield s
     s.stop()

@@ -18,26 +18,26 @@ DUMMY = {"job_id": "0" * 32, "model_id": "nope", "name": "nope", "key_id": "nope
 
 
 @pytest.fixture(scope="module")
-def api(bare_stack):  # noqa: ANN001, ANN201
+def api(bare_stack_db):  # noqa: ANN001, ANN201
     def call(method: str, path: str, key: str | None = None, **kw) -> httpx.Response:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.request(method, f"{bare_stack.api_url}{path}", headers=headers, timeout=30, **kw)
+        return httpx.request(method, f"{bare_stack_db.api_url}{path}", headers=headers, timeout=30, **kw)
 
     return call
 
 
 @pytest.fixture(scope="module")
-def keys(bare_stack) -> dict[str, str]:  # noqa: ANN001
-    return {scope: make_key(bare_stack, [scope]) for scope in SCOPES}
+def keys(bare_stack_db) -> dict[str, str]:  # noqa: ANN001
+    return {scope: make_key(bare_stack_db, [scope]) for scope in SCOPES}
 
 
 @pytest.fixture(scope="module")
-def model(bare_stack) -> str:  # noqa: ANN001
+def model(bare_stack_db) -> str:  # noqa: ANN001
     """A registry row only: nothing runs in the bare stack, so no checkpoint is needed."""
     from core import registry
     from core.db import session_scope
 
-    with session_scope(bare_stack.env["ATELIER_DATABASE_URL"]) as session:
+    with session_scope(bare_stack_db.env["ATELIER_DATABASE_URL"]) as session:
         v = registry.create_version(
             session=session,
             arch="atelier",
@@ -87,12 +87,12 @@ def test_auth_matrix(api, keys):
                 )
 
 
-def test_revoked_and_expired_keys_get_401(api, bare_stack):
+def test_revoked_and_expired_keys_get_401(api, bare_stack_db):
     from core.db import session_scope
     from core.models import ApiKey
     from core.models.base import utcnow
 
-    admin = make_key(bare_stack, ["admin"])
+    admin = make_key(bare_stack_db, ["admin"])
     created = api("POST", "/v1/keys", admin, json={"name": "tool", "scopes": ["read"]}).json()
     assert created["secret"].startswith("atl_") and created["webhook_secret"].startswith("whsec_")
     assert api("GET", "/v1/jobs", created["secret"]).status_code == 200
@@ -106,7 +106,7 @@ def test_revoked_and_expired_keys_get_401(api, bare_stack):
         "POST", "/v1/keys", admin, json={"name": "t", "scopes": ["read"], "expires_at": later}
     ).json()
     assert api("GET", "/v1/jobs", expiring["secret"]).status_code == 200
-    with session_scope(bare_stack.env["ATELIER_DATABASE_URL"]) as session:
+    with session_scope(bare_stack_db.env["ATELIER_DATABASE_URL"]) as session:
         session.get(ApiKey, expiring["id"]).expires_at = utcnow() - timedelta(seconds=1)
     r = api("GET", "/v1/jobs", expiring["secret"])
     assert r.status_code == 401 and "expired" in r.json()["detail"]
@@ -119,8 +119,8 @@ def test_revoked_and_expired_keys_get_401(api, bare_stack):
     assert past.status_code == 422 and past.json()["detail"][0]["loc"] == ["body", "expires_at"]
 
 
-def test_webhook_secret_rotation_returns_a_new_secret_once(api, bare_stack):
-    admin = make_key(bare_stack, ["admin"])
+def test_webhook_secret_rotation_returns_a_new_secret_once(api, bare_stack_db):
+    admin = make_key(bare_stack_db, ["admin"])
     created = api("POST", "/v1/keys", admin, json={"name": "hooks", "scopes": ["submit"]}).json()
     rotated = api("POST", f"/v1/keys/{created['id']}/webhook-secret", admin).json()
     assert (
@@ -130,33 +130,42 @@ def test_webhook_secret_rotation_returns_a_new_secret_once(api, bare_stack):
     assert rotated["previous_valid_until"]
 
 
-def test_cli_lists_and_revokes_keys(bare_stack, monkeypatch):
+def test_cli_lists_and_revokes_keys(bare_stack_db, monkeypatch):
     from click.testing import CliRunner
 
     from cli.main import cli
+    from core import auth
     from core.config import get_settings
+    from core.db import session_scope
 
-    secret = make_key(bare_stack, ["read"])
-    monkeypatch.setenv("ATELIER_DATABASE_URL", bare_stack.env["ATELIER_DATABASE_URL"])
+    url = bare_stack_db.env["ATELIER_DATABASE_URL"]
+    with session_scope(url) as session:
+        key, secret = auth.create_key(session=session, name="cli-target", scopes=["read"])
+        key_id = key.id
+    monkeypatch.setenv("ATELIER_DATABASE_URL", url)
     get_settings.cache_clear()
     try:
         listing = CliRunner().invoke(cli, ["keys", "list"])
         assert listing.exit_code == 0, listing.output
-        row = next(
-            line for line in listing.output.splitlines() if "active" in line and " read " in f" {line} "
-        )
-        key_id = row.split()[0]
+        (row,) = [line for line in listing.output.splitlines() if line.startswith(key_id)]
+        assert "active" in row and "cli-target" in row
         assert CliRunner().invoke(cli, ["keys", "revoke", key_id]).exit_code == 0
-        assert "revoked" in CliRunner().invoke(cli, ["keys", "list"]).output
+        (row,) = [
+            line
+            for line in CliRunner().invoke(cli, ["keys", "list"]).output.splitlines()
+            if line.startswith(key_id)
+        ]
+        assert "revoked" in row
+        assert CliRunner().invoke(cli, ["keys", "revoke", "nope"]).exit_code != 0
     finally:
         get_settings.cache_clear()
-    revoked = httpx.get(f"{bare_stack.api_url}/v1/jobs", headers={"Authorization": f"Bearer {secret}"})
-    assert revoked.status_code in (200, 401)  # only the first active read key was revoked
+    revoked = httpx.get(f"{bare_stack_db.api_url}/v1/jobs", headers={"Authorization": f"Bearer {secret}"})
+    assert revoked.status_code == 401
 
 
-def test_jobs_belong_to_their_key(api, bare_stack, model):
+def test_jobs_belong_to_their_key(api, bare_stack_db, model):
     owner, other, reader, admin = (
-        make_key(bare_stack, s) for s in (["submit"], ["read", "submit"], ["read"], ["admin"])
+        make_key(bare_stack_db, s) for s in (["submit"], ["read", "submit"], ["read"], ["admin"])
     )
     hook = "https://93.184.216.34/hook?token=SECRET"
     job = api(
@@ -198,12 +207,12 @@ def test_webhook_destinations_on_the_stack_host_are_refused_at_submit(api, keys,
     assert err["loc"] == ["body", "webhook_url"] and "refused by policy" in err["msg"]
 
 
-def test_quotas_answer_429_with_retry_after_then_recover(api, bare_stack, model):
+def test_quotas_answer_429_with_retry_after_then_recover(api, bare_stack_db, model):
     from core.db import session_scope
     from core.models import Job
     from core.models.base import utcnow
 
-    key = make_key(bare_stack, ["submit"])
+    key = make_key(bare_stack_db, ["submit"])
     ids = [
         api("POST", "/v1/generation-jobs", key, json={"model": model, "count": 2}).json()["id"]
         for _ in range(3)
@@ -214,17 +223,17 @@ def test_quotas_answer_429_with_retry_after_then_recover(api, bare_stack, model)
     # a cancelled job no longer counts (the bare stack has no worker: cancel ends a queued job)
     from core import jobs as job_states
 
-    with session_scope(bare_stack.env["ATELIER_DATABASE_URL"]) as session:
+    with session_scope(bare_stack_db.env["ATELIER_DATABASE_URL"]) as session:
         job_states.transition(session=session, job=session.get(Job, ids[0]), to=job_states.CANCELLED)
     assert api("POST", "/v1/generation-jobs", key, json={"model": model, "count": 2}).status_code == 202
 
-    hourly = make_key(bare_stack, ["submit"])
+    hourly = make_key(bare_stack_db, ["submit"])
     first = api("POST", "/v1/generation-jobs", hourly, json={"model": model, "count": 900})
     assert first.status_code == 202
     over = api("POST", "/v1/generation-jobs", hourly, json={"model": model, "count": 200})
     assert over.status_code == 429 and "ATELIER_QUOTA_IMAGES_PER_HOUR" in over.json()["detail"]
     assert 3000 < int(over.headers["Retry-After"]) <= 3600
-    with session_scope(bare_stack.env["ATELIER_DATABASE_URL"]) as session:  # an hour passes
+    with session_scope(bare_stack_db.env["ATELIER_DATABASE_URL"]) as session:  # an hour passes
         session.get(Job, first.json()["id"]).created_at = utcnow() - timedelta(minutes=61)
     assert api("POST", "/v1/generation-jobs", hourly, json={"model": model, "count": 200}).status_code == 202
 
@@ -241,11 +250,11 @@ def test_interactive_is_for_small_jobs(api, keys, model):
     assert err["loc"] == ["body", "priority"] and "ATELIER_INTERACTIVE_MAX_IMAGES" in err["msg"]
 
 
-def test_event_streams_per_key_are_capped(bare_stack, keys, model, api):
+def test_event_streams_per_key_are_capped(bare_stack_db, keys, model, api):
     job = api("POST", "/v1/generation-jobs", keys["admin"], json={"model": model, "count": 1}).json()["id"]
-    reader = make_key(bare_stack, ["read"])
+    reader = make_key(bare_stack_db, ["read"])
     headers = {"Authorization": f"Bearer {reader}"}
-    url = f"{bare_stack.api_url}/v1/jobs/{job}/stream"
+    url = f"{bare_stack_db.api_url}/v1/jobs/{job}/stream"
     with contextlib.ExitStack() as held, httpx.Client(timeout=10) as client:
         s1 = held.enter_context(
             held.enter_context(httpx.Client(timeout=10)).stream("GET", url, headers=headers)

@@ -23,7 +23,7 @@ from tests.integration.conftest import make_key
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = 12  # per operation; the run prints its totals
+EXAMPLES = 10  # per operation; the run prints its totals
 
 
 def _summary(exc: BaseException) -> str:
