@@ -169,7 +169,7 @@ def test_submit_creates_chunks_and_honours_idempotency(session, version, sent):
         )
 
 
-def test_webhook_body_is_the_api_job_object_and_signed(session, version, sent):
+def test_webhook_body_is_the_api_job_object(session, version, sent):
     job, _ = generation.submit(
         session=session,
         spec=GenerationRequest(model=version.id, count=3),
@@ -178,11 +178,8 @@ def test_webhook_body_is_the_api_job_object_and_signed(session, version, sent):
     )
     session.commit()
     session.refresh(job)
+    # what is signed (tests/unit/test_webhook_signing.py) is exactly what the API shows of the job
     assert json.loads(webhooks.body_of(job)) == json.loads(JobOut.of(job).model_dump_json())
-    body = webhooks.body_of(job)
-    header = webhooks.signature(body, "s3cret")
-    assert header.startswith("sha256=") and webhooks.verify(body, header, "s3cret")
-    assert not webhooks.verify(body + b" ", header, "s3cret") and not webhooks.verify(body, header, "other")
 
 
 class FakeStore:
