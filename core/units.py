@@ -516,7 +516,11 @@ def _send_due(session: Session, now) -> int:  # noqa: ANN001
         select(WorkUnit).where(
             WorkUnit.status == QUEUED,
             WorkUnit.dispatched_at.is_(None),
-            or_(WorkUnit.not_before.is_(None), WorkUnit.not_before <= now),
+            or_(
+                # a new job's units are sent by its own dispatch task: leave them a moment first
+                and_(WorkUnit.not_before.is_(None), WorkUnit.created_at < now - timedelta(seconds=5)),
+                WorkUnit.not_before <= now,
+            ),
         )
     ).all()
     for unit in due:

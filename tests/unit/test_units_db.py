@@ -176,6 +176,11 @@ def test_reconciler_sends_a_unit_whose_message_was_never_sent(session, settings,
     unit = units.add_unit(session=session, job=job, kind="ingest", send=False)
     session.commit()
     assert sent == []
+    assert (
+        units.reconcile(session=session, settings=settings)["resent"] == 0
+    )  # its dispatch may be on the way
+    unit.created_at = utcnow() - timedelta(seconds=10)
+    session.commit()
     assert units.reconcile(session=session, settings=settings)["resent"] == 1
     session.commit()
     assert sent == [("atelier.ingest", {"unit_id": unit.id}, "io")]
