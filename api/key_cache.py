@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from core import auth
 from core.db import session_scope
@@ -24,6 +25,7 @@ class KeyInfo:
     id: str
     name: str
     scopes: tuple[str, ...]
+    expires_at: datetime | None = None
 
 
 class KeyCache:
@@ -35,11 +37,15 @@ class KeyCache:
         key_hash = auth.hash_key(secret)
         now = time.monotonic()
         entry = self._entries.get(key_hash)
-        if entry is not None and entry[0] > now:
+        if entry is not None and entry[0] > now and self.cached(secret) is not None:
             return entry[1]
         with session_scope(readonly=True) as session:
             key = auth.find_key(session=session, secret=secret)
-            info = None if key is None else KeyInfo(id=key.id, name=key.name, scopes=tuple(key.scopes))
+            info = (
+                None
+                if key is None
+                else KeyInfo(id=key.id, name=key.name, scopes=tuple(key.scopes), expires_at=key.expires_at)
+            )
         with self._lock:
             if info is None or ttl <= 0:
                 self._entries.pop(key_hash, None)
@@ -52,7 +58,12 @@ class KeyCache:
     def cached(self, secret: str) -> KeyInfo | None:
         """The cached key if it is still fresh, without touching the database."""
         entry = self._entries.get(auth.hash_key(secret))
-        return entry[1] if entry is not None and entry[0] > time.monotonic() else None
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        info = entry[1]
+        if info.expires_at is not None and info.expires_at <= datetime.now(UTC):
+            return None  # an expiry takes effect on time, cache or not
+        return info
 
     def clear(self) -> None:
         with self._lock:

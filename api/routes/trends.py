@@ -14,10 +14,10 @@ from pydantic import BaseModel
 
 from api.deps import ReadKey, SessionDep, SettingsDep, StoreDep, SubmitKey, invalid
 from api.routes.jobs import get_job_or_404
-from api.schemas import JobOut
+from api.schemas import JobOut, errors
 from core import trends
 
-router = APIRouter(tags=["trend reports"])
+router = APIRouter(tags=["trend reports"], responses=errors(401, 403, 413, 422))
 
 
 class TrendReportOut(BaseModel):
@@ -32,12 +32,12 @@ def submit_trend_report(body: trends.TrendParams, key: SubmitKey, session: Sessi
         job = trends.submit(session=session, settings=settings, params=body, api_key_id=key.id)
     except trends.InvalidRequest as exc:
         raise invalid("body", exc.field, msg=str(exc)) from exc
-    return JobOut.of(job)
+    return JobOut.of(job, key)
 
 
-@router.get("/v1/trend-reports/{job_id}", response_model=TrendReportOut)
-def get_trend_report(job_id: str, _: ReadKey, session: SessionDep, store: StoreDep):
+@router.get("/v1/trend-reports/{job_id}", response_model=TrendReportOut, responses=errors(404))
+def get_trend_report(job_id: str, key: ReadKey, session: SessionDep, store: StoreDep):
     job = get_job_or_404(session, job_id)
     if job.kind != "trend":
         raise HTTPException(404, detail=f"job {job_id} is a {job.kind} job, not a trend report")
-    return TrendReportOut(job=JobOut.of(job), **trends.view(job=job, store=store))
+    return TrendReportOut(job=JobOut.of(job, key), **trends.view(job=job, store=store))

@@ -12,16 +12,17 @@ from sqlalchemy import select
 
 from api.deps import ReadKey, SessionDep, StoreDep, invalid
 from api.routes.jobs import get_job_or_404
+from api.schemas import errors
 from core import tryon
 from core.models import GeneratedImage
 
-router = APIRouter(tags=["try-on"])
+router = APIRouter(tags=["try-on"], responses=errors(401, 403, 413, 422))
 
 
 @router.get(
     "/v1/jobs/{job_id}/images/{index}/tryon",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}},
+    responses={200: {"content": {"image/png": {}}}} | errors(404),
 )
 def tryon_preview(
     job_id: str,

@@ -104,6 +104,8 @@ BARE_ENV = {
     "ATELIER_QUOTA_IMAGES_PER_HOUR": "1000",
     "ATELIER_QUOTA_EVENT_STREAMS": "2",
     "ATELIER_INTERACTIVE_MAX_IMAGES": "64",
+    # keys are changed behind the API's back here (expiry set in SQL): read them on every request
+    "ATELIER_API_KEY_CACHE_SECONDS": "0",
 }
 
 

@@ -14,7 +14,7 @@ from tests.integration.conftest import make_key, wait_for
 pytestmark = pytest.mark.integration
 
 SCOPES = ("read", "submit", "catalogue", "admin")
-DUMMY = {"job_id": "0" * 32, "model_id": "nope", "name": "nope", "key_id": "nope"}
+DUMMY = {"job_id": "0" * 32, "model_id": "nope", "name": "nope", "key_id": "nope", "index": "0"}
 
 
 @pytest.fixture(scope="module")
