@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from core import archives
 from core.config import Settings
@@ -87,6 +87,9 @@ def _photos(upload: UploadFile, default_category: str | None, settings: Settings
     yield Upload(upload.filename, data), default_category
 
 
+INSERT_BATCH = 200  # new photos' rows written per short transaction
+
+
 def ingest_uploads(
     *,
     session: Session,
@@ -96,11 +99,20 @@ def ingest_uploads(
     category: str | None,
     captured_at: datetime | None = None,
 ) -> IngestResult:
-    """`captured_at` dates every new photo of the request (default: now); a duplicate keeps its date."""
+    """Validate, dedupe and store each photo; `captured_at` dates every new photo of the request
+    (default: now), a duplicate keeps its date.
+
+    No SQL transaction is held across Pillow or S3 work: decoding and the upload of each photo happen
+    between short transactions on the session's engine (a dedupe read, then batches of row inserts),
+    so a long upload never holds SQLite's only write lock for its whole length."""
     result = IngestResult()
     default_category = None
     if category:
         default_category = normalize_category(category)  # a bad form field fails the whole request
+    session.commit()  # nothing of this request may stay open across the work below
+    short = sessionmaker(bind=session.get_bind(), expire_on_commit=False)
+    pending: list[CatalogueImage] = []
+    seen: dict[str, str] = {}  # sha256 -> category of a photo already taken in this request
 
     for upload in uploads:
         for photo, folder in _photos(upload, default_category, settings, result):
@@ -113,66 +125,102 @@ def ingest_uploads(
                 reason = "no category: send the form field `category` or a ZIP of category folders"
                 result.rejected.append({"filename": photo.filename, "reason": reason})
                 continue
-            _ingest_one(
-                session=session,
+            row = _prepare_one(
+                short=short,
                 store=store,
                 settings=settings,
                 upload=photo,
                 category=cat,
                 result=result,
+                seen=seen,
                 captured_at=captured_at,
             )
+            if row is not None:
+                pending.append(row)
+            if len(pending) >= INSERT_BATCH:
+                _insert(short, pending, result)
+                pending = []
+    _insert(short, pending, result)
+    ids = {a["sha256"]: a["id"] for a in result.accepted if a["id"] is not None}
+    for entry in result.accepted:  # a photo sent twice in one request: the id its first copy got
+        if entry["id"] is None:
+            entry["id"] = ids[entry["sha256"]]
     return result
 
 
-def _ingest_one(
+def _prepare_one(
     *,
-    session: Session,
+    short: sessionmaker,
     store: ObjectStore,
     settings: Settings,
     upload: Upload,
     category: str,
     result: IngestResult,
-    captured_at: datetime | None = None,
-) -> None:
+    seen: dict[str, str],
+    captured_at: datetime | None,
+) -> CatalogueImage | None:
+    """Decode and clean one photo, and store it unless it is a duplicate; the row to insert, or None."""
     try:
         clean = validate_image(
             upload.data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
         )
     except RejectedImage as exc:
         result.rejected.append({"filename": upload.filename, "reason": str(exc)})
-        return
-    existing = session.scalars(select(CatalogueImage).where(CatalogueImage.sha256 == clean.sha256)).first()
-    if existing is None:
-        key = original_key(clean.sha256, clean.extension)
-        store.put(key, clean.data, content_type=clean.content_type)
-        row = CatalogueImage(
-            sha256=clean.sha256,
-            category=category,
-            filename=PurePosixPath(upload.filename).name[:255],
-            key=key,
-            format=clean.format,
-            width=clean.width,
-            height=clean.height,
-            size_bytes=len(clean.data),
-            captured_at=captured_at or utcnow(),
+        return None
+    if clean.sha256 in seen:
+        result.accepted.append(
+            {"id": None, "sha256": clean.sha256, "category": seen[clean.sha256], "duplicate": True}
         )
-        try:
-            with session.begin_nested():
-                session.add(row)
-        except IntegrityError:  # a concurrent upload of the same photo won the insert
-            existing = session.scalars(
-                select(CatalogueImage).where(CatalogueImage.sha256 == clean.sha256)
-            ).one()
-        else:
-            result.new_ids.append(row.id)
-            result.accepted.append(
-                {"id": row.id, "sha256": row.sha256, "category": category, "duplicate": False}
-            )
-            return
-    result.accepted.append(
-        {"id": existing.id, "sha256": existing.sha256, "category": existing.category, "duplicate": True}
+        return None
+    with short() as s:
+        existing = s.scalars(select(CatalogueImage).where(CatalogueImage.sha256 == clean.sha256)).first()
+        s.rollback()  # a read: end it before the S3 put
+    if existing is not None:
+        result.accepted.append(
+            {"id": existing.id, "sha256": existing.sha256, "category": existing.category, "duplicate": True}
+        )
+        return None
+    key = original_key(clean.sha256, clean.extension)
+    store.put(key, clean.data, content_type=clean.content_type)
+    seen[clean.sha256] = category
+    return CatalogueImage(
+        sha256=clean.sha256,
+        category=category,
+        filename=PurePosixPath(upload.filename).name[:255],
+        key=key,
+        format=clean.format,
+        width=clean.width,
+        height=clean.height,
+        size_bytes=len(clean.data),
+        captured_at=captured_at or utcnow(),
     )
+
+
+def _insert(short: sessionmaker, rows: list[CatalogueImage], result: IngestResult) -> None:
+    """One short transaction for the batch; a row that a concurrent upload inserted first becomes a
+    duplicate of that row."""
+    if not rows:
+        return
+    with short() as s, s.begin():
+        for row in rows:
+            try:
+                with s.begin_nested():
+                    s.add(row)
+            except IntegrityError:  # a concurrent upload of the same photo won the insert
+                existing = s.scalars(select(CatalogueImage).where(CatalogueImage.sha256 == row.sha256)).one()
+                result.accepted.append(
+                    {
+                        "id": existing.id,
+                        "sha256": existing.sha256,
+                        "category": existing.category,
+                        "duplicate": True,
+                    }
+                )
+            else:
+                result.new_ids.append(row.id)
+                result.accepted.append(
+                    {"id": row.id, "sha256": row.sha256, "category": row.category, "duplicate": False}
+                )
 
 
 def stats(*, session: Session, period: str = "month") -> dict[str, Any]:
