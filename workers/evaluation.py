@@ -79,10 +79,10 @@ def promotion_decision(
         )
     if set(prod["class_names"]) - set(dataset["class_names"]):
         return False, f"production {prod['id']} knows categories this dataset lacks"
+    import torch
+
     from workers.gan.sampling import load_generator
     from workers.gan.training import checkpoint_from_bytes
-
-    import torch
 
     # On the worker's device, as the candidate was evaluated: same precision, same ruler.
     device = "cuda" if torch.cuda.is_available() else "cpu"
