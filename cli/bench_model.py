@@ -182,5 +182,54 @@ def bench_generate_cmd(as_json, preset, count, checkpoint, device):
     click.echo(json.dumps(out))
 
 
+@bench.command("gpu")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object (the only output format)")
+@click.option(
+    "--data",
+    default="../shared/datasets/clothing-small/train",
+    show_default=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="one folder per category",
+)
+@click.option("--device", default=None, help="default: cuda when available")
+@click.option("--minutes", type=float, default=10.0, show_default=True, help="training budget")
+@click.option("--preset", default="small", show_default=True, type=click.Choice(["tiny", "small", "base"]))
+@click.option("--resolution", type=int, default=None, help="default: the preset's")
+@click.option("--precision", type=click.Choice(["bf16", "fp32"]), default=None)
+@click.option("--judge-seconds", type=float, default=120.0, show_default=True)
+@click.option("--per-category", type=int, default=100, show_default=True)
+@click.option("--bench-seconds", type=float, default=8.0, show_default=True)
+@click.option("--bench-count", type=int, default=2000, show_default=True)
+def bench_gpu_cmd(
+    as_json,
+    data,
+    device,
+    minutes,
+    preset,
+    resolution,
+    precision,
+    judge_seconds,
+    per_category,
+    bench_seconds,
+    bench_count,
+):
+    """The GPU check: train, sample, judge, both benches; `--device cpu --minutes 0.2` is a smoke run."""
+    from cli.bench_gpu import bench_gpu
+
+    out = bench_gpu(
+        data,
+        device=device,
+        minutes=minutes,
+        preset=preset,
+        resolution=resolution,
+        precision=precision,
+        judge_seconds=judge_seconds,
+        per_category=per_category,
+        bench_seconds=bench_seconds,
+        bench_count=bench_count,
+    )
+    click.echo(json.dumps(out))
+
+
 if __name__ == "__main__":
     bench()

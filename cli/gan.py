@@ -2,7 +2,11 @@
 
     atelier gan train  --data DIR --preset tiny --minutes 10 --out OUT  -> checkpoint.pt, grid.png, losses.png
     atelier gan sample --checkpoint F --per-category 70 --out OUT        -> OUT/<category>/<index>.png
-    atelier gan eval   --checkpoint F --data DIR                         -> JSON metrics on stdout
+    atelier gan eval   --checkpoint F --data DIR [--sweep]               -> JSON metrics on stdout
+                                     (--sweep: choose the default truncation, store it in F)
+
+--precision bf16 runs the GPU numerics (bf16 autocast, channels_last) on any device: on the CPU it is
+slower, but it is how a CUDA worker's code path is tried without a GPU.
 
 torch is imported inside the commands so that `atelier` itself starts on machines without it.
 """
@@ -36,6 +40,15 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def _precision_option(f):
+    return click.option(
+        "--precision",
+        type=click.Choice(["bf16", "fp32"]),
+        default=None,
+        help="autocast precision of the G and D passes (default: bf16 on CUDA, fp32 on the CPU)",
+    )(f)
+
+
 @click.group()
 def gan():
     """Train, sample and evaluate GANs locally (no API, queue or S3)."""
@@ -60,7 +73,10 @@ def gan():
 )
 @click.option("--threads", type=int, default=None, help="torch CPU threads")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when available)")
-def train(data, out, preset, arch, resolution, minutes, steps, seed, resume, cache, threads, device):
+@_precision_option
+def train(
+    data, out, preset, arch, resolution, minutes, steps, seed, resume, cache, threads, device, precision
+):
     """Train a GAN on DATA and write checkpoint.pt, grid.png and losses.png to OUT."""
     import torch
 
@@ -90,13 +106,14 @@ def train(data, out, preset, arch, resolution, minutes, steps, seed, resume, cac
     dataset = _load_dataset(data, cfg.resolution, cache)
     names = dataset["class_names"]
     click.echo(f"{dataset['images'].shape[0]} images, {len(names)} categories: {', '.join(names)}", err=True)
+    fast = {"precision": precision, "channels_last": None if precision is None else precision == "bf16"}
     if resume and ckpt_path.exists():
-        state = state_from_checkpoint(checkpoint_from_bytes(ckpt_path.read_bytes()), device=device)
+        state = state_from_checkpoint(checkpoint_from_bytes(ckpt_path.read_bytes()), device=device, **fast)
         if state.class_names != names:
             raise click.ClickException(f"{ckpt_path} was trained on other categories; use --no-resume")
         click.echo(f"resuming at step {state.step}", err=True)
     else:
-        state = new_state(cfg, names, seed=seed, device=device)
+        state = new_state(cfg, names, seed=seed, device=device, **fast)
 
     def progress(p):
         click.echo(
@@ -115,13 +132,14 @@ def train(data, out, preset, arch, resolution, minutes, steps, seed, resume, cac
     )
     ckpt = state_to_checkpoint(state)
     ckpt_path.write_bytes(checkpoint_to_bytes(ckpt))
-    G, _, _ = load_generator(ckpt, "cpu")
+    G, _, _ = load_generator(ckpt, device, **fast)
     (out_dir / "grid.png").write_bytes(sample_grid_png(G, names, per_row=8, seed=seed))
     (out_dir / "losses.png").write_bytes(loss_curve_png(state.history))
     click.echo(
         json.dumps(
             {
                 "step": state.step,
+                "precision": state.precision,
                 "checkpoint": str(ckpt_path),
                 "grid": str(out_dir / "grid.png"),
                 "losses": str(out_dir / "losses.png"),
@@ -136,9 +154,15 @@ def train(data, out, preset, arch, resolution, minutes, steps, seed, resume, cac
 @click.option("--per-category", type=int, default=70, show_default=True)
 @click.option("--category", "categories", multiple=True, help="only these categories (repeatable)")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--truncation", type=float, default=1.0, show_default=True)
+@click.option(
+    "--truncation",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="default: the model's own (chosen by `atelier gan eval --sweep`), else 1",
+)
 @click.option("--device", default=None)
-def sample(checkpoint, out, per_category, categories, seed, truncation, device):
+@_precision_option
+def sample(checkpoint, out, per_category, categories, seed, truncation, device, precision):
     """Write OUT/<category>/<index>.png; image i (over the whole request) has seed SEED + i."""
     import torch
 
@@ -148,7 +172,9 @@ def sample(checkpoint, out, per_category, categories, seed, truncation, device):
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     ckpt = checkpoint_from_bytes(Path(checkpoint).read_bytes())
-    G, cfg, names = load_generator(ckpt, device)
+    G, cfg, names = load_generator(ckpt, device, precision)
+    if truncation is None:
+        truncation = G.default_truncation
     unknown = [c for c in categories if c not in names]
     if unknown:
         raise click.BadParameter(
@@ -196,15 +222,22 @@ def sample(checkpoint, out, per_category, categories, seed, truncation, device):
 @click.option("--judge-seconds", type=float, default=240.0, show_default=True)
 @click.option("--n-per-class", type=int, default=100, show_default=True)
 @click.option("--seed", type=int, default=10_000, show_default=True)
-@click.option("--truncation", type=float, default=1.0, show_default=True)
+@click.option("--truncation", type=click.FloatRange(0.0, 1.0), default=None, help="default: the model's own")
+@click.option(
+    "--sweep",
+    is_flag=True,
+    help="evaluate truncation 1.0/0.9/0.8/0.7, store the chosen default in the checkpoint",
+)
 @click.option("--cache", type=click.Path(file_okay=False), default=None)
 @click.option("--threads", type=int, default=None)
-def eval_cmd(checkpoint, data, judge_path, judge_seconds, n_per_class, seed, truncation, cache, threads):
+def eval_cmd(
+    checkpoint, data, judge_path, judge_seconds, n_per_class, seed, truncation, sweep, cache, threads
+):
     """Print JSON metrics: judge accuracy, GAN-test accuracy, KID, precision/recall, novelty."""
     from workers.gan.judge import judge_from_bytes, judge_to_bytes, train_judge
-    from workers.gan.metrics import evaluate
+    from workers.gan.metrics import evaluate, truncation_sweep
     from workers.gan.sampling import load_generator
-    from workers.gan.training import checkpoint_from_bytes
+    from workers.gan.training import checkpoint_from_bytes, checkpoint_to_bytes
 
     _set_threads(threads)
     ckpt = checkpoint_from_bytes(Path(checkpoint).read_bytes())
@@ -218,7 +251,19 @@ def eval_cmd(checkpoint, data, judge_path, judge_seconds, n_per_class, seed, tru
         judge, _ = train_judge(dataset, seed=0, seconds=judge_seconds)
         if judge_path:
             Path(judge_path).write_bytes(judge_to_bytes(judge))
-    metrics = evaluate(G, judge, dataset, n_per_class=n_per_class, seed=seed, truncation=truncation)
+    if sweep:
+        result = truncation_sweep(G, judge, dataset, n_per_class=n_per_class, seed=seed)
+        ckpt["default_truncation"] = result["default_truncation"]
+        ckpt["truncation_sweep"] = {
+            str(t): {k: m[k] for k in ("gan_test_accuracy", "kid", "precision", "recall")}
+            for t, m in result["sweep"].items()
+        }
+        Path(checkpoint).write_bytes(checkpoint_to_bytes(ckpt))
+        metrics = dict(result["sweep"][result["default_truncation"]])
+        metrics["default_truncation"] = result["default_truncation"]
+        metrics["truncation_sweep"] = ckpt["truncation_sweep"]
+    else:
+        metrics = evaluate(G, judge, dataset, n_per_class=n_per_class, seed=seed, truncation=truncation)
     metrics.update(
         step=ckpt["step"], arch=cfg.arch, preset=cfg.preset, resolution=cfg.resolution, categories=names
     )

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
 
     webhook_secret: str = _DEV_WEBHOOK_SECRET
     max_generation_count: int = Field(100_000, ge=1)
+    # Promotion gate: a candidate may be worse than production by this many standard errors of the
+    # difference (KID, GAN-test, recall) before it is refused; below that the two are not told apart.
+    promotion_sigmas: float = Field(2.0, ge=0)
 
     # The read path under load. SQL connections per process: the API runs sync routes on anyio's 40
     # threads, so 40 plus a little overflow means a request never waits for a connection while a thread

@@ -9,6 +9,7 @@ are measured with one ruler.
 from __future__ import annotations
 
 import logging
+import math
 
 from core import registry
 from core.config import get_settings
@@ -78,14 +79,65 @@ def promotion_decision(
         )
     if set(prod["class_names"]) - set(dataset["class_names"]):
         return False, f"production {prod['id']} knows categories this dataset lacks"
+    import torch
+
     from workers.gan.sampling import load_generator
     from workers.gan.training import checkpoint_from_bytes
 
-    G_prod, _, prod_names = load_generator(checkpoint_from_bytes(store.get(prod["key"])))
+    # On the worker's device, as the candidate was evaluated: same precision, same ruler.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    G_prod, _, prod_names = load_generator(checkpoint_from_bytes(store.get(prod["key"])), device)
     prod_metrics = evaluate_version(
         _remap_labels(G_prod, prod_names, list(dataset["class_names"])), judge, dataset
     )
-    return kid_gate(metrics["kid"], prod_metrics["kid"], float(params.get("kid_tolerance", 0.0)), prod["id"])
+    return promotion_gate(
+        metrics,
+        prod_metrics,
+        prod["id"],
+        tolerance=float(params.get("kid_tolerance", 0.0)),
+        sigmas=get_settings().promotion_sigmas,
+    )
+
+
+def _binomial_se(p: float, n: int) -> float:
+    return math.sqrt(max(p * (1 - p), 0.0) / max(n, 1))
+
+
+def promotion_gate(
+    candidate: dict, production: dict, production_id: str, *, tolerance: float = 0.0, sigmas: float = 2.0
+) -> tuple[bool, str]:
+    """Promote unless the candidate is worse than production beyond the measurement's own noise.
+
+    One KID from one seed moves by ~10-20 % between evaluations of the same model (GAN_NOTES.md), so a
+    gate with margin 0 promotes and refuses at random. Margins, ``sigmas`` standard errors of the
+    difference: KID from the spread of its subset estimates (``kid_std``), GAN-test accuracy and recall
+    from their binomial standard errors (a fraction of ``n_gan_test`` images / ``n_real`` photos).
+    ``tolerance`` (the job's ``kid_tolerance``) is added to the KID margin.
+    """
+    kid_margin = (
+        sigmas * math.hypot(candidate.get("kid_std", 0.0), production.get("kid_std", 0.0)) + tolerance
+    )
+    checks = [("KID", production["kid"] - candidate["kid"], kid_margin, "kid")]
+    for name, key, n_key in (("GAN-test", "gan_test_accuracy", "n_gan_test"), ("recall", "recall", "n_real")):
+        if candidate.get(key) is None or production.get(key) is None:
+            continue
+        se = math.hypot(
+            _binomial_se(candidate[key], candidate.get(n_key, 0)),
+            _binomial_se(production[key], production.get(n_key, 0)),
+        )
+        checks.append((name, candidate[key] - production[key], sigmas * se, key))
+    # Every metric is oriented so that "gain" > 0 means the candidate is better.
+    lost = [
+        f"{name} {candidate[k]:.4f} vs {production[k]:.4f} (margin {m:.4f})"
+        for name, gain, m, k in checks
+        if gain < -m
+    ]
+    summary = ", ".join(
+        f"{name} {candidate[k]:.4f} vs {production[k]:.4f} (+-{m:.4f})" for name, _, m, k in checks
+    )
+    if lost:
+        return False, f"worse than production {production_id} beyond the noise: {'; '.join(lost)}"
+    return True, f"no worse than production {production_id} within the noise: {summary}"
 
 
 def kid_gate(new_kid: float, production_kid: float, tolerance: float, production_id: str) -> tuple[bool, str]:
@@ -109,6 +161,10 @@ def _remap_labels(G, own_names: list[str], dataset_names: list[str]):  # noqa: A
             super().__init__()
             self.inner = G
             self.z_dim, self.resolution, self.num_classes = G.z_dim, G.resolution, len(dataset_names)
+
+            # What sampling reads from a loaded generator: its precision and default truncation.
+            self.precision = getattr(G, "precision", None)
+            self.default_truncation = getattr(G, "default_truncation", 1.0)
 
         def forward(self, z, y, **kw):  # noqa: ANN001, ANN003, ANN201
             return self.inner(z, table.to(y.device)[y], **kw)

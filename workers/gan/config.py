@@ -46,8 +46,15 @@ class GanConfig:
     ema_kimg: float = 10.0
     ema_rampup: float = 0.05
     w_avg_beta: float = 0.995
-    # DiffAugment policy applied to real and fake images in both the D and the G pass.
+    # DiffAugment policy applied to real and fake images in both the D and the G pass, each image with
+    # probability p. ada_target > 0: p adapts (StyleGAN2-ADA's overfitting heuristic): every ada_interval
+    # steps, r_t = E[sign(D(real))] is compared with ada_target and p moves so that it could go 0 -> 1 in
+    # ada_kimg thousand images. ada_target = 0: p stays at augment_p.
     augment: str = "color,translation,cutout"
+    augment_p: float = 1.0
+    ada_target: float = 0.0
+    ada_interval: int = 4
+    ada_kimg: float = 100.0
     xflip: bool = True
     mbstd_group: int = 4
     # Minibatch-stddev over the samples that share a label (conditional D): a G that collapses within a
@@ -57,6 +64,12 @@ class GanConfig:
     g_norm: str = "pixel"  # "pixel" (per-sample) or "batch" (conditional BN, running stats at sampling)
     d_norm: bool = False  # batch norm in D's blocks, as DCGAN's D
     conditional: bool = True
+    # Auxiliary classifier head on D's features beside the projection (AC-GAN): D learns to name the
+    # category of real photos (cross-entropy), G is rewarded when D names the asked-for category.
+    aux_weight: float = 0.0
+    # Real batches sample category c with weight count(c) ** -class_balance: 0 = the catalogue's mix,
+    # 1 = every category equally often (rare categories are otherwise learned last, or never).
+    class_balance: float = 0.0
 
     def channels(self, res: int) -> int:
         return max(self.channel_min, min(self.channel_base // res, self.channel_max))
@@ -73,7 +86,40 @@ class GanConfig:
         return cfg
 
 
+# The fields that fix the shapes of the weights: a fine-tune must keep them from its parent; every other
+# field (learning rates, R1, EMA, augmentation, losses) comes from the current preset, so that what is
+# learned about training reaches descendants instead of the parent's config being frozen into them.
+ARCH_FIELDS = (
+    "arch",
+    "preset",
+    "resolution",
+    "z_dim",
+    "w_dim",
+    "embed_dim",
+    "mapping_layers",
+    "channel_base",
+    "channel_max",
+    "channel_min",
+    "g_convs",
+    "d_convs",
+    "g_norm",
+    "d_norm",
+    "conditional",
+)
+
+
+def r1_gamma_for(resolution: int, batch_size: int) -> float:
+    """StyleGAN2-ADA's heuristic: gamma = 0.0002 * R^2 / batch (0.0064 at 32 px / 32, 0.05 at 128 / 64)."""
+    return 0.0002 * resolution**2 / batch_size
+
+
 # Widths and batch per preset; the resolution can be overridden (widths follow channel_base / r).
+# GPU presets train long enough for D to memorise a catalogue of a few thousand photos: DiffAugment with
+# an adaptive probability, starting at 0 (no augmentation until D shows overfitting).
+_ADA = dict(augment="color,translation,cutout", augment_p=0.0, ada_target=0.6)
+# What made every category recognisable (GAN_NOTES.md, round 3).
+_CLASS_SIGNAL = dict(class_balance=0.5, aux_weight=0.2)
+
 PRESETS: dict[str, dict] = {
     # 32 px, sized so that one CPU thread runs a few steps per second (see GAN_NOTES.md): narrow, one
     # conv per block, light R1.
@@ -86,7 +132,6 @@ PRESETS: dict[str, dict] = {
         g_convs=1,
         d_convs=1,
         batch_size=32,
-        r1_gamma=0.01,
         # DiffAugment off: in a CPU-minutes budget (hundreds of steps) it slowed learning (KID 0.52 with,
         # 0.29 without, at 300 steps); it pays off in long runs, where D starts to memorise the catalogue.
         augment="",
@@ -95,26 +140,49 @@ PRESETS: dict[str, dict] = {
         # category. 15 CPU-minutes: KID 0.333 -> 0.104, recall 0.01 -> 0.28.
         embed_dim=64,
         mbstd_by_class=True,
+        **_CLASS_SIGNAL,
     ),
-    # 64 px, the GPU default.
+    # 64 px, the GPU default. Batch 128: a modern GPU is far from full at 64 (steps/s barely changes).
+    # The class embedding as wide as z and the per-category minibatch-stddev, as in tiny (GAN_NOTES.md).
     "small": dict(
-        resolution=64, z_dim=128, w_dim=256, channel_base=8192, channel_max=256, batch_size=64, r1_gamma=0.02
+        resolution=64,
+        z_dim=128,
+        w_dim=256,
+        embed_dim=128,
+        mbstd_by_class=True,
+        channel_base=8192,
+        channel_max=256,
+        batch_size=128,
+        **_ADA,
+        **_CLASS_SIGNAL,
     ),
     # 128 px.
     "base": dict(
         resolution=128,
         z_dim=128,
         w_dim=256,
+        embed_dim=128,
+        mbstd_by_class=True,
         channel_base=16384,
         channel_max=512,
         batch_size=64,
-        r1_gamma=0.05,
+        **_ADA,
+        **_CLASS_SIGNAL,
     ),
 }
 
 # What the seed's DCGAN baseline turns off: no EMA (G_ema is a copy of G), no augmentation, no R1,
 # no conditioning. Everything else (widths, batch, Adam 2e-4 / 0.5, 0.999) is shared.
-_DCGAN_OVERRIDES = dict(ema_kimg=0.0, augment="", xflip=False, r1_gamma=0.0, conditional=False)
+_DCGAN_OVERRIDES = dict(
+    ema_kimg=0.0,
+    augment="",
+    xflip=False,
+    r1_gamma=0.0,
+    conditional=False,
+    ada_target=0.0,
+    aux_weight=0.0,
+    class_balance=0.0,
+)
 
 
 def validate(cfg: GanConfig) -> None:
@@ -129,6 +197,12 @@ def validate(cfg: GanConfig) -> None:
         raise ValueError(f"num_classes must be at least 1, got {cfg.num_classes}")
     if cfg.batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {cfg.batch_size}")
+    if not 0.0 <= cfg.augment_p <= 1.0:
+        raise ValueError(f"augment_p must be in [0, 1], got {cfg.augment_p}")
+    if not 0.0 <= cfg.ada_target < 1.0:
+        raise ValueError(f"ada_target must be in [0, 1), got {cfg.ada_target}")
+    if cfg.aux_weight < 0 or cfg.class_balance < 0:
+        raise ValueError("aux_weight and class_balance must not be negative")
 
 
 def preset_config(
@@ -139,6 +213,9 @@ def preset_config(
     values = dict(PRESETS[preset], preset=preset, arch=arch)
     if resolution is not None:
         values["resolution"] = resolution
+    # R1 follows the final resolution and batch unless given explicitly.
+    batch = overrides.get("batch_size", values["batch_size"])
+    values["r1_gamma"] = r1_gamma_for(values["resolution"], batch)
     if arch == "dcgan":
         values.update(_DCGAN_OVERRIDES)
         # The paper's widths, ngf = ndf = 64 at the layer next to the image: 32px -> 256, 128, 64.

@@ -86,8 +86,9 @@ def judge_accuracy(judge: Judge, images: torch.Tensor, labels: torch.Tensor, bat
     judge.eval()
     if labels.numel() == 0:
         return float("nan")
+    dev = next(judge.parameters()).device
     correct = sum(
-        (judge(images[i : i + batch]).argmax(1) == labels[i : i + batch]).sum().item()
+        (judge(images[i : i + batch].to(dev)).argmax(1).cpu() == labels[i : i + batch].cpu()).sum().item()
         for i in range(0, labels.numel(), batch)
     )
     return correct / labels.numel()

@@ -35,13 +35,20 @@ __all__ = [
 def kid(
     feat_a: torch.Tensor, feat_b: torch.Tensor, *, subsets: int = 50, subset_size: int = 1000, seed: int = 0
 ) -> float:
+    return kid_with_spread(feat_a, feat_b, subsets=subsets, subset_size=subset_size, seed=seed)[0]
+
+
+def kid_with_spread(
+    feat_a: torch.Tensor, feat_b: torch.Tensor, *, subsets: int = 50, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """(KID, std of the per-subset estimates): the spread is what a promotion gate's margin is made of."""
     a, b = feat_a.double(), feat_b.double()
     d = a.shape[1]
     m = min(a.shape[0], b.shape[0], subset_size)
     if m < 2:
         raise ValueError("kid needs at least 2 samples in each set")
     gen = torch.Generator().manual_seed(seed)
-    total = 0.0
+    values = []
     for _ in range(subsets):
         x = a[torch.randperm(a.shape[0], generator=gen)[:m]]
         y = b[torch.randperm(b.shape[0], generator=gen)[:m]]
@@ -49,12 +56,15 @@ def kid(
         kyy = (y @ y.T / d + 1) ** 3
         kxy = (x @ y.T / d + 1) ** 3
         # Unbiased: the diagonals (k(x, x)) are left out of the within-set means.
-        total += float(
-            (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
-            + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-            - 2 * kxy.mean()
+        values.append(
+            float(
+                (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
+                + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+                - 2 * kxy.mean()
+            )
         )
-    return total / subsets
+    v = torch.tensor(values, dtype=torch.float64)
+    return float(v.mean()), float(v.std()) if subsets > 1 else 0.0
 
 
 def _kth_nn_radius(f: torch.Tensor, k: int) -> torch.Tensor:
@@ -98,9 +108,14 @@ def novelty(fake_f: torch.Tensor, train_f: torch.Tensor, *, threshold: float = 0
 
 @torch.no_grad()
 def extract_features(judge: Judge, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """Judge features (float64, on the CPU); the judge runs where it lives, the images go there."""
     judge.eval()
+    dev = next(judge.parameters()).device
     return torch.cat(
-        [judge.features(images[i : i + batch]).double() for i in range(0, images.shape[0], batch)]
+        [
+            judge.features(images[i : i + batch].to(dev)).double().cpu()
+            for i in range(0, images.shape[0], batch)
+        ]
     )
 
 
@@ -111,8 +126,8 @@ def evaluate(
     *,
     n_per_class: int = 100,
     seed: int = 0,
-    truncation: float = 1.0,
-    device: str = "cpu",
+    truncation: float | None = None,
+    device: str | None = None,
     max_real: int = 5000,
     kid_subsets: int = 50,
 ) -> dict:
@@ -123,8 +138,18 @@ def evaluate(
     is compared at the catalogue's category mix; ``kid_heldout`` does the same on the judge's held-out
     split only. Novelty is measured against the judge's train split.
     """
-    from .sampling import generate
+    import copy
 
+    from .sampling import _device_of, generate, resolve_truncation
+
+    # Everything runs on G's device (a CUDA worker's G_ema stays on the GPU); the judge goes there too,
+    # as a copy so that the caller's judge is never moved under it.
+    if device is not None and torch.device(device) != _device_of(G):
+        raise ValueError(f"the generator lives on {_device_of(G)}, not {device}")
+    device = None
+    if next(judge.parameters()).device != _device_of(G):
+        judge = copy.deepcopy(judge).to(_device_of(G))
+    truncation = resolve_truncation(G, truncation)
     images, labels = dataset["images"], dataset["labels"]
     num_classes = judge.num_classes
     gen_labels = torch.arange(num_classes).repeat_interleave(n_per_class)
@@ -159,8 +184,15 @@ def evaluate(
         "gan_test_accuracy": gan_test_accuracy(judge, fakes, gen_labels),
         "gan_test_per_class": per_class,
         "judge_heldout_accuracy": info.get("heldout_accuracy"),
-        "kid": kid(real_f, fake_f, seed=seed, subsets=kid_subsets),
+        **dict(
+            zip(
+                ("kid", "kid_std"),
+                kid_with_spread(real_f, fake_f, seed=seed, subsets=kid_subsets),
+                strict=True,
+            )
+        ),
         **precision_recall(real_f, fake_f, k=3),
+        "n_gan_test": int(gen_labels.numel()),
         "n_generated": int(gen_labels.numel() + real_idx.numel()),
         "n_real": int(real_idx.numel()),
         "truncation": truncation,
@@ -196,3 +228,27 @@ def evaluate(
     nov.pop("nearest_train_index")
     out.update(nov)
     return out
+
+
+def truncation_sweep(
+    G,
+    judge: Judge,
+    dataset: dict,
+    values=(1.0, 0.9, 0.8, 0.7),
+    *,
+    recall_keep: float = 0.8,
+    kid_slack: float = 1.1,
+    **kwargs,
+) -> dict:
+    """Evaluate G at each truncation and choose the default: the highest GAN-test accuracy among the
+    values that keep recall >= ``recall_keep`` x and KID <= ``kid_slack`` x those at 1.0 (truncation
+    trades diversity for fidelity; past that point it only makes the catalogue monotonous)."""
+    rows = {float(t): evaluate(G, judge, dataset, truncation=float(t), **kwargs) for t in values}
+    ref = rows[max(rows)]
+    ok = [
+        t
+        for t, m in rows.items()
+        if m["recall"] >= recall_keep * ref["recall"] and m["kid"] <= kid_slack * ref["kid"]
+    ]
+    best = max(ok or [max(rows)], key=lambda t: (rows[t]["gan_test_accuracy"], t))
+    return {"default_truncation": best, "sweep": rows}

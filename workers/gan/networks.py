@@ -69,19 +69,20 @@ class Mapping(nn.Module):
             x = torch.cat([x, pixel_norm(self.embed(labels))], dim=1)
         w = self.net(x)
         if update_w_avg:
-            self._track(w.detach(), labels, beta)
+            self._track(w.detach().float(), labels, beta)
         if truncation != 1.0:
-            w = self.w_avg[labels].lerp(w, truncation)
+            # w_avg is an fp32 buffer while w is bf16 under autocast: lerp in fp32 (the next Linear casts).
+            w = self.w_avg[labels].lerp(w.float(), truncation)
         return w
 
     @torch.no_grad()
     def _track(self, w, labels, beta):
-        n = self.w_avg.shape[0]
+        # No boolean-mask indexing or bincount: both make the host wait for the device every step.
         sums = torch.zeros_like(self.w_avg).index_add_(0, labels, w)
-        counts = torch.bincount(labels, minlength=n).to(w.dtype)
-        seen = counts > 0
-        means = sums[seen] / counts[seen, None]
-        self.w_avg[seen] = means.lerp(self.w_avg[seen], beta)
+        counts = torch.zeros_like(self.w_avg[:, 0]).index_add_(0, labels, torch.ones_like(w[:, 0]))
+        means = sums / counts.clamp(min=1)[:, None]
+        seen = (counts > 0)[:, None]
+        self.w_avg.copy_(torch.where(seen, means.lerp(self.w_avg, beta), self.w_avg))
 
 
 class FiLM(nn.Module):
@@ -176,7 +177,12 @@ class DBlock(nn.Module):
 
 
 def downsample2(x: torch.Tensor) -> torch.Tensor:
-    """2x2 average pooling as a reshape-mean: same numbers, much cheaper backward on CPU than avg_pool2d."""
+    """2x2 average pooling as a reshape-mean: same numbers, much cheaper backward on CPU than avg_pool2d.
+
+    A channels_last tensor (the GPU layout) cannot be viewed that way; there the pooling kernel is fast.
+    """
+    if not x.is_contiguous():
+        return F.avg_pool2d(x, 2)
     n, c, h, w = x.shape
     return x.view(n, c, h // 2, 2, w // 2, 2).mean(dim=(3, 5))
 
@@ -185,10 +191,10 @@ def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:
     """Append the std of features across a small group of samples: lets D notice a collapsed batch."""
     n, c, h, w = x.shape
     g = max(d for d in range(1, min(group, n) + 1) if n % d == 0)
-    y = x.view(g, n // g, c, h, w)
+    y = x.float().reshape(g, n // g, c, h, w)  # statistics in fp32 under autocast
     y = (y - y.mean(dim=0)).square().mean(dim=0).add(1e-8).sqrt()  # [n/g, c, h, w]
     y = y.mean(dim=(1, 2, 3)).view(n // g, 1, 1, 1).repeat(g, 1, h, w)
-    return torch.cat([x, y], dim=1)
+    return torch.cat([x, y.to(x.dtype)], dim=1)
 
 
 def minibatch_stddev_by_label(x: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -198,13 +204,15 @@ def minibatch_stddev_by_label(x: torch.Tensor, labels: torch.Tensor, num_classes
     collapses within a category then shows a smaller std than the reals of that category.
     """
     n, c, h, w = x.shape
-    flat = x.flatten(1)
-    counts = torch.bincount(labels, minlength=num_classes).clamp(min=1).to(x.dtype)[:, None]
-    means = torch.zeros(num_classes, flat.shape[1], dtype=x.dtype, device=x.device).index_add(0, labels, flat)
+    flat = x.float().flatten(1)  # statistics in fp32 under autocast
+    # Counts by index_add, not bincount: bincount makes the host wait for the device.
+    counts = torch.zeros(num_classes, 1, device=x.device).index_add_(0, labels, flat.new_ones(n, 1))
+    counts = counts.clamp(min=1)
+    means = flat.new_zeros(num_classes, flat.shape[1]).index_add_(0, labels, flat)
     dev2 = (flat - (means / counts)[labels]).square()
-    var = torch.zeros_like(means).index_add(0, labels, dev2) / counts
+    var = torch.zeros_like(means).index_add_(0, labels, dev2) / counts
     y = var.add(1e-8).sqrt().mean(dim=1)[labels].view(n, 1, 1, 1).expand(n, 1, h, w)
-    return torch.cat([x, y], dim=1)
+    return torch.cat([x, y.to(x.dtype)], dim=1)
 
 
 class Discriminator(nn.Module):
@@ -227,10 +235,13 @@ class Discriminator(nn.Module):
         # Projection discriminator (Miyato & Koyama 2018): the class enters as an inner product with
         # the features, which conditions far better than concatenating a one-hot.
         self.embed = nn.Embedding(cfg.num_classes, c4) if cfg.conditional else None
+        # Auxiliary classifier (AC-GAN) beside the projection: a direct, per-category training signal.
+        self.aux = nn.Linear(c4, cfg.num_classes) if cfg.conditional and cfg.aux_weight > 0 else None
         if cfg.he_init:
             he_init(self)
 
-    def forward(self, x, labels):
+    def forward(self, x, labels, with_aux: bool = False):
+        """Logits [N]; with ``with_aux``, also the auxiliary class logits [N, C] (None without the head)."""
         x = F.leaky_relu(self.from_rgb(x), 0.2)
         x = self.blocks(x)
         if self.mbstd_by_class:
@@ -242,6 +253,8 @@ class Discriminator(nn.Module):
         logits = self.out(phi).squeeze(1)
         if self.embed is not None:
             logits = logits + (self.embed(labels) * phi).sum(dim=1) / math.sqrt(phi.shape[1])
+        if with_aux:
+            return logits, self.aux(phi) if self.aux is not None else None
         return logits
 
 

@@ -5,32 +5,50 @@
 z is always drawn on the CPU and then moved, so the same seed gives the same noise on every device,
 at every batch size and position in the batch (G has no batch-dependent layer in eval mode).
 
-    load_generator(ckpt, device)            -> (G_ema in eval mode, config, class_names)
-    generate(G, seeds=, labels=, truncation) -> uint8 [N, 3, R, R]
+    load_generator(ckpt, device, precision) -> (G_ema in eval mode, config, class_names)
+    generate(G, seeds=, labels=, truncation) -> uint8 [N, 3, R, R]   (truncation None: the model's default)
     interpolate(G, seed_a, seed_b, label, steps)  linear in w (the mapping output), ends included
     variations(G, seed, label, n, strength)       z + strength * noise_j, renormalised
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 
 import torch
 
 from .config import GanConfig
 from .networks import build_generator
+from .training import autocast, default_precision
 
 
-def load_generator(ckpt: dict, device: str | torch.device = "cpu"):
+def load_generator(
+    ckpt: dict,
+    device: str | torch.device = "cpu",
+    precision: str | None = None,
+    channels_last: bool | None = None,
+):
+    """G_ema of ``ckpt`` in eval mode on ``device``; it carries ``precision`` (bf16 by default on CUDA)
+    and ``default_truncation`` (measured by a truncation sweep and stored in the checkpoint, else 1)."""
     device = torch.device(device)
     cfg = GanConfig.from_dict(ckpt["config"])
     G = build_generator(cfg)
     G.load_state_dict(ckpt["G_ema"])
     G = G.eval().requires_grad_(False).to(device)
-    if device.type == "cuda":
+    if device.type == "cuda" if channels_last is None else channels_last:
         G = G.to(memory_format=torch.channels_last)
+    G.precision = precision or default_precision(device)
+    autocast(device, G.precision)  # validates the name
+    G.default_truncation = float(ckpt.get("default_truncation", 1.0))
     return G, cfg, list(ckpt["class_names"])
+
+
+def resolve_truncation(G, truncation: float | None) -> float:
+    if truncation is None:
+        return float(getattr(G, "default_truncation", 1.0))
+    if not 0.0 <= truncation <= 1.0:
+        raise ValueError(f"truncation must be in [0, 1], got {truncation}")
+    return float(truncation)
 
 
 def seed_noise(seeds: list[int], z_dim: int) -> torch.Tensor:
@@ -41,11 +59,10 @@ def _device_of(G) -> torch.device:
     return next(G.parameters()).device
 
 
-def _autocast(device: torch.device):
-    # bf16 on CUDA only: CPU bf16 is slower on most CPUs and would change the pixels of a CPU rerun.
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def _autocast(G, device: torch.device):
+    # The generator's own precision (load_generator); bf16 by default on CUDA only: CPU bf16 is slower
+    # on most CPUs and would change the pixels of a CPU rerun.
+    return autocast(device, getattr(G, "precision", None) or default_precision(device))
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -91,7 +108,7 @@ def _padded(G, fn, *tensors: torch.Tensor, batch_size: int = GEN_BATCH) -> torch
         k = chunk[0].shape[0]
         if k < batch_size:
             chunk = [torch.cat([c, c[:1].expand(batch_size - k, *c.shape[1:])]) for c in chunk]
-        with _autocast(dev):
+        with _autocast(G, dev):
             out.append(to_uint8(fn(*(c.to(dev) for c in chunk))[:k]).cpu())
     if not out:
         r = G.resolution
@@ -111,15 +128,18 @@ def generate(
     *,
     seeds: list[int],
     labels: list[int],
-    truncation: float = 1.0,
+    truncation: float | None = None,
     device: str | torch.device | None = None,
     batch_size: int = GEN_BATCH,
 ) -> torch.Tensor:
-    """uint8 [N, 3, R, R]; image i is a function of (seeds[i], labels[i], truncation, batch_size) only."""
+    """uint8 [N, 3, R, R] on the CPU; image i is a function of (seeds[i], labels[i], truncation,
+    batch_size) only. G runs where it lives; ``device`` only checks that this is where the caller thinks
+    (moving G here would move the caller's model, in place, under it)."""
     if len(seeds) != len(labels):
         raise ValueError(f"{len(seeds)} seeds but {len(labels)} labels")
     if device is not None and torch.device(device) != _device_of(G):
-        G = G.to(device)
+        raise ValueError(f"the generator lives on {_device_of(G)}, not {device}; load it there")
+    truncation = resolve_truncation(G, truncation)
     y = _check_labels(G, labels)
     z = seed_noise(seeds, G.z_dim) if seeds else torch.zeros(0, G.z_dim)
     return _padded(G, lambda zz, yy: G(zz, yy, truncation=truncation), z, y, batch_size=batch_size)
@@ -127,9 +147,16 @@ def generate(
 
 @torch.inference_mode()
 def interpolate(
-    G, seed_a: int, seed_b: int, label: int, steps: int, truncation: float = 1.0, batch_size: int = GEN_BATCH
+    G,
+    seed_a: int,
+    seed_b: int,
+    label: int,
+    steps: int,
+    truncation: float | None = None,
+    batch_size: int = GEN_BATCH,
 ) -> torch.Tensor:
     """``steps`` images from seed_a's design to seed_b's (both ends included), linear in w."""
+    truncation = resolve_truncation(G, truncation)
     y = _check_labels(G, [label] * max(steps, 2))
     z = seed_noise([seed_a, seed_b], G.z_dim)
     # The ends go through the same padded mapping as generate(), so they match it exactly.
@@ -144,7 +171,7 @@ def _padded_mapping(G, z, y, truncation, batch_size):
     k = z.shape[0]
     zz = torch.cat([z, z[:1].expand(batch_size - k, -1)]).to(dev)
     yy = torch.cat([y, y[:1].expand(batch_size - k)]).to(dev)
-    with _autocast(dev):
+    with _autocast(G, dev):
         return G.mapping(zz, yy, truncation=truncation)[:k].float().cpu()
 
 
@@ -154,10 +181,11 @@ def variations(
     label: int,
     n: int,
     strength: float = 0.3,
-    truncation: float = 1.0,
+    truncation: float | None = None,
     batch_size: int = GEN_BATCH,
 ) -> torch.Tensor:
     """``n`` designs near ``seed``'s; variation j uses noise seeded from (seed, j), so it is reproducible."""
+    truncation = resolve_truncation(G, truncation)
     y = _check_labels(G, [label] * n)
     z0 = seed_noise([seed], G.z_dim)
     eps = seed_noise([(seed * 1_000_003 + j + 1) % 2**63 for j in range(n)], G.z_dim)

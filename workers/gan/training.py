@@ -9,28 +9,49 @@
 One step: sample a real batch (x-flip), one G forward; D on augment(real) and augment(fake.detach())
 (+ lazy R1 on the real logits every r1_interval steps); G through D on augment(fake); EMA of G.
 
-Every random draw goes through two torch.Generators kept in the state (``train_gen`` on the device
-for noise/flips/augmentation, ``data_gen`` on the CPU for batch indices), so a run split into segments
-at any step boundary produces bit-identical weights on CPU.
+Every random draw goes through two torch.Generators kept in the state (``train_gen`` for
+noise/flips/augmentation, ``data_gen`` for batch indices, both on the device so that the step never
+waits for the host), so a run split into segments at any step boundary produces bit-identical weights
+on CPU.
+
+Precision: ``precision="bf16"`` runs the G and D passes under bf16 autocast (weights, Adam, EMA, losses
+and the R1 gradient norm stay fp32); ``channels_last`` stores conv weights and activations NHWC. Both
+are the defaults on CUDA and can be asked for on the CPU, which is how the tests prove the GPU path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .augment import diff_augment, parse_policy
-from .config import GanConfig
+from .config import ARCH_FIELDS, GanConfig, preset_config
 from .data import images_as_float
 from .losses import d_loss, g_loss, r1_penalty
 from .networks import build_networks
 
 HISTORY_EVERY = 10  # record (step, loss_d, loss_g) every N steps for the loss curve
+PRECISIONS = ("fp32", "bf16")
+
+
+def default_precision(device: str | torch.device) -> str:
+    # bf16 on CUDA; fp32 on the CPU, where bf16 is slower on most chips (ask for it to test the GPU path).
+    return "bf16" if torch.device(device).type == "cuda" else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 @dataclass
@@ -49,6 +70,12 @@ class TrainState:
     cur_nimg: int = 0
     history: list[list[float]] = field(default_factory=list)
     augment: dict = field(default_factory=dict)
+    precision: str = "fp32"
+    channels_last: bool = False
+    # Device-side values, read by the host only at reports and checkpoints (no sync in the step):
+    aug_p: torch.Tensor | None = None  # the current augmentation probability (0-d)
+    ada_acc: torch.Tensor | None = None  # [sum of sign(D(real)), count] since the last ADA update
+    pending: list = field(default_factory=list)  # (step, loss_d, loss_g) not yet copied to history
 
 
 def _make_optimizers(cfg: GanConfig, G: nn.Module, D: nn.Module):
@@ -67,16 +94,29 @@ def _ema_copy(G: nn.Module) -> nn.Module:
     return G_ema
 
 
-def new_state(config: GanConfig, class_names: list[str], seed: int = 0, device: str | torch.device = "cpu"):
+def new_state(
+    config: GanConfig,
+    class_names: list[str],
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    precision: str | None = None,
+    channels_last: bool | None = None,
+):
     device = torch.device(device)
+    precision = precision or default_precision(device)
+    autocast(device, precision)  # validates the name
+    channels_last = device.type == "cuda" if channels_last is None else channels_last
     if config.num_classes != len(class_names):
         config = GanConfig.from_dict({**config.to_dict(), "num_classes": max(1, len(class_names))})
     torch.manual_seed(seed)  # network initialisation
     G, D = build_networks(config)
     G, D = G.to(device), D.to(device)
+    if channels_last:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     opt_G, opt_D = _make_optimizers(config, G, D)
     train_gen = torch.Generator(device=device).manual_seed(seed + 1)
-    data_gen = torch.Generator().manual_seed(seed + 2)
+    data_gen = torch.Generator(device=device).manual_seed(seed + 2)
+    p0 = config.augment_p if config.augment else 0.0
     return TrainState(
         config=config,
         class_names=list(class_names),
@@ -88,7 +128,11 @@ def new_state(config: GanConfig, class_names: list[str], seed: int = 0, device: 
         train_gen=train_gen,
         data_gen=data_gen,
         device=device,
-        augment={"policy": config.augment, "p": 1.0 if config.augment else 0.0},
+        augment={"policy": config.augment, "p": p0},
+        precision=precision,
+        channels_last=channels_last,
+        aug_p=torch.tensor(p0, device=device),
+        ada_acc=torch.zeros(2, device=device),
     )
 
 
@@ -109,44 +153,103 @@ def _update_ema(state: TrainState) -> None:
         b_ema.copy_(b)  # w_avg, BN statistics: copied, not averaged
 
 
-def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor) -> dict:
+def class_balanced_weights(labels: torch.Tensor, num_classes: int, balance: float) -> torch.Tensor | None:
+    """Per-image sampling weights count(label) ** -balance (None for plain uniform sampling)."""
+    if balance <= 0:
+        return None
+    counts = torch.zeros(num_classes, device=labels.device).index_add_(
+        0, labels, torch.ones(labels.shape[0], device=labels.device)
+    )
+    return counts.clamp(min=1).pow(-balance)[labels]
+
+
+def _ada_update(state: TrainState, real_logits: torch.Tensor) -> None:
+    """StyleGAN2-ADA: raise p when D is too sure of the reals (r_t = E[sign D(real)] > target)."""
+    cfg = state.config
+    signs = real_logits.detach().float().sign().sum()
+    state.ada_acc += torch.stack([signs, torch.full_like(signs, len(real_logits))])  # no host -> device copy
+    if state.step % cfg.ada_interval == cfg.ada_interval - 1:
+        r_t = state.ada_acc[0] / state.ada_acc[1].clamp(min=1)
+        adjust = (
+            torch.sign(r_t - cfg.ada_target) * (cfg.batch_size * cfg.ada_interval) / (cfg.ada_kimg * 1000)
+        )
+        state.aug_p = (state.aug_p + adjust).clamp(0.0, 1.0)
+        state.ada_acc.zero_()
+
+
+def train_step(
+    state: TrainState, images: torch.Tensor, labels: torch.Tensor, sample_weights: torch.Tensor | None = None
+) -> dict:
+    """One D and one G step. ``images``/``labels``/``sample_weights`` live on the state's device; nothing
+    here reads a device value on the host, so on CUDA the step only queues kernels."""
     cfg, G, D, gen, dev = state.config, state.G, state.D, state.train_gen, state.device
     policy = parse_policy(cfg.augment)
     n = cfg.batch_size
-    idx = torch.randint(images.shape[0], (n,), generator=state.data_gen).to(dev)
+    if sample_weights is None:
+        idx = torch.randint(images.shape[0], (n,), generator=state.data_gen, device=state.data_gen.device)
+    else:
+        idx = torch.multinomial(sample_weights, n, replacement=True, generator=state.data_gen)
+    idx = idx.to(dev)
     real = images_as_float(images[idx])
     y = labels[idx]
     if cfg.xflip:
         flip = torch.rand(n, generator=gen, device=dev) < 0.5
         real = torch.where(flip[:, None, None, None], real.flip(3), real)
+    if state.channels_last:
+        real = real.contiguous(memory_format=torch.channels_last)
     z = torch.randn(n, cfg.z_dim, generator=gen, device=dev)
+    adaptive = bool(policy) and cfg.ada_target > 0
+    fixed_all = bool(policy) and not adaptive and cfg.augment_p >= 1.0
 
     def aug(t):
-        return diff_augment(t, policy, gen) if policy else t
+        if not policy:
+            return t
+        out = diff_augment(t, policy, gen)
+        if not fixed_all:  # each image augmented with probability p (ADA), the rest left alone
+            keep = torch.rand(n, 1, 1, 1, generator=gen, device=dev) < state.aug_p
+            out = torch.where(keep, out, t)
+        if state.channels_last:
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out
 
+    aux = cfg.aux_weight > 0
+    cast = autocast(dev, state.precision)
     G.train()
     D.train()
-    fake = G(z, y, update_w_avg=True)
+    with cast:
+        fake = G(z, y, update_w_avg=True)
 
     # D step: L_D = softplus(-D(real)) + softplus(D(fake)), plus lazy R1 on the same real logits.
     D.requires_grad_(True)
     do_r1 = cfg.r1_gamma > 0 and state.step % cfg.r1_interval == 0
     real_in = aug(real).detach().requires_grad_(do_r1)
-    real_logits = D(real_in, y)
-    fake_logits = D(aug(fake.detach()), y)
+    with cast:
+        real_logits, real_cls = D(real_in, y, with_aux=True)
+        fake_logits = D(aug(fake.detach()), y)
+    real_logits, fake_logits = real_logits.float(), fake_logits.float()
     loss_d = d_loss(real_logits, fake_logits)
     total_d = loss_d
+    if aux and real_cls is not None:
+        total_d = total_d + cfg.aux_weight * F.cross_entropy(real_cls.float(), y)
     if do_r1:
-        total_d = loss_d + r1_penalty(real_in, real_logits) * (cfg.r1_gamma / 2 * cfg.r1_interval)
+        # The gradient norm in fp32 (the backward through the convs runs at the pass's precision).
+        total_d = total_d + r1_penalty(real_in, real_logits) * (cfg.r1_gamma / 2 * cfg.r1_interval)
     state.opt_D.zero_grad(set_to_none=True)
     total_d.backward()
     state.opt_D.step()
+    if adaptive:
+        _ada_update(state, real_logits)
 
     # G step (non-saturating), through the freshly updated D; D's weights are frozen for speed.
     D.requires_grad_(False)
-    loss_g = g_loss(D(aug(fake), y))
+    with cast:
+        g_logits, g_cls = D(aug(fake), y, with_aux=True)
+    loss_g = g_loss(g_logits.float())
+    total_g = loss_g
+    if aux and g_cls is not None:
+        total_g = total_g + cfg.aux_weight * F.cross_entropy(g_cls.float(), y)
     state.opt_G.zero_grad(set_to_none=True)
-    loss_g.backward()
+    total_g.backward()
     state.opt_G.step()
 
     state.step += 1
@@ -176,16 +279,20 @@ def train(
     if device is not None and torch.device(device) != state.device:
         raise ValueError(f"state lives on {state.device}; load it with device={device!r}")
     dev = state.device
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick its fastest kernels
     images, labels = dataset["images"].to(dev), dataset["labels"].to(dev)
     if labels.numel() == 0:
         raise ValueError("dataset is empty")
     if int(labels.max()) >= state.config.num_classes:
         raise ValueError(f"label {int(labels.max())} out of range for {state.config.num_classes} classes")
+    weights = class_balanced_weights(labels, state.config.num_classes, state.config.class_balance)
     start_step, t0, cpu0 = state.step, time.perf_counter(), time.process_time()
     end_step = None if steps is None else start_step + steps
     last = {}
 
     def report(final: bool = False):
+        flush_history(state)  # the only place the host reads the losses
         if progress_fn is None or not last:
             return
         elapsed = max(time.perf_counter() - t0, 1e-9)
@@ -200,6 +307,7 @@ def train(
                 "final": final,
                 "loss_d": float(last["loss_d"]),
                 "loss_g": float(last["loss_g"]),
+                "augment_p": float(state.aug_p) if state.aug_p is not None else 0.0,
                 "steps_per_s": done / elapsed,
                 "images_per_s": done * state.config.batch_size / elapsed,
             }
@@ -212,19 +320,30 @@ def train(
             break
         if abort_fn is not None and abort_fn():
             break
-        last = train_step(state, images, labels)
+        last = train_step(state, images, labels, weights)
         if state.step % HISTORY_EVERY == 0:
-            state.history.append([float(state.step), float(last["loss_d"]), float(last["loss_g"])])
+            state.pending.append((state.step, last["loss_d"], last["loss_g"]))
         if state.step % progress_every == 0:
             report()
     report(final=True)
     return state
 
 
+def flush_history(state: TrainState) -> None:
+    """Copy the losses recorded on the device into ``state.history`` (one host sync for all of them)."""
+    if state.pending:
+        values = torch.stack([torch.stack([ld, lg]) for _, ld, lg in state.pending]).float().cpu().tolist()
+        state.history.extend(
+            [float(s), a, b] for (s, _, _), (a, b) in zip(state.pending, values, strict=True)
+        )
+        state.pending = []
+
+
 # ---------------------------------------------------------------- checkpoints
 
 
 def state_to_checkpoint(state: TrainState) -> dict:
+    flush_history(state)
     cuda_rng = None
     if state.device.type == "cuda":
         cuda_rng = torch.cuda.get_rng_state(state.device)
@@ -237,7 +356,7 @@ def state_to_checkpoint(state: TrainState) -> dict:
         "G_ema": state.G_ema.state_dict(),
         "opt_G": state.opt_G.state_dict(),
         "opt_D": state.opt_D.state_dict(),
-        "augment": dict(state.augment),
+        "augment": {**state.augment, "p": float(state.aug_p) if state.aug_p is not None else 0.0},
         "step": state.step,
         "cur_nimg": state.cur_nimg,
         "rng": {
@@ -260,59 +379,117 @@ def checkpoint_from_bytes(b: bytes) -> dict:
     return torch.load(io.BytesIO(b), weights_only=True, map_location="cpu")
 
 
-def state_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> TrainState:
+def state_from_checkpoint(
+    ckpt: dict,
+    device: str | torch.device = "cpu",
+    precision: str | None = None,
+    channels_last: bool | None = None,
+) -> TrainState:
     cfg = GanConfig.from_dict(ckpt["config"])
-    state = new_state(cfg, ckpt["class_names"], seed=0, device=device)
+    state = new_state(
+        cfg, ckpt["class_names"], seed=0, device=device, precision=precision, channels_last=channels_last
+    )
     state.G.load_state_dict(ckpt["G"])
     state.D.load_state_dict(ckpt["D"])
     state.G_ema.load_state_dict(ckpt["G_ema"])
     state.opt_G.load_state_dict(ckpt["opt_G"])
     state.opt_D.load_state_dict(ckpt["opt_D"])
     state.augment = dict(ckpt.get("augment", state.augment))
+    state.aug_p = torch.tensor(float(state.augment.get("p", 0.0)), device=state.device)
     state.step, state.cur_nimg = int(ckpt["step"]), int(ckpt["cur_nimg"])
     rng = ckpt["rng"]
     torch.set_rng_state(rng["torch_cpu"])
     if rng.get("torch_cuda") is not None and state.device.type == "cuda":
         torch.cuda.set_rng_state(rng["torch_cuda"], state.device)
-    try:
-        state.train_gen.set_state(rng["train_gen"])
-    except RuntimeError:
-        # A CUDA generator's state does not fit a CPU one (moved between device types): reseed from
-        # the step, which keeps the run deterministic from here on.
-        state.train_gen.manual_seed(1_000_003 * state.step + 1)
-    state.data_gen.set_state(rng["data_gen"])
+    for k, (gen, key) in enumerate(((state.train_gen, "train_gen"), (state.data_gen, "data_gen"))):
+        try:
+            gen.set_state(rng[key])
+        except RuntimeError:
+            # A CUDA generator's state does not fit a CPU one (moved between device types): reseed from
+            # the step, which keeps the run deterministic from here on.
+            gen.manual_seed(1_000_003 * state.step + 1 + k)
     state.history = [list(map(float, row)) for row in ckpt["history"].tolist()]
     return state
 
 
-_CLASS_ROWS = ("mapping_net.embed.weight", "mapping_net.w_avg", "embed.weight")
+_CLASS_ROWS = ("mapping_net.embed.weight", "mapping_net.w_avg", "embed.weight", "aux.weight", "aux.bias")
 
 
-def finetune_state(ckpt: dict, class_names: list[str], seed: int = 0, device: str | torch.device = "cpu"):
-    """A fresh TrainState initialised from ``ckpt`` for a catalogue with ``class_names``.
+def finetune_config(parent: dict, num_classes: int) -> GanConfig:
+    """The current preset's training settings around the parent's weight shapes (``ARCH_FIELDS``)."""
+    arch = {k: parent[k] for k in ARCH_FIELDS if k in parent}
+    # Checkpoints from before a field existed load with the field's "off" default (GanConfig's).
+    for k in ("embed_dim",):
+        arch.setdefault(k, getattr(GanConfig(), k))
+    try:
+        cfg = preset_config(arch["preset"], arch["resolution"], arch["arch"])
+    except (KeyError, ValueError):  # an unknown old preset: keep the parent's config whole
+        cfg = GanConfig.from_dict(parent)
+    return GanConfig.from_dict({**cfg.to_dict(), **arch, "num_classes": num_classes})
 
-    Per-class rows (G's class embedding and w_avg, D's projection embedding) are matched by category
-    name: known categories keep their learned rows, new ones keep a fresh initialisation (w_avg: the
-    mean of the old rows). Optimiser moments start over, because their shapes changed.
+
+def _load_matching_moments(opt: torch.optim.Optimizer, saved: dict, params: list[nn.Parameter]) -> int:
+    """Keep the parent's Adam moments for every parameter whose shape did not change; returns how many."""
+    old_state = saved.get("state", {})
+    old_ids = [i for g in saved.get("param_groups", []) for i in g["params"]]
+    kept = 0
+    for p, old_i in zip(params, old_ids, strict=False):
+        s = old_state.get(old_i)
+        if s and s.get("exp_avg") is not None and s["exp_avg"].shape == p.shape:
+            # Moments to the parameter's device; Adam's 0-d step counter stays where Adam keeps it.
+            opt.state[p] = {k: v.to(p.device) if torch.is_tensor(v) and v.dim() else v for k, v in s.items()}
+            kept += 1
+    return kept
+
+
+def finetune_state(
+    ckpt: dict,
+    class_names: list[str],
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    precision: str | None = None,
+    channels_last: bool | None = None,
+):
+    """A TrainState that continues ``ckpt`` (the production model) on a catalogue with ``class_names``.
+
+    Per-class rows (G's class embedding and w_avg, D's projection embedding and classifier) are matched
+    by category name: known categories keep their learned rows, new ones keep a fresh initialisation
+    (w_avg: the mean of the old rows). What a fine-tune keeps, so that it improves on its parent
+    instead of restarting: G_ema and ``cur_nimg`` (the EMA ramp does not restart and wipe it), Adam's
+    moments wherever the shapes match, and only the parent's weight shapes (training settings come
+    from the current preset). The step counter starts at 0: it counts this job's steps.
     """
     old_names = list(ckpt["class_names"])
-    cfg = GanConfig.from_dict({**ckpt["config"], "num_classes": max(1, len(class_names))})
-    state = new_state(cfg, class_names, seed=seed, device=device)
+    cfg = finetune_config(ckpt["config"], max(1, len(class_names)))
+    state = new_state(
+        cfg, class_names, seed=seed, device=device, precision=precision, channels_last=channels_last
+    )
     mapping = [(new_i, old_names.index(n)) for new_i, n in enumerate(class_names) if n in old_names]
     for net, key in ((state.G, "G"), (state.D, "D"), (state.G_ema, "G_ema")):
         target = net.state_dict()
-        source = ckpt[key]
         merged = {}
-        for name, value in source.items():
-            if name.endswith(_CLASS_ROWS) and name in target:
+        for name, value in ckpt[key].items():
+            if name not in target:
+                continue  # a head the current preset dropped
+            if name.endswith(_CLASS_ROWS) and target[name].shape[1:] == value.shape[1:]:
                 row = target[name].clone()
                 if name.endswith("w_avg"):
                     row[:] = value.mean(dim=0)
                 for new_i, old_i in mapping:
                     row[new_i] = value[old_i]
                 merged[name] = row
-            else:
+            elif target[name].shape == value.shape:
                 merged[name] = value
-        net.load_state_dict(merged)
+        # Missing keys (a head the parent lacked) keep their fresh initialisation.
+        net.load_state_dict(merged, strict=False)
+    state.cur_nimg = int(ckpt.get("cur_nimg", 0))
+    _load_matching_moments(state.opt_G, ckpt.get("opt_G", {}), list(state.G.parameters()))
+    _load_matching_moments(state.opt_D, ckpt.get("opt_D", {}), list(state.D.parameters()))
+    p = (
+        float(ckpt.get("augment", {}).get("p", state.augment["p"]))
+        if cfg.ada_target > 0
+        else state.augment["p"]
+    )
+    state.aug_p = torch.tensor(p, device=state.device)
     state.history = []
     return state

@@ -69,3 +69,62 @@ def test_unknown_preset_and_resolution_are_refused(tmp_path):
 def test_bare_generate_bench_reports_images_per_second():
     out = bench_generate_bare("tiny", 8, batch_size=4, workers=1)
     assert out["count"] == 8 and out["images_per_s"] > 0 and out["mean_png_bytes"] > 0
+
+
+def test_precision_bf16_train_and_sample_and_default_truncation(tmp_path):
+    data, out = _catalogue(tmp_path / "data"), tmp_path / "run"
+    runner = CliRunner()
+    res = runner.invoke(
+        gan,
+        ["train", "--data", str(data), "--out", str(out), "--resolution", "16", "--steps", "2"]
+        + ["--device", "cpu", "--precision", "bf16"],
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output.strip().splitlines()[-1])["precision"] == "bf16"
+    ckpt = str(out / "checkpoint.pt")
+    res = runner.invoke(
+        gan,
+        ["eval", "--checkpoint", ckpt, "--data", str(data), "--judge-seconds", "0.1", "--n-per-class", "2"]
+        + ["--sweep"],
+    )
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(res.output.strip().splitlines()[-1])
+    assert metrics["default_truncation"] in (1.0, 0.9, 0.8, 0.7) and set(metrics["truncation_sweep"]) == {
+        "1.0",
+        "0.9",
+        "0.8",
+        "0.7",
+    }
+    res = runner.invoke(
+        gan,
+        ["sample", "--checkpoint", ckpt, "--per-category", "1", "--out", str(tmp_path / "s")]
+        + ["--precision", "bf16"],
+    )
+    assert res.exit_code == 0, res.output
+    # The sweep's choice is the model's default, written into every image's provenance.
+    truncation = float(Image.open(tmp_path / "s" / "dress" / "0.png").text["truncation"])
+    assert truncation == metrics["default_truncation"]
+    bad = runner.invoke(
+        gan, ["sample", "--checkpoint", ckpt, "--out", str(tmp_path / "x"), "--truncation", "2"]
+    )
+    assert bad.exit_code != 0 and "truncation" in bad.output.lower()
+
+
+def test_gpu_check_smoke_on_cpu_prints_one_json_object(tmp_path):
+    from cli.bench_model import bench
+
+    data = _catalogue(tmp_path / "data")
+    res = CliRunner().invoke(
+        bench,
+        ["gpu", "--json", "--data", str(data), "--device", "cpu", "--minutes", "0.01", "--preset", "tiny"]
+        + ["--resolution", "16", "--judge-seconds", "0.1", "--per-category", "2"]
+        + ["--bench-seconds", "0.1", "--bench-count", "4"],
+    )
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output.strip().splitlines()[-1])
+    assert out["benchmark"] == "gpu_check" and out["device"] == "cpu" and out["train"]["steps"] >= 1
+    assert (
+        0.0 <= out["metrics"]["gan_test_accuracy"] <= 1.0 and out["metrics"]["kid"] == out["metrics"]["kid"]
+    )
+    assert out["bench_train"]["results"]["tiny/atelier"]["steps"] >= 3
+    assert out["bench_generate"]["count"] == 4
