@@ -62,7 +62,7 @@ class GenerateParams(_Params):
     count: int
     per_category: list[tuple[str, int]]
     seed: int
-    truncation: float = 1.0
+    truncation: float | None = None  # None: the model's stored default
     size: int
     format: ImageFormat = "png"
     quality: int | None = None

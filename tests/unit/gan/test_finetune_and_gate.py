@@ -16,8 +16,8 @@ def _parent(tiny_dataset, **kw):
 
 
 def test_finetune_keeps_ema_adam_moments_and_takes_the_current_presets_settings(tiny_dataset):
-    # The parent was trained with settings the preset no longer has (a frozen lr, no balancing).
-    ckpt = _parent(tiny_dataset, lr_g=1e-3, class_balance=0.0)
+    # The parent was trained with settings the preset does not have (another lr, balancing).
+    ckpt = _parent(tiny_dataset, lr_g=1e-3, class_balance=1.0)
     ckpt["cur_nimg"] = 200_000  # as a production model that trained long enough for the full EMA horizon
     ft = finetune_state(ckpt, CATEGORIES)
     assert ft.step == 0 and ft.cur_nimg == ckpt["cur_nimg"] > 0  # the EMA ramp does not restart
