@@ -7,6 +7,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -17,43 +18,50 @@ from tests.conftest import _backends, new_database_url
 pytestmark = pytest.mark.integration
 
 
+# fast reconciliation so that tests of lost workers finish in seconds
+STACK_ENV = {
+    "ATELIER_HEARTBEAT_SECONDS": "1",
+    "ATELIER_STALE_AFTER_SECONDS": "4",
+    "ATELIER_RECONCILE_EVERY_SECONDS": "1",
+    "ATELIER_RESEND_AFTER_SECONDS": "30",
+    "ATELIER_SCHEDULE_TICK_SECONDS": "1",
+    # tiny training segments and evaluations: CPU tests in seconds
+    "ATELIER_TRAIN_SEGMENT_SECONDS": "3",
+    # one torch thread per worker: on 2 cores, more threads than cores makes training crawl
+    "OMP_NUM_THREADS": "1",
+    "ATELIER_JUDGE_SECONDS": "2",
+    "ATELIER_EVAL_PER_CLASS": "8",
+    "ATELIER_EVAL_MAX_REAL": "64",
+    # the webhook receivers of the tests listen on loopback, which the policy refuses by default
+    "ATELIER_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8,::1/128",
+}
+
+
+@contextmanager
+def running_stack(data_dir, url: str) -> Iterator[Stack]:  # noqa: ANN001
+    """A started stack whose services the test process's core.* also talks to, undone afterwards."""
+    s = Stack(data_dir, database_url=url, extra_env=STACK_ENV)
+    s.start()
+    saved = {k: os.environ.get(k) for k in s.env}
+    os.environ.update(s.env)
+    _reset_process_caches()
+    try:
+        yield s
+    finally:
+        s.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        _reset_process_caches()
+
+
 @pytest.fixture(scope="session", params=_backends())
 def stack(request, tmp_path_factory, postgres) -> Iterator[Stack]:  # noqa: ANN001
     data_dir = tmp_path_factory.mktemp(f"stack-{request.param}")
-    url = new_database_url(request.param, data_dir, postgres)
-    s = Stack(
-        data_dir,
-        database_url=url,
-        # fast reconciliation so that tests of lost workers finish in seconds
-        extra_env={
-            "ATELIER_HEARTBEAT_SECONDS": "1",
-            "ATELIER_STALE_AFTER_SECONDS": "4",
-            "ATELIER_RECONCILE_EVERY_SECONDS": "1",
-            "ATELIER_RESEND_AFTER_SECONDS": "30",
-            "ATELIER_SCHEDULE_TICK_SECONDS": "1",
-            # tiny training segments and evaluations: CPU tests in seconds
-            "ATELIER_TRAIN_SEGMENT_SECONDS": "3",
-            # one torch thread per worker: on 2 cores, more threads than cores makes training crawl
-            "OMP_NUM_THREADS": "1",
-            "ATELIER_JUDGE_SECONDS": "2",
-            "ATELIER_EVAL_PER_CLASS": "8",
-            "ATELIER_EVAL_MAX_REAL": "64",
-            # the webhook receivers of the tests listen on loopback, which the policy refuses by default
-            "ATELIER_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8,::1/128",
-        },
-    )
-    s.start()
-    saved = {k: os.environ.get(k) for k in s.env}
-    os.environ.update(s.env)  # so that core.* in the test process talks to the same services
-    _reset_process_caches()
-    yield s
-    s.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    _reset_process_caches()
+    with running_stack(data_dir, new_database_url(request.param, data_dir, postgres)) as s:
+        yield s
 
 
 def _reset_process_caches() -> None:

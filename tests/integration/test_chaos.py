@@ -1,6 +1,6 @@
 """The short chaos run: small batches through worker kills, S3 hung, crashed and down, a hung broker
-(with a large submit meanwhile) and a locked SQLite file, on the shared test stack (every fault is
-undone before the next test). `atelier bench chaos` is the full run."""
+(with a large submit meanwhile) and a locked SQLite file, on a stack of its own (faults restart
+services, which other tests must not meet). `atelier bench chaos` is the full run."""
 
 import pytest
 
@@ -14,12 +14,22 @@ BIG_SUBMIT = 1000
 
 
 @pytest.mark.timeout(600)  # ~60 s on a quiet machine; a shared one can be several times slower
-def test_short_chaos_run_loses_and_doubles_no_image(stack):
+@pytest.fixture
+def chaos_stack(tmp_path_factory):  # noqa: ANN001, ANN201
+    from tests.conftest import new_database_url
+    from tests.integration.conftest import running_stack
+
+    data_dir = tmp_path_factory.mktemp("chaos")
+    with running_stack(data_dir, new_database_url("sqlite", data_dir, None)) as s:
+        yield s
+
+
+def test_short_chaos_run_loses_and_doubles_no_image(chaos_stack):
     opts = Options(
         images=120, kills=2, s3_hang_seconds=5, s3_down_seconds=8, broker_hang_seconds=5,
         big_submit=BIG_SUBMIT, sqlite_lock_seconds=5, job_timeout=180, resolution=16, training=False,
     )  # fmt: skip
-    result = run_chaos(SHORT_FAULTS, opts, stack=stack)
+    result = run_chaos(SHORT_FAULTS, opts, stack=chaos_stack)
     rows = {row["fault"]: row for row in result["faults"]}
     assert list(rows) == SHORT_FAULTS
     for fault, row in rows.items():
