@@ -173,11 +173,13 @@ def _prepare_one(
         )
         return None
     with short() as s:
-        existing = s.scalars(select(CatalogueImage).where(CatalogueImage.sha256 == clean.sha256)).first()
+        existing = s.execute(
+            select(CatalogueImage.id, CatalogueImage.category).where(CatalogueImage.sha256 == clean.sha256)
+        ).first()
         s.rollback()  # a read: end it before the S3 put
     if existing is not None:
         result.accepted.append(
-            {"id": existing.id, "sha256": existing.sha256, "category": existing.category, "duplicate": True}
+            {"id": existing.id, "sha256": clean.sha256, "category": existing.category, "duplicate": True}
         )
         return None
     key = original_key(clean.sha256, clean.extension)

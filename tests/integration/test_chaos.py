@@ -13,7 +13,6 @@ SHORT_FAULTS = ["worker-kill", "s3-hang", "s3-crash", "s3-down", "broker-hang", 
 BIG_SUBMIT = 1000
 
 
-@pytest.mark.timeout(600)  # ~60 s on a quiet machine; a shared one can be several times slower
 @pytest.fixture
 def chaos_stack(tmp_path_factory):  # noqa: ANN001, ANN201
     from tests.conftest import new_database_url
@@ -24,6 +23,7 @@ def chaos_stack(tmp_path_factory):  # noqa: ANN001, ANN201
         yield s
 
 
+@pytest.mark.timeout(600)  # ~60 s on a quiet machine; a shared one can be several times slower
 def test_short_chaos_run_loses_and_doubles_no_image(chaos_stack):
     opts = Options(
         images=120, kills=2, s3_hang_seconds=5, s3_down_seconds=8, broker_hang_seconds=5,
