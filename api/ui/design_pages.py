@@ -150,7 +150,7 @@ def schedules_page(request: Request, key: UiRead, session: SessionDep):
 
 @router.get("/catalogue")
 def catalogue_page(request: Request, key: UiRead, session: SessionDep):
-    stats = catalogue_routes.catalogue_stats(_=key, session=session)
+    stats = catalogue_routes.catalogue_stats(_=key, session=session, period="month")
     return render(
         request,
         "catalogue.html",

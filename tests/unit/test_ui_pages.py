@@ -69,7 +69,9 @@ def test_sign_in_gives_an_httponly_strict_cookie_without_the_key(ui):
     cookie = response.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/ui" in cookie
     assert secret not in cookie
-    assert ui.get("/ui/models").status_code == 200
+    for page in ("/ui/models", "/ui/schedules", "/ui/catalogue", "/ui/jobs"):
+        answer = ui.get(page)
+        assert answer.status_code == 200 and "<h1" in answer.text, page
 
 
 def test_forms_need_the_csrf_token_and_scopes_hold(ui, session):
