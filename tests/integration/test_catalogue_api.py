@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from core.synthetic import catalogue_zip, draw_garment, encode, make_catalogue
-from tests.integration.conftest import make_key
+from tests.integration.conftest import make_key, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -24,8 +24,16 @@ def count_images(admin) -> int:
 
 def test_health_and_readiness(stack):
     assert httpx.get(f"{stack.api_url}/healthz").json() == {"status": "ok"}
-    ready = httpx.get(f"{stack.api_url}/readyz").json()
-    assert ready["checks"] == {"sql": "ok", "broker": "ok", "s3": "ok"}
+
+    def ready() -> dict | None:  # a readiness probe polls: a just-started stack may still be warming up
+        answer = httpx.get(f"{stack.api_url}/readyz", timeout=15)
+        return answer.json() if answer.status_code == 200 else None
+
+    assert wait_for(ready, timeout=60, interval=1, what="readiness")["checks"] == {
+        "sql": "ok",
+        "broker": "ok",
+        "s3": "ok",
+    }
 
 
 def test_no_key_is_401_and_wrong_scope_is_403(stack):
