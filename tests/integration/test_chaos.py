@@ -1,6 +1,6 @@
 """The short chaos run: small batches through worker kills, S3 hung, crashed and down, and a locked
-SQLite file, on a stack of its own (faults restart
-services, which other tests must not meet). `atelier bench chaos` is the full run."""
+SQLite file, on a stack of its own (faults restart services, which other tests must not meet).
+`atelier bench chaos` is the full run."""
 
 import pytest
 
