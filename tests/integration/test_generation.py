@@ -174,7 +174,9 @@ def test_sigkill_of_the_gpu_worker_mid_chunk_still_gives_exactly_n(stack, admin,
     items = all_images(admin, job_id)
     assert [i["index"] for i in items] == list(range(1500))
     assert len(objects(job_id)) == 1501  # 1500 images + the manifest
-    assert "requeued" in event_kinds(admin, job_id)
+    # the killed chunk came back either way: its message re-delivered by the broker and claimed over
+    # the stale lease, or re-queued by the reconciler
+    assert {"redelivered", "requeued"} & set(event_kinds(admin, job_id))
 
 
 def test_idempotency_key_repeat_and_conflict(stack, admin, model):
