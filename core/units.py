@@ -202,15 +202,7 @@ def claim(*, session: Session, unit_id: int, worker: str, settings: Settings) ->
     session.refresh(unit)
     label = describe(unit)
     if unit.deliveries > settings.max_deliveries:
-        unit.status, unit.finished_at = FAILED, now
-        unit.error = f"gave up after {unit.deliveries - 1} deliveries: the worker died each time"
-        jobs.add_event(
-            session=session,
-            job_id=job.id,
-            kind=f"{unit.kind}_failed",
-            message=f"{label} failed: {unit.error}",
-            data={"unit": unit.id, "kind": unit.kind, "seq": unit.seq},
-        )
+        _give_up(session, unit, f"gave up after {unit.deliveries - 1} deliveries: the worker died each time")
         after_end(session=session, unit=unit, job=job)
         return None
     if unit.kind in _JOB_WORK:
@@ -235,6 +227,18 @@ def claim(*, session: Session, unit_id: int, worker: str, settings: Settings) ->
         worker=worker,
         job_params=dict(job.params or {}),
         priority=job.priority,
+    )
+
+
+def _give_up(session: Session, unit: WorkUnit, error: str) -> None:
+    """A unit whose workers keep dying ends failed, with an event; the caller runs after_end."""
+    unit.status, unit.finished_at, unit.error = FAILED, utcnow(), error
+    jobs.add_event(
+        session=session,
+        job_id=unit.job_id,
+        kind=f"{unit.kind}_failed",
+        message=f"{describe(unit)} failed: {error}",
+        data={"unit": unit.id, "kind": unit.kind, "seq": unit.seq},
     )
 
 
@@ -478,16 +482,8 @@ def reconcile(*, session: Session, settings: Settings) -> dict[str, int]:
             unit.status, unit.finished_at = CANCELLED, now
             counts["cancelled"] += 1
         elif unit.deliveries >= settings.max_deliveries:
-            unit.status, unit.finished_at = FAILED, now
-            unit.error = f"worker lost {unit.deliveries} times; giving up"
+            _give_up(session, unit, f"worker lost {unit.deliveries} times; giving up")
             counts["failed"] += 1
-            jobs.add_event(
-                session=session,
-                job_id=unit.job_id,
-                kind=f"{unit.kind}_failed",
-                message=f"{label}: {unit.error}",
-                data={"unit": unit.id, "kind": unit.kind, "seq": unit.seq},
-            )
         else:
             jobs.add_event(
                 session=session,
