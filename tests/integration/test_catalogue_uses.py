@@ -4,9 +4,11 @@ over HTTP as an ingest job."""
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import random
+import re
 
 import httpx
 import pytest
@@ -54,6 +56,18 @@ def test_dated_uploads_and_a_trend_report_with_charts(stack, admin):
     assert set(body["charts"]) == {"mix", "colours", "clusters"}
     png = httpx.get(body["charts"]["mix"], timeout=30)
     assert png.status_code == 200 and Image.open(io.BytesIO(png.content)).format == "PNG"
+    with httpx.Client(base_url=stack.api_url) as ui:  # the gallery's page of the same report
+        ui.post("/ui/login", data={"api_key": stack.admin_key, "next": "/ui/trends"})
+        page = ui.get(f"/ui/trends/{job['id']}")
+        assert page.status_code == 200
+        assert re.search(r"<td>skirt</td><td>[^<]+</td><td class=\"trend rising\">rising</td>", page.text)
+        charts = re.findall(r'<img class="chart-img" src="([^"]+)"', page.text)
+        assert len(charts) == 3 and all(
+            u.startswith(body["charts"]["mix"].split("/trends/")[0]) for u in charts
+        )
+        shown = httpx.get(html.unescape(charts[1]), timeout=30)  # a presigned URL that works
+        assert shown.status_code == 200 and Image.open(io.BytesIO(shown.content)).format == "PNG"
+        assert f'href="/ui/trends/{job["id"]}"' in ui.get("/ui/trends").text
     future = admin.http.post(
         "/v1/catalogue/images",
         files=[("files", ("a.jpg", b"x"))],
