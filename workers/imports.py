@@ -42,6 +42,7 @@ def run_import(lease: Lease, source: ImportSource, *, prepare: Callable[[list[st
     settings = get_settings()
     store = get_store()
     started = time.monotonic()
+    segment = min(settings.import_segment_seconds, settings.task_soft_time_limit / 2)
     spec = dict(lease.unit.spec or {})
     start, counts = int(spec.get("next", 0)), _counts(spec)
     with tempfile.TemporaryDirectory(prefix="atelier-import-") as tmp:
@@ -80,7 +81,7 @@ def run_import(lease: Lease, source: ImportSource, *, prepare: Callable[[list[st
             lease.progress(spec["next"], total, info={"imported": counts["accepted"]})
             if lease.should_stop:
                 raise Cancelled()
-            if spec["next"] < total and time.monotonic() - started > settings.import_segment_seconds:
+            if spec["next"] < total and time.monotonic() - started > segment:
                 raise StepAside("import goes on in its next segment")
     problems = [str(p) for p in notes.problems]
     result = {
