@@ -22,9 +22,10 @@ class ImageOut(BaseModel):
     height: int
     format: str
     size_bytes: int
+    tryon_url: str | None = None  # the stored try-on preview (a `tryon` post-process op), presigned
 
     @classmethod
-    def of(cls, row: GeneratedImage, url: str) -> ImageOut:
+    def of(cls, row: GeneratedImage, url: str, tryon_url: str | None = None) -> ImageOut:
         return cls(
             id=f"{row.job_id}:{row.index}",
             index=row.index,
@@ -37,6 +38,7 @@ class ImageOut(BaseModel):
             height=row.height,
             format=row.format,
             size_bytes=row.size_bytes,
+            tryon_url=tryon_url,
         )
 
 

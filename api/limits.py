@@ -8,8 +8,8 @@ a client without a key has already streamed its gigabytes. This middleware runs 
                    ── body streamed past the limit (chunked, or lying) ── 413 as soon as it passes it
                    └─ otherwise the app, whose dependencies check scopes (403) as before
 
-The limit is ATELIER_MAX_REQUEST_BYTES on the upload route and ATELIER_MAX_JSON_BODY_BYTES everywhere
-else; each 413 names the setting. The key comes from api.key_cache (a miss is read on a thread).
+The limit is ATELIER_MAX_REQUEST_BYTES on the upload and import routes and ATELIER_MAX_JSON_BODY_BYTES
+everywhere else; each 413 names the setting. The key comes from api.key_cache (a miss is read on a thread).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from fastapi import HTTPException
 from api import key_cache
 from core.config import get_settings
 
-UPLOAD_PATHS = {"/v1/catalogue/images"}
+UPLOAD_PATHS = {"/v1/catalogue/images", "/v1/catalogue/imports"}
 
 
 class BodyTooLarge(HTTPException):

@@ -8,6 +8,9 @@
                                                               ── one rejected entry with its reason
         otherwise ── (bytes, category folder), at most ATELIER_MAX_UPLOAD_BYTES in memory
 
+`extract_tree` applies the same checks to a ZIP that is a data set's layout (annotation text files and
+photos, such as DeepFashion's) and writes the members it is asked for under a folder.
+
 Only one member's bytes are in memory at a time and a reader never inflates more than the member's cap
 plus one chunk, so a bomb costs CPU up to the caps and no memory. Every error that zipfile or zlib can
 raise for a hostile member becomes a rejected entry: nothing here answers a 500.
@@ -18,9 +21,9 @@ from __future__ import annotations
 import re
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from core.config import Settings
@@ -31,6 +34,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 ARCHIVE_SUFFIXES = {".zip", ".jar", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar", ".zst"}
 ARCHIVE_MAGIC = (b"PK\x03\x04", b"\x1f\x8b", b"7z\xbc\xaf", b"Rar!", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd")
 CHUNK = 256 * 1024
+CORRUPT_MEMBER = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError)
 
 
 @dataclass
@@ -90,23 +94,9 @@ def _expand(
     archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo], archive_name: str, settings: Settings
 ) -> Iterator[Member | Rejected]:
     members = [m for m in infos if not m.is_dir()]
-    for member in members:  # refuse the whole archive before reading anything from it
-        if _unsafe(member.filename.replace("\\", "/")):
-            yield Rejected(archive_name, f"unsafe path in ZIP: {member.filename!r}")
-            return
-    if len(members) > settings.max_zip_members:
-        reason = (
-            f"ZIP has {len(members)} files, the limit is {settings.max_zip_members} (ATELIER_MAX_ZIP_MEMBERS)"
-        )
+    reason = _archive_refusal(infos, settings)  # refuse the whole archive before reading anything
+    if reason:
         yield Rejected(archive_name, reason)
-        return
-    declared = sum(m.file_size for m in members)
-    if declared > settings.max_archive_inflated_bytes:
-        yield Rejected(
-            archive_name,
-            f"ZIP declares {declared} bytes inflated, the limit is {settings.max_archive_inflated_bytes} "
-            "(ATELIER_MAX_ARCHIVE_INFLATED_BYTES)",
-        )
         return
     budget = settings.max_archive_inflated_bytes
     for member in members:
@@ -125,7 +115,7 @@ def _expand(
             if "ARCHIVE_INFLATED" in str(exc):
                 return
             continue
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError) as exc:
+        except CORRUPT_MEMBER as exc:
             yield Rejected(shown, f"corrupt ZIP member: {_short(exc)}")
             continue
         budget -= len(data)
@@ -135,6 +125,81 @@ def _expand(
         yield Member(shown, path.parts[-2], data)
 
 
+def _archive_refusal(infos: list[zipfile.ZipInfo], settings: Settings) -> str | None:
+    """Why the whole archive is refused before any member is read, or None."""
+    members = [m for m in infos if not m.is_dir()]
+    for member in members:
+        if _unsafe(member.filename.replace("\\", "/")):
+            return f"unsafe path in ZIP: {member.filename!r}"
+    if len(members) > settings.max_zip_members:
+        limit = settings.max_zip_members
+        return f"ZIP has {len(members)} files, the limit is {limit} (ATELIER_MAX_ZIP_MEMBERS)"
+    declared = sum(m.file_size for m in members)
+    if declared > settings.max_archive_inflated_bytes:
+        return (
+            f"ZIP declares {declared} bytes inflated, the limit is {settings.max_archive_inflated_bytes} "
+            "(ATELIER_MAX_ARCHIVE_INFLATED_BYTES)"
+        )
+    return None
+
+
+def member_names(fileobj: BinaryIO, *, settings: Settings) -> list[str]:
+    """The member names of a ZIP (its central directory only); ValueError when the whole archive is
+    refused, with the reason that `expand` would give."""
+    try:
+        with zipfile.ZipFile(fileobj) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+        raise ValueError("corrupt ZIP archive") from exc
+    reason = _archive_refusal(infos, settings)
+    if reason:
+        raise ValueError(reason)
+    return [m.filename.replace("\\", "/") for m in infos if not m.is_dir()]
+
+
+def extract_tree(
+    fileobj: BinaryIO, dest: Path, *, settings: Settings, wanted: Callable[[PurePosixPath], bool]
+) -> list[Rejected]:
+    """Write the members of a ZIP for which `wanted(path)` holds under `dest`, with the caps and
+    checks of `expand` (a text member is capped like a photo, at ATELIER_MAX_UPLOAD_BYTES); members
+    not wanted are never inflated. The rejections, one per refused member; a refused archive raises
+    ValueError with its reason. Paths were checked safe before anything is written."""
+    member_names(fileobj, settings=settings)  # no unsafe path; member count and declared total in caps
+    fileobj.seek(0)
+    rejected: list[Rejected] = []
+    budget = settings.max_archive_inflated_bytes
+    with zipfile.ZipFile(fileobj) as archive:
+        for member in archive.infolist():
+            path = PurePosixPath(member.filename.replace("\\", "/"))
+            if member.is_dir() or path.name.startswith(".") or "__MACOSX" in path.parts or not wanted(path):
+                continue
+            if path.suffix.lower() in ARCHIVE_SUFFIXES:
+                rejected.append(Rejected(str(path), "nested archive: archives inside archives are refused"))
+                continue
+            reason = _member_refusal(member, settings)
+            if reason:
+                rejected.append(Rejected(str(path), reason))
+                continue
+            try:
+                data = _read_bounded(archive, member, settings.max_upload_bytes, budget)
+            except MemberRefused as exc:
+                rejected.append(Rejected(str(path), str(exc)))
+                if "ARCHIVE_INFLATED" in str(exc):
+                    break
+                continue
+            except CORRUPT_MEMBER as exc:
+                rejected.append(Rejected(str(path), f"corrupt ZIP member: {_short(exc)}"))
+                continue
+            budget -= len(data)
+            if data[:8].startswith(ARCHIVE_MAGIC):
+                rejected.append(Rejected(str(path), "nested archive: archives inside archives are refused"))
+                continue
+            target = dest.joinpath(*path.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+    return rejected
+
+
 def _refusal(member: zipfile.ZipInfo, path: PurePosixPath, settings: Settings) -> str | None:
     if path.suffix.lower() in ARCHIVE_SUFFIXES:
         return "nested archive: archives inside archives are refused"
@@ -142,6 +207,11 @@ def _refusal(member: zipfile.ZipInfo, path: PurePosixPath, settings: Settings) -
         return "not an image: expected .jpg, .png or .webp"
     if len(path.parts) < 2:
         return "no category: put photos in category folders"
+    return _member_refusal(member, settings)
+
+
+def _member_refusal(member: zipfile.ZipInfo, settings: Settings) -> str | None:
+    """The checks of any member, whatever it holds: encryption, method, size and ratio."""
     if member.flag_bits & 0x1:
         return "encrypted ZIP member: send it unencrypted"
     if member.compress_type not in ALLOWED_METHODS:

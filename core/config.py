@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=10_000)
     max_zip_members: int = Field(20_000, ge=1)
     prepared_size: int = Field(256, ge=16, le=1024)
+    # A data set import (POST /v1/catalogue/imports) steps aside after this long and goes on in a new
+    # delivery (at the latest after half the task's soft time limit), so a large one never meets it.
+    import_segment_seconds: float = Field(300.0, gt=0)
 
     # Reliability: how often a running task heartbeats, when a heartbeat counts as stale, how many
     # deliveries a job gets before it fails, and when a queued job's message is presumed lost.

@@ -9,7 +9,9 @@ Categories map to catalogue categories through a JSON mapping file (`name -> cat
 the default one (core/data/deepfashion-mapping.json) covers the ten catalogue categories that
 DeepFashion has photos of. A malformed annotation line is one `Problem` with its file and line number;
 the rest of the file is still read. This module only reads and crops: the photos are ingested by the
-catalogue upload API, with its validation, dedupe and metadata stripping.
+catalogue's ingestion (core.catalogue.ingest_uploads: over HTTP from the CLI, or in the worker of an
+import job, core.imports), with its validation, dedupe and metadata stripping. `find_root` and
+`wanted_member` locate the layout inside a ZIP.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from PIL import Image, ImageOps
 
+from core.archives import IMAGE_SUFFIXES
 from core.catalogue import normalize_category
 
 DEFAULT_MAPPING_FILE = Path(__file__).parent / "data" / "deepfashion-mapping.json"
@@ -66,8 +69,14 @@ def load_mapping(path: Path | None = None) -> dict[str, str | None]:
         raw = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise ValueError(f"mapping file {path}: {exc}") from exc
+    return parse_mapping(raw, source=f"mapping file {path}")
+
+
+def parse_mapping(raw: object, *, source: str = "mapping") -> dict[str, str | None]:
+    """A decoded mapping (`name -> catalogue category or None`, keys starting with `_` ignored),
+    checked; ValueError naming `source` and the bad entry."""
     if not isinstance(raw, dict):
-        raise ValueError(f"mapping file {path}: expected a JSON object of name -> category")
+        raise ValueError(f"{source}: expected a JSON object of name -> category")
     mapping: dict[str, str | None] = {}
     for name, category in raw.items():
         if name.startswith("_"):
@@ -75,8 +84,35 @@ def load_mapping(path: Path | None = None) -> dict[str, str | None]:
         try:
             mapping[name] = None if category is None else normalize_category(category)
         except (ValueError, AttributeError) as exc:
-            raise ValueError(f"mapping file {path}: {name!r}: {exc}") from exc
+            raise ValueError(f"{source}: {name!r}: {exc}") from exc
     return mapping
+
+
+def find_root(names: list[str]) -> str:
+    """The folder of a ZIP's member names that holds the layout ("" or "DeepFashion/", say): the
+    shallowest one with both required annotation files. ValueError naming what is missing."""
+    cloth, images = CLOTH.as_posix(), IMAGES.as_posix()
+    present = set(names)
+    roots = sorted(
+        (n[: -len(cloth)] for n in names if n == cloth or n.endswith("/" + cloth)), key=lambda r: (len(r), r)
+    )
+    for root in roots:
+        if root + images in present:
+            return root
+    raise ValueError(f"the ZIP has no {cloth} and {images} side by side: not a DeepFashion Category layout")
+
+
+def wanted_member(root: str):  # noqa: ANN201 - a predicate on a ZIP member's path
+    """Which members of a ZIP with the layout at `root` an import reads: the annotation files, photos."""
+    annotations = {root + rel.as_posix() for rel in (CLOTH, IMAGES, PARTITION, BBOX)}
+
+    def wanted(path: PurePosixPath) -> bool:
+        name = path.as_posix()
+        if name in annotations:
+            return True
+        return name.startswith(root) and path.suffix.lower() in IMAGE_SUFFIXES
+
+    return wanted
 
 
 def _rows(root: Path, rel: Path, problems: list[Problem], width: int) -> list[tuple[int, list[str]]]:
@@ -154,27 +190,34 @@ def _unsafe_path(image: str) -> bool:
     return image.startswith("/") or ".." in parts
 
 
-def photo_bytes(root: Path, entry: Entry, *, crop: bool) -> tuple[str, bytes]:
+def photo_bytes(root: Path, entry: Entry, *, crop: bool, max_pixels: int | None = None) -> tuple[str, bytes]:
     """(upload filename, bytes) of one photo, cropped to its box (with a margin) when asked.
 
-    The filename keeps DeepFashion's folder, so two `img_00000001.jpg` of different items stay apart."""
+    The filename keeps DeepFashion's folder, so two `img_00000001.jpg` of different items stay apart.
+    A file that does not decode, or has more than `max_pixels`, is returned whole and uncropped: the
+    catalogue's validation rejects it with its reason. OSError when the file cannot be read."""
     path = Path(root) / entry.image
     data = path.read_bytes()
     name = "__".join(Path(entry.image).parts[-2:])
     if not (crop and entry.bbox):
         return name, data
-    with Image.open(io.BytesIO(data)) as img:
-        img = ImageOps.exif_transpose(img).convert("RGB")
-        x1, y1, x2, y2 = entry.bbox
-        mx, my = (x2 - x1) * CROP_MARGIN, (y2 - y1) * CROP_MARGIN
-        box = (
-            max(0, int(x1 - mx)),
-            max(0, int(y1 - my)),
-            min(img.width, int(x2 + mx)),
-            min(img.height, int(y2 + my)),
-        )
-        if box[2] - box[0] < 16 or box[3] - box[1] < 16:
-            return name, data  # a box that misses the photo: send the whole photo, the API judges it
-        out = io.BytesIO()
-        img.crop(box).save(out, "JPEG", quality=95)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                return name, data
+            img = ImageOps.exif_transpose(img).convert("RGB")
+            x1, y1, x2, y2 = entry.bbox
+            mx, my = (x2 - x1) * CROP_MARGIN, (y2 - y1) * CROP_MARGIN
+            box = (
+                max(0, int(x1 - mx)),
+                max(0, int(y1 - my)),
+                min(img.width, int(x2 + mx)),
+                min(img.height, int(y2 + my)),
+            )
+            if box[2] - box[0] < 16 or box[3] - box[1] < 16:
+                return name, data  # a box that misses the photo: send the whole photo, the API judges it
+            out = io.BytesIO()
+            img.crop(box).save(out, "JPEG", quality=95)
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError):
+        return name, data  # not a photo Pillow can read: validation gives the reason
     return Path(name).with_suffix(".jpg").as_posix(), out.getvalue()

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core import jobs, trends, units
+from core import jobs, trends, tryon, units
 from core.config import Settings
 from core.generation_request import MAX_SEED, GenerationRequest
 from core.models import GeneratedImage, Job
@@ -154,6 +154,12 @@ def plan(
         raise InvalidRequest(
             "postprocess", f"`upscale` needs `size` above the model's {version.resolution} px"
         )
+    if tryon.template_of(postprocess) is not None:
+        for name, _n in per_category:
+            try:
+                tryon.region_for(name)
+            except tryon.UnknownCategory as exc:
+                raise InvalidRequest("postprocess", f"`tryon`: {exc}") from exc
     if spec.quality is not None and spec.format == "png":
         raise InvalidRequest("quality", "`quality` applies to webp and jpeg; png is lossless")
     priority = spec.priority or ("interactive" if count <= INTERACTIVE_MAX_COUNT else "bulk")

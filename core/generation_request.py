@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from PIL import ImageColor
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
+from core import tryon
 from core.trends import FollowReport
 
 MAX_SEED = 2**31 - 1
@@ -70,7 +71,23 @@ class BackgroundOp(BaseModel):
     threshold: int = Field(225, ge=128, le=254)
 
 
-PostprocessOp = Annotated[UpscaleOp | RecolorOp | BackgroundOp, Field(discriminator="op")]
+class TryonOp(BaseModel):
+    """Store a try-on preview next to each image (the garment on a drawn body template), as
+    GET /v1/jobs/{id}/images/{index}/tryon renders it; the image itself is unchanged."""
+
+    model_config = ConfigDict(extra="forbid")
+    op: Literal["tryon"]
+    template: str = Field(tryon.DEFAULT_TEMPLATE, description=f"one of {', '.join(tryon.template_names())}")
+
+    @field_validator("template")
+    @classmethod
+    def _check_template(cls, v: str) -> str:
+        if v not in tryon.template_names():
+            raise ValueError(f"unknown template {v!r}; one of {', '.join(tryon.template_names())}")
+        return v
+
+
+PostprocessOp = Annotated[UpscaleOp | RecolorOp | BackgroundOp | TryonOp, Field(discriminator="op")]
 
 
 class GenerationRequest(BaseModel):
@@ -126,6 +143,13 @@ class GenerationRequest(BaseModel):
             if n < 0:
                 raise ValueError(f"count for {name!r} must not be negative, got {n}")
         return {name.strip().lower(): n for name, n in v.items()}
+
+    @field_validator("postprocess")
+    @classmethod
+    def _one_tryon(cls, v: list) -> list:
+        if sum(isinstance(op, TryonOp) for op in v) > 1:
+            raise ValueError("at most one `tryon` op: one preview per image")
+        return v
 
     @model_validator(mode="after")
     def _follow_or_counts(self) -> GenerationRequest:

@@ -1,13 +1,14 @@
 """The typed params of each job kind: validated once when the job is created, stored as is in
 `jobs.params`, and read back with `model_validate` wherever they are used (workers, webhooks, API).
 
-    ingest     IngestParams      the catalogue photos to prepare
+    ingest     IngestParams      the catalogue photos to prepare, or a data set ZIP to import
     train      TrainParams       the request, plus what submit resolved (resolution, base, snapshot)
     generate   GenerateParams    the request checked against its model (core.generation.plan)
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,8 +25,21 @@ class _Params(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class ImportSource(_Params):
+    """A data set uploaded as one ZIP in a known layout, read by the ingest worker."""
+
+    format: Literal["deepfashion"] = "deepfashion"
+    archive_key: str  # the ZIP in S3, deleted once the import succeeded
+    root: str = ""  # the folder inside the ZIP that holds the layout
+    mapping: dict[str, str | None] | None = None  # None: the shipped mapping
+    partitions: list[str] | None = None
+    crop: bool = True
+    captured_at: datetime | None = None
+
+
 class IngestParams(_Params):
     image_ids: list[str] = Field(default_factory=list)
+    source: ImportSource | None = None  # an import: the photos come from this archive
 
 
 class TrainParams(_Params):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -71,6 +71,14 @@ class ObjectStore:
     def upload_file(self, key: str, path: str, *, content_type: str = "application/octet-stream") -> None:
         """Multipart upload from disk: large archives never sit in memory whole."""
         self.client.upload_file(path, self.bucket, key, ExtraArgs={"ContentType": content_type})
+
+    def put_file(self, key: str, fileobj: BinaryIO, *, content_type: str = "application/zip") -> None:
+        """Multipart upload from an open file (a spooled upload), read in parts."""
+        self.client.upload_fileobj(fileobj, self.bucket, key, ExtraArgs={"ContentType": content_type})
+
+    def download_file(self, key: str, path: str) -> None:
+        """To disk in parts: a large archive never sits in memory whole."""
+        self.client.download_file(self.bucket, key, path)
 
     def get(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()

@@ -151,3 +151,17 @@ def write_deepfashion_layout(root, n_per_category: int = 3, *, seed: int = 0) ->
         f"{len(parts)}\nimage_name  evaluation_status\n" + "".join(f"{r} {p}\n" for r, p in parts)
     )
     return [r for r, _ in images]
+
+
+def zip_folder(root, prefix: str = "") -> bytes:  # noqa: ANN001
+    """Every file under `root` in a DEFLATED ZIP, named `prefix` + its path under root (a data set
+    layout such as write_deepfashion_layout's, as POST /v1/catalogue/imports takes it)."""
+    import zipfile
+    from pathlib import Path
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(Path(root).rglob("*")):
+            if path.is_file():
+                archive.write(path, prefix + path.relative_to(root).as_posix())
+    return out.getvalue()

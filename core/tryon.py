@@ -237,6 +237,29 @@ def source_provenance(data: bytes) -> dict[str, str]:
         return {}
 
 
+def template_of(ops: list[dict[str, Any]]) -> str | None:
+    """The template of a generation job's `tryon` post-process op, or None when it has none."""
+    return next((op.get("template", DEFAULT_TEMPLATE) for op in ops if op.get("op") == "tryon"), None)
+
+
+def preview_key(job_id: str, index: int, template: str) -> str:
+    return f"generated/{job_id}/tryon/{index:06d}-{template}.png"
+
+
+def generated_provenance(
+    *, job_id: str, index: int, seed: int, key: str, sha256: str, model_version: str | None
+) -> dict[str, Any]:
+    """What a preview of a generated image records of its source (the route's and the worker's)."""
+    return {
+        "job_id": job_id,
+        "index": index,
+        "seed": seed,
+        "source_key": key,
+        "source_sha256": sha256,
+        "model_version": model_version or "",
+    }
+
+
 def preview(
     data: bytes,
     *,

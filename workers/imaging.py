@@ -121,6 +121,8 @@ def postprocess(image: np.ndarray | Image.Image, ops: list[dict[str, Any]], size
             img = recolor(img, palette, strength=float(op.get("strength", 1.0)))
         elif name == "background":
             img = whiten_background(img, threshold=int(op.get("threshold", 225)))
+        elif name == "tryon":
+            continue  # not a change of the image: a second file, made from the encoded image
         else:
             raise ValueError(f"unknown post-processing op {name!r}")
     if not upscaled and img.width != size:

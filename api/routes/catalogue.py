@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import JSONResponse
@@ -15,7 +15,7 @@ from api.schemas import (
     UploadResult,
     errors,
 )
-from core import catalogue, jobs, units
+from core import catalogue, imports, jobs, units
 from core.models import CatalogueImage
 from core.pagination import MAX_LIMIT, BadCursor, page
 from core.params import IngestParams
@@ -87,6 +87,51 @@ def upload_images(
             {"detail": "no file was accepted", **body.model_dump(mode="json")}, status_code=422
         )
     return body
+
+
+@router.post("/imports", status_code=202, response_model=JobOut, responses=errors(413, 422))
+def import_dataset(
+    key: CatalogueKey,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="a ZIP of the data set in its layout")],
+    format: Annotated[Literal["deepfashion"], Form(description="the layout of the ZIP")] = "deepfashion",  # noqa: A002
+    mapping: Annotated[
+        str | None,
+        Form(description="JSON object: data set category -> catalogue category (null skips)"),
+    ] = None,
+    partitions: Annotated[
+        str | None, Form(description="comma-separated: train, val, test; default: every photo")
+    ] = None,
+    crop: Annotated[bool, Form(description="crop each photo to its bounding box, where it has one")] = True,
+    captured_at: Annotated[
+        str | None, Form(description="ISO 8601 date or datetime the photos were taken; default: now")
+    ] = None,
+):
+    """An `ingest` job that imports a data set ZIP (DeepFashion's Category and Attribute Prediction
+    layout): photos go through the uploads' validation, dedupe and metadata stripping; malformed
+    annotation lines are listed in the job's result and do not stop it."""
+    try:
+        captured = catalogue.parse_captured_at(captured_at)
+    except ValueError as exc:
+        raise invalid("body", "captured_at", msg=str(exc)) from exc
+    try:
+        job = imports.submit(
+            session=session,
+            store=store,
+            settings=settings,
+            fileobj=file.file,
+            fmt=format,
+            mapping=mapping,
+            partitions=partitions,
+            crop=crop,
+            captured_at=captured,
+            api_key_id=key.id,
+        )
+    except imports.InvalidImport as exc:
+        raise invalid("body", exc.field, msg=str(exc)) from exc
+    return JobOut.of(job, key)
 
 
 @router.get("/images", response_model=CataloguePage)

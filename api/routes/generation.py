@@ -118,7 +118,10 @@ def list_generated_images(
         )
     except BadCursor as exc:
         raise invalid("query", "cursor", msg=str(exc)) from exc
-    items = [ImageOut.of(row, store.presign(row.key)) for row in rows]
+    items = [
+        ImageOut.of(row, store.presign(row.key), store.presign(row.tryon_key) if row.tryon_key else None)
+        for row in rows
+    ]
     return ImagePage(items=items, next_cursor=next_cursor)
 
 

@@ -2,7 +2,8 @@
 
 GET /v1/jobs/{id}/images/{index}/tryon?template=regular-m   image/png with its own provenance
 
-A 2D composite rendered on request by core.tryon (Pillow and numpy, no torch); nothing is stored.
+A 2D composite rendered on request by core.tryon (Pillow and numpy, no torch), nothing stored; or,
+when the job's `tryon` post-process op stored a preview for that template, that very file.
 """
 
 from __future__ import annotations
@@ -30,9 +31,13 @@ def tryon_preview(
     _: ReadKey,
     session: SessionDep,
     store: StoreDep,
-    template: str = Query(tryon.DEFAULT_TEMPLATE, description=f"one of {', '.join(tryon.template_names())}"),
+    template: str | None = Query(
+        None,
+        description=f"one of {', '.join(tryon.template_names())}; default: the stored preview's, else "
+        f"{tryon.DEFAULT_TEMPLATE}",
+    ),
 ):
-    if template not in tryon.template_names():
+    if template is not None and template not in tryon.template_names():
         raise invalid(
             "query",
             "template",
@@ -46,6 +51,12 @@ def tryon_preview(
     ).first()
     if image is None:
         raise HTTPException(404, detail=f"job {job_id} has no image {index} (yet)")
+    stored = tryon.template_of((job.params or {}).get("postprocess") or [])
+    template = template or stored or tryon.DEFAULT_TEMPLATE
+    filename = f"{job_id}-{index}-tryon-{template}.png"
+    headers = {"Content-Disposition": f'inline; filename="{filename}"'}
+    if image.tryon_key and template == stored:
+        return Response(store.get(image.tryon_key), media_type="image/png", headers=headers)
     try:
         tryon.region_for(image.category)
     except tryon.UnknownCategory as exc:
@@ -55,18 +66,15 @@ def tryon_preview(
             store.get(image.key),
             category=image.category,
             template=template,
-            provenance={
-                "job_id": job_id,
-                "index": index,
-                "seed": image.seed,
-                "source_key": image.key,
-                "source_sha256": image.sha256,
-                "model_version": image.model_version_id or "",
-            },
+            provenance=tryon.generated_provenance(
+                job_id=job_id,
+                index=index,
+                seed=image.seed,
+                key=image.key,
+                sha256=image.sha256,
+                model_version=image.model_version_id,
+            ),
         )
     except ValueError as exc:  # an image that is all backdrop: nothing to dress the body in
         raise invalid("path", "index", msg=str(exc)) from exc
-    filename = f"{job_id}-{index}-tryon-{template}.png"
-    return Response(
-        data, media_type="image/png", headers={"Content-Disposition": f'inline; filename="{filename}"'}
-    )
+    return Response(data, media_type="image/png", headers=headers)

@@ -3,6 +3,7 @@
     api/ui/session.py        sign-in with an API key -> signed HttpOnly cookie; CSRF tokens for forms
     api/ui/jobs_pages.py     jobs (live progress over the event stream), events, cancel, images, thumbnails
     api/ui/design_pages.py   the generation form and "variations of this", models, schedules, catalogue
+    api/ui/trend_pages.py    trend reports: the list, a report's figures and charts, the request form
     api/ui/thumbs.py         thumbnails made on first view and kept in S3
     api/ui/templates/        Jinja2 templates;  api/ui/static/  CSS and a little JavaScript, no build step
 
@@ -39,8 +40,9 @@ def render(request: Request, name: str, key: Any = None, status_code: int = 200,
 
 
 def mount(app: FastAPI) -> None:
-    from api.ui import design_pages, jobs_pages
+    from api.ui import design_pages, jobs_pages, trend_pages
 
     app.include_router(jobs_pages.router)
     app.include_router(design_pages.router)
+    app.include_router(trend_pages.router)
     app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="ui-static")

@@ -29,4 +29,5 @@ class GeneratedImage(Base):
     height: Mapped[int] = mapped_column(Integer)
     size_bytes: Mapped[int] = mapped_column(Integer)
     model_version_id: Mapped[str | None] = mapped_column(String(32))
+    tryon_key: Mapped[str | None] = mapped_column(String(512))  # the stored try-on preview, if asked
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,11 +1,14 @@
 """The catalogue's other uses through the real API, S3, SQL and Celery worker: dated uploads and a trend
-report, a try-on preview of a stored generated image, and a DeepFashion-layout import by the CLI."""
+report, a try-on preview of a stored generated image, and DeepFashion-layout imports by the CLI and
+over HTTP as an ingest job."""
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import random
+import re
 
 import httpx
 import pytest
@@ -13,7 +16,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli.main import cli
-from core.synthetic import catalogue_zip, draw_garment, encode, write_deepfashion_layout
+from core.synthetic import catalogue_zip, draw_garment, encode, write_deepfashion_layout, zip_folder
 
 pytestmark = pytest.mark.integration
 
@@ -53,6 +56,18 @@ def test_dated_uploads_and_a_trend_report_with_charts(stack, admin):
     assert set(body["charts"]) == {"mix", "colours", "clusters"}
     png = httpx.get(body["charts"]["mix"], timeout=30)
     assert png.status_code == 200 and Image.open(io.BytesIO(png.content)).format == "PNG"
+    with httpx.Client(base_url=stack.api_url) as ui:  # the gallery's page of the same report
+        ui.post("/ui/login", data={"api_key": stack.admin_key, "next": "/ui/trends"})
+        page = ui.get(f"/ui/trends/{job['id']}")
+        assert page.status_code == 200
+        assert re.search(r"<td>skirt</td><td>[^<]+</td><td class=\"trend rising\">rising</td>", page.text)
+        charts = re.findall(r'<img class="chart-img" src="([^"]+)"', page.text)
+        assert len(charts) == 3 and all(
+            u.startswith(body["charts"]["mix"].split("/trends/")[0]) for u in charts
+        )
+        shown = httpx.get(html.unescape(charts[1]), timeout=30)  # a presigned URL that works
+        assert shown.status_code == 200 and Image.open(io.BytesIO(shown.content)).format == "PNG"
+        assert f'href="/ui/trends/{job["id"]}"' in ui.get("/ui/trends").text
     future = admin.http.post(
         "/v1/catalogue/images",
         files=[("files", ("a.jpg", b"x"))],
@@ -117,3 +132,52 @@ def test_deepfashion_import_maps_categories_reports_bad_lines_and_resumes(stack,
     resumed = json.loads(again.stdout.strip().splitlines()[-1])
     # the 8 imported photos are skipped; the missing one is tried (and reported) again
     assert resumed["resumed_from"] == 8 and resumed["accepted"] == 0 and resumed["missing"] == 1
+
+
+def test_deepfashion_import_over_http_maps_reports_bad_lines_and_never_duplicates(stack, admin, tmp_path):
+    from core.storage import get_store
+
+    root = tmp_path / "deepfashion"
+    write_deepfashion_layout(root, 2, seed=random.randrange(1 << 30))
+    with (root / "Anno/list_category_img.txt").open("a") as f:
+        f.write("img/missing/img_1.jpg 2\nnot-a-line\n")
+    (root / "img/Drawn_Tee_1/img_00000002.jpg").write_bytes(b"not a photo at all")  # fails validation
+    data = zip_folder(root, "DeepFashion/")  # a ZIP with the layout one folder down
+    before = admin.get("/v1/catalogue/stats")["total"]
+
+    def submit() -> dict:
+        r = admin.http.post(
+            "/v1/catalogue/imports", files={"file": ("deepfashion.zip", data)}, data={"format": "deepfashion"}
+        )
+        assert r.status_code == 202, r.text
+        assert r.json()["kind"] == "ingest" and r.json()["status"] == "queued"
+        return admin.wait(r.json()["id"], timeout=120)
+
+    job = submit()
+    assert job["status"] == "succeeded", job
+    result = job["result"]
+    assert job["progress"]["done"] == job["progress"]["total"] == result["mapped"] == 9
+    assert (result["accepted"], result["duplicates"], result["rejected"], result["missing"]) == (7, 0, 1, 1)
+    assert result["per_category"] == {"dress": 2, "pants": 2, "skirt": 2, "t-shirt": 1}
+    assert "Anno/list_category_img.txt:12: expected 2 fields, found 1" in result["problems"]
+    assert result["rejections"][0]["filename"] == "Drawn_Tee_1__img_00000002.jpg"
+    assert admin.get("/v1/catalogue/stats")["total"] == before + 7
+    skirts = admin.get("/v1/catalogue/images", category="skirt", limit=500)["items"]
+    ours = [i for i in skirts if i["filename"].startswith("Drawn_Skirt_")]
+    assert len(ours) >= 2 and all(i["prepared"] for i in ours)
+    photo = Image.open(io.BytesIO(httpx.get(ours[0]["url"]).content))
+    assert 96 <= photo.width <= 96 * 1.15  # cropped to its box, not the 200x240 canvas
+    assert not get_store().exists(job["params"]["source"]["archive_key"])  # removed once imported
+
+    again = submit()  # the same ZIP again: every photo is a duplicate, nothing is stored twice
+    assert again["status"] == "succeeded"
+    assert (again["result"]["accepted"], again["result"]["duplicates"]) == (0, 7)
+    assert admin.get("/v1/catalogue/stats")["total"] == before + 7
+
+    refused = admin.http.post("/v1/catalogue/imports", files={"file": ("x.zip", catalogue_zip([]))})
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "file"]
+    assert "list_category_cloth.txt" in refused.json()["detail"][0]["msg"]
+    bad_map = admin.http.post(
+        "/v1/catalogue/imports", files={"file": ("d.zip", data)}, data={"mapping": '{"Dress": 3}'}
+    )
+    assert bad_map.status_code == 422 and bad_map.json()["detail"][0]["loc"] == ["body", "mapping"]

@@ -317,3 +317,36 @@ def test_stream_variations_and_interpolation(stack, admin, model):
         job = admin.wait(job_id, timeout=60)
         assert job["status"] == "succeeded" and job["progress"]["done"] == n
         assert job["params"]["model_version"] == model
+
+
+def test_tryon_op_stores_a_preview_per_image_that_the_listing_and_the_route_serve(stack, admin, model):
+    from core.tryon import source_provenance
+
+    body = {
+        "model": model,
+        "per_category": {"dress": 2, "hat": 1, "pants": 2},
+        "seed": 5,
+        "size": 64,
+        "postprocess": [{"op": "tryon", "template": "slim-s"}],
+    }
+    job = admin.wait(submit(stack, body).json()["id"], timeout=90)
+    assert job["status"] == "succeeded" and job["progress"]["done"] == 5
+    images = all_images(admin, job["id"])
+    assert len(images) == 5 and all(i["tryon_url"] for i in images)
+    for image in images:
+        stored = httpx.get(image["tryon_url"])  # presigned, straight from S3
+        assert stored.status_code == 200 and Image.open(io.BytesIO(stored.content)).size == (240, 400)
+        meta = source_provenance(stored.content)
+        assert meta["template"] == "slim-s" and meta["index"] == str(image["index"])
+        assert meta["source_sha256"] == image["sha256"] and meta["source_seed"] == str(image["seed"])
+        assert Image.open(io.BytesIO(httpx.get(image["url"]).content)).size == (64, 64)  # unchanged
+    served = admin.http.get(f"/v1/jobs/{job['id']}/images/3/tryon")  # no template: the stored one
+    assert served.status_code == 200 and served.content == httpx.get(images[3]["tryon_url"]).content
+    other = admin.http.get(f"/v1/jobs/{job['id']}/images/3/tryon", params={"template": "curvy-l"})
+    assert other.status_code == 200 and source_provenance(other.content)["template"] == "curvy-l"
+    # one preview object per image: a tryon/ prefix with exactly the five keys
+    assert sorted(k for k in objects(job["id"]) if "/tryon/" in k) == sorted(
+        f"generated/{job['id']}/tryon/{i:06d}-slim-s.png" for i in range(5)
+    )
+    bad = submit(stack, {**body, "postprocess": [{"op": "tryon", "template": "giant"}]})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][:2] == ["body", "postprocess"]

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 
 import pytest
 from PIL import Image
 
 from core import deepfashion
-from core.synthetic import write_deepfashion_layout
+from core.synthetic import write_deepfashion_layout, zip_folder
 
 
 def append(path, text: str) -> None:  # noqa: ANN001
@@ -72,3 +73,80 @@ def test_crop_follows_the_box(tmp_path):
     assert Image.open(io.BytesIO(whole)).size == (200, 240)
     with pytest.raises(FileNotFoundError, match="list_category_cloth"):
         deepfashion.read_annotations(tmp_path / "Anno", mapping={})
+
+
+def test_an_import_zip_is_checked_from_its_directory_and_extracted_under_the_caps(tmp_path):
+    from core.archives import extract_tree
+    from core.config import Settings
+    from core.imports import InvalidImport, check_source
+
+    images = write_deepfashion_layout(tmp_path / "src", 1)
+    data = zip_folder(tmp_path / "src", "DeepFashion/")
+    settings = Settings()
+    source = check_source(
+        fileobj=io.BytesIO(data),
+        settings=settings,
+        fmt="deepfashion",
+        mapping='{"Dress": "gown"}',
+        partitions="train",
+        crop=True,
+        captured_at=None,
+    )
+    assert source.root == "DeepFashion/" and source.mapping == {"Dress": "gown"}
+    assert source.partitions == ["train"]
+    out = tmp_path / "out"
+    assert (
+        extract_tree(
+            io.BytesIO(data), out, settings=settings, wanted=deepfashion.wanted_member("DeepFashion/")
+        )
+        == []
+    )
+    notes = deepfashion.read_annotations(out / "DeepFashion", mapping=deepfashion.load_mapping())
+    assert [e.image for e in notes.entries] == images and notes.problems == []
+
+    def refused(field: str, **changes) -> str:  # noqa: ANN003
+        args = dict(fmt="deepfashion", mapping=None, partitions=None, crop=True, captured_at=None)
+        with pytest.raises(InvalidImport) as info:
+            check_source(
+                fileobj=io.BytesIO(changes.pop("data", data)), settings=settings, **{**args, **changes}
+            )
+        assert info.value.field == field
+        return str(info.value)
+
+    assert "list_category_cloth.txt" in refused("file", data=zip_folder(tmp_path / "src" / "img"))
+    assert "corrupt ZIP" in refused("file", data=b"PK\x03\x04 not really")
+    assert "'Dress'" in refused("mapping", mapping='{"Dress": "Not A/Category"}')
+    assert "JSON object" in refused("mapping", mapping="[1, 2]")
+    assert "'holdout'" in refused("partitions", partitions="train,holdout")
+    small = Settings(max_zip_members=3)
+    with pytest.raises(InvalidImport, match="ATELIER_MAX_ZIP_MEMBERS"):
+        check_source(fileobj=io.BytesIO(data), settings=small, fmt="deepfashion", mapping=None,
+                     partitions=None, crop=True, captured_at=None)  # fmt: skip
+
+
+def test_extract_tree_refuses_unsafe_paths_and_rejects_nested_and_oversized_members(tmp_path):
+    from core.archives import extract_tree
+    from core.config import Settings
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("Anno/list_category_cloth.txt", "1\nh\nDress 3\n")
+        archive.writestr("img/a/inner.zip", b"PK\x03\x04")
+        archive.writestr("img/a/big.jpg", b"x" * 5000)
+        archive.writestr("img/a/ok.jpg", b"y" * 100)
+        archive.writestr("notes/readme.md", b"never inflated")
+    settings = Settings(max_upload_bytes=4096)
+    rejected = extract_tree(io.BytesIO(out.getvalue()), tmp_path, settings=settings,
+                            wanted=deepfashion.wanted_member(""))  # fmt: skip
+    reasons = {r.name: r.reason for r in rejected}
+    assert "ATELIER_MAX_UPLOAD_BYTES" in reasons["img/a/big.jpg"]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
+        "Anno/list_category_cloth.txt",
+        "img/a/ok.jpg",
+    ]
+    evil = io.BytesIO()
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("../escape.jpg", b"z")
+    with pytest.raises(ValueError, match="unsafe path"):
+        extract_tree(io.BytesIO(evil.getvalue()), tmp_path / "evil", settings=settings, wanted=lambda p: True)
+    assert not (tmp_path / "escape.jpg").exists()

@@ -40,6 +40,11 @@ def error_fields(body: dict) -> list[str]:
         ({"count": 5, "postprocess": [{"op": "sparkle"}]}, "postprocess.0"),
         ({"count": 5, "postprocess": [{"op": "recolor"}]}, "postprocess.0.recolor"),
         ({"count": 5, "postprocess": [{"op": "recolor", "color": "#12345g"}]}, "postprocess.0.recolor.color"),
+        (
+            {"count": 5, "postprocess": [{"op": "tryon", "template": "giant-xl"}]},
+            "postprocess.0.tryon.template",
+        ),
+        ({"count": 5, "postprocess": ["tryon", {"op": "tryon", "template": "slim-s"}]}, "postprocess"),
     ],
 )
 def test_shape_errors_name_the_field(body, field):
@@ -109,6 +114,25 @@ def test_model_checks_name_the_field(session, version):
     with pytest.raises(generation.InvalidRequest) as info:
         generation.plan(session=session, spec=GenerationRequest(count=3), settings=Settings())
     assert info.value.field == "model" and "no production model" in str(info.value)
+
+
+def test_tryon_op_keeps_its_template_and_needs_categories_with_a_body_region(session, version):
+    planned = plan(session, version, per_category={"dress": 2, "hat": 1}, postprocess=["tryon"])
+    assert planned["postprocess"] == [{"op": "tryon", "template": "regular-m"}]
+    slim = plan(session, version, count=3, postprocess=[{"op": "tryon", "template": "slim-s"}, "background"])
+    assert [op["op"] for op in slim["postprocess"]] == ["tryon", "background"]
+    custom = registry.create_version(
+        session=session,
+        arch="atelier",
+        preset="tiny",
+        resolution=32,
+        class_names=["cape"],
+        checkpoint_key="k",
+    )
+    session.commit()
+    with pytest.raises(generation.InvalidRequest) as info:
+        plan(session, custom, count=2, postprocess=["tryon"])
+    assert info.value.field == "postprocess" and "'cape'" in str(info.value)
 
 
 def test_plans_split_categories_and_pick_priority(session, version):

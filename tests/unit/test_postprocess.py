@@ -103,6 +103,12 @@ def test_encoding_is_deterministic_and_carries_provenance(fmt):
     assert got["category"] == "dress" and got["index"] == "3"
 
 
+def test_the_tryon_op_leaves_the_image_unchanged():
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    same = imaging.postprocess(np.asarray(img), [{"op": "tryon", "template": "slim-s"}], 32)
+    assert np.array_equal(np.asarray(same), np.asarray(img))
+
+
 def test_colour_parsing_names_the_bad_value():
     assert imaging.parse_colour("#fff") == (255, 255, 255)
     assert imaging.parse_colour("navy") == (0, 0, 128)

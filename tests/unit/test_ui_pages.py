@@ -69,7 +69,7 @@ def test_sign_in_gives_an_httponly_strict_cookie_without_the_key(ui):
     cookie = response.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/ui" in cookie
     assert secret not in cookie
-    for page in ("/ui/models", "/ui/schedules", "/ui/catalogue", "/ui/jobs"):
+    for page in ("/ui/models", "/ui/schedules", "/ui/catalogue", "/ui/jobs", "/ui/trends"):
         answer = ui.get(page)
         assert answer.status_code == 200 and "<h1" in answer.text, page
 
@@ -91,6 +91,35 @@ def test_forms_need_the_csrf_token_and_scopes_hold(ui, session):
     session.expire_all()
     assert session.get(type(job), job.id).status == "cancelled"
     assert "cancelled" in ui.get(f"/ui/jobs/{job.id}").text
+
+
+def test_a_trend_report_is_requested_with_the_csrf_token_and_listed(ui, monkeypatch):
+    sent = []
+    monkeypatch.setattr("core.queue._background", None)  # send in the committing thread, to a list
+    monkeypatch.setattr("core.queue.send_task", lambda name, **kw: sent.append(name))
+    sign_in(ui, make_key(["read", "submit"]))
+    listing = ui.get("/ui/trends")
+    assert listing.status_code == 200 and 'href="/ui/trends"' in listing.text  # in the nav
+    token = csrf_of(listing.text)
+    form = {"period": "season", "horizon": "2", "categories": "dress, skirt", "since": "2024-01-01"}
+    assert ui.post("/ui/trends", data=form).status_code == 403  # no token
+    done = ui.post("/ui/trends", data={**form, "csrf": token}, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"].startswith("/ui/trends/")
+    job_id = done.headers["location"].rsplit("/", 1)[-1]
+    assert sent == ["atelier.trend_report"]
+    page = ui.get(f"/ui/trends/{job_id}")
+    assert page.status_code == 200 and "queued" in page.text and "appears here once" in page.text
+    listing = ui.get("/ui/trends").text
+    assert f'href="/ui/trends/{job_id}"' in listing and "season" in listing
+    too_far = ui.post("/ui/trends", data={**form, "horizon": "99", "csrf": token})
+    assert (
+        too_far.status_code == 422
+        and "horizon" in too_far.text
+        and "ATELIER_TREND_MAX_HORIZON" in too_far.text
+    )
+    bad = ui.post("/ui/trends", data={**form, "period": "decade", "csrf": token})
+    assert bad.status_code == 422 and "period" in bad.text
+    assert ui.get("/ui/trends/nope").status_code == 404
 
 
 def test_a_session_ends_with_its_key(ui):

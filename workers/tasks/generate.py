@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from core import generated, jobs, units
+from core import generated, jobs, tryon, units
 from core.db import session_scope
 from core.generation import image_key
 from core.models import Job, ModelVersion, WorkUnit
@@ -107,6 +107,8 @@ def run_chunk(lease: Lease, *, resume: bool = True) -> None:
 
         return to_hwc(sample(G, params, indices, [label_of[categories[i]] for i in indices]))
 
+    template = tryon.template_of(params.postprocess)
+
     def encode(hwc, index: int) -> dict[str, Any]:  # noqa: ANN001
         row, data, prov = render(hwc, params, lease.job_id, index, categories[index])
         meta = {k.replace("_", "-"): str(v) for k, v in prov.items()}
@@ -116,6 +118,7 @@ def run_chunk(lease: Lease, *, resume: bool = True) -> None:
             ),
             what=f"upload of {row['key']}",
         )
+        row["tryon_key"] = None if template is None else store_tryon(store, lease, row, data, template)
         return row
 
     def consume(rows: list[dict[str, Any]]) -> None:
@@ -166,6 +169,30 @@ def run_chunk(lease: Lease, *, resume: bool = True) -> None:
         raise StepAside("stepped aside for interactive work")
     if reason == "stop":
         raise Cancelled()
+
+
+def store_tryon(store, lease: Lease, row: dict[str, Any], data: bytes, template: str) -> str | None:  # noqa: ANN001
+    """The try-on preview of one encoded image, stored under a key that depends only on (job, index,
+    template): a re-delivered chunk overwrites the same object. None for an image that is all backdrop."""
+    try:
+        preview = tryon.preview(
+            data,
+            category=row["category"],
+            template=template,
+            provenance=tryon.generated_provenance(
+                job_id=row["job_id"],
+                index=row["index"],
+                seed=row["seed"],
+                key=row["key"],
+                sha256=row["sha256"],
+                model_version=row["model_version_id"],
+            ),
+        )
+    except ValueError:  # nothing to dress the body in; the image itself is still stored
+        return None
+    key = tryon.preview_key(row["job_id"], row["index"], template)
+    lease.retrying(lambda: store.put(key, preview, content_type="image/png"), what=f"upload of {key}")
+    return key
 
 
 def interactive_work_waiting(*, session) -> bool:  # noqa: ANN001

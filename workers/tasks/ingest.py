@@ -1,5 +1,6 @@
 """`atelier.ingest`: prepare newly uploaded catalogue photos for training (upright, padded square,
-Lanczos-resized PNG in S3). Idempotent: the prepared key derives from the content hash, and a photo
+Lanczos-resized PNG in S3), or import a data set ZIP (workers/imports.py), which prepares the photos
+it adds the same way. Idempotent: the prepared key derives from the content hash, and a photo
 already prepared is skipped, so a re-delivered message redoes nothing."""
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from core.imaging import prepare_for_training
 from core.models import CatalogueImage, utcnow
 from core.params import IngestParams
 from core.queue import INGEST
-from core.storage import get_store
+from core.storage import ObjectStore, get_store
 from workers.celery_app import task
+from workers.imports import run_import
 from workers.leases import Cancelled, Lease, lease_unit
 
 BATCH = 20  # photos per progress update
@@ -31,37 +33,23 @@ def ingest(unit_id: int) -> None:
 
 
 def run_ingest(lease: Lease) -> None:
+    params = IngestParams.model_validate(lease.params)
     settings = get_settings()
     store = get_store()
     size = settings.prepared_size
-    image_ids = IngestParams.model_validate(lease.params).image_ids
+    if params.source is not None:
+        run_import(
+            lease,
+            params.source,
+            prepare=lambda ids: prepare_photos(lease, store=store, size=size, image_ids=ids),
+        )
+        return
+    image_ids = params.image_ids
     total = len(image_ids)
     done = 0
     for start in range(0, total, BATCH):
         batch = image_ids[start : start + BATCH]
-        todo = lease.sql(
-            lambda s, batch=batch: s.execute(
-                select(CatalogueImage.id, CatalogueImage.sha256, CatalogueImage.key).where(
-                    CatalogueImage.id.in_(batch),
-                    or_(
-                        CatalogueImage.prepared_key.is_(None),
-                        ~CatalogueImage.prepared_key.startswith(f"catalogue/prepared/{size}/"),
-                    ),
-                )
-            ).all()
-        )
-        prepared = {}
-        for image_id, sha256, original in todo:  # S3 and Pillow work outside any SQL transaction
-            key = prepared_key(sha256, size)
-            data = prepare_for_training(
-                lease.retrying(lambda o=original: store.get(o), what="photo read"), size
-            )
-            lease.retrying(
-                lambda k=key, d=data: store.put(k, d, content_type="image/png"), what="prepared put"
-            )
-            prepared[image_id] = key
-        if prepared:
-            lease.sql(lambda s, prepared=prepared: _mark_prepared(s, prepared))
+        prepare_photos(lease, store=store, size=size, image_ids=batch)
         done += len(batch)
         lease.progress(done, total)
         if lease.should_stop:
@@ -75,6 +63,30 @@ def run_ingest(lease: Lease) -> None:
             message=f"prepared {total} photos at {size} px",
         )
     )
+
+
+def prepare_photos(lease: Lease, *, store: ObjectStore, size: int, image_ids: list[str]) -> int:
+    """Prepare those of `image_ids` not yet prepared at `size`; how many were."""
+    todo = lease.sql(
+        lambda s: s.execute(
+            select(CatalogueImage.id, CatalogueImage.sha256, CatalogueImage.key).where(
+                CatalogueImage.id.in_(image_ids),
+                or_(
+                    CatalogueImage.prepared_key.is_(None),
+                    ~CatalogueImage.prepared_key.startswith(f"catalogue/prepared/{size}/"),
+                ),
+            )
+        ).all()
+    )
+    prepared = {}
+    for image_id, sha256, original in todo:  # S3 and Pillow work outside any SQL transaction
+        key = prepared_key(sha256, size)
+        data = prepare_for_training(lease.retrying(lambda o=original: store.get(o), what="photo read"), size)
+        lease.retrying(lambda k=key, d=data: store.put(k, d, content_type="image/png"), what="prepared put")
+        prepared[image_id] = key
+    if prepared:
+        lease.sql(lambda s: _mark_prepared(s, prepared))
+    return len(prepared)
 
 
 def _mark_prepared(session, prepared: dict[str, str]) -> None:  # noqa: ANN001
