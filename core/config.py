@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     infra_retry_seconds: float = Field(300.0, gt=0)
     retry_backoff_max_seconds: float = Field(30.0, gt=0)
     broker_socket_timeout: float = Field(5.0, gt=0)
+    # A worker idle this long while its queues hold messages has lost its consumer (it happens after a
+    # broker restart, see workers/consumer_watchdog.py) and restarts itself; 0 turns the check off.
+    consumer_stuck_seconds: float = Field(30.0, ge=0)
     # A finalize that fails for reasons of its own this many times ends the job `failed`.
     finalize_max_attempts: int = Field(5, ge=1)
     # Largest ZIP a generation job may ask for, checked at submit from count, size and format.

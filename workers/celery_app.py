@@ -21,6 +21,7 @@ from kombu import Queue
 from core.config import get_settings
 from core.db import dispose_engine
 from core.queue import FIRE_SCHEDULES, QUEUES, RECONCILE, TaskSpec, broker_transport_options
+from workers import consumer_watchdog as _watchdog  # noqa: F401 - a worker that lost its consumer restarts
 from workers import metrics as _metrics  # noqa: F401 - Celery signals: worker metrics and log context
 
 TASK_MODULES = [
