@@ -102,8 +102,10 @@ class Settings(BaseSettings):
     # does not queue behind image encoding for the scheduler's share of a core (0: same priority).
     batch_nice: int = Field(10, ge=0, le=19)
     # Trend reports: the longest forecast, the most photos one report reads (an even sample beyond
-    # it: measured 10-30 photos/s on a busy 2-core machine, so 6,000 stay inside the task time limit),
-    # the palette's and the style clustering's number of clusters.
+    # it), the palette's and the style clustering's number of clusters, and the report's own time
+    # limit: measured 10-30 photos/s on a busy 2-core machine before the backdrop model of
+    # core/masks.py, which adds ~45 ms a photo, so 6,000 photos need up to ~900 s there.
+    trend_soft_time_limit: int = Field(2400, ge=10)
     trend_max_horizon: int = Field(12, ge=1, le=104)
     trend_max_photos: int = Field(6_000, ge=10)
     trend_palette_size: int = Field(8, ge=2, le=24)
@@ -162,7 +164,9 @@ class Settings(BaseSettings):
             raise ValueError("ATELIER_TASK_TIME_LIMIT must be greater than ATELIER_TASK_SOFT_TIME_LIMIT")
         if self.task_time_limit >= self.broker_visibility_timeout:
             raise ValueError("ATELIER_TASK_TIME_LIMIT must stay below ATELIER_BROKER_VISIBILITY_TIMEOUT")
-        for name in ("finalize_soft_time_limit", "webhook_soft_time_limit", "control_soft_time_limit"):
+        limits = ("finalize_soft_time_limit", "webhook_soft_time_limit", "control_soft_time_limit",
+                  "trend_soft_time_limit")  # fmt: skip
+        for name in limits:
             if getattr(self, name) + 60 >= self.broker_visibility_timeout:
                 raise ValueError(
                     f"ATELIER_{name.upper()} + 60 s must stay below ATELIER_BROKER_VISIBILITY_TIMEOUT"

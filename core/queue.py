@@ -43,7 +43,7 @@ TRAIN_SEGMENT = TaskSpec("atelier.train_segment", "train")
 # a chunk's queue is the generation queue of its job's priority, stored on the unit row
 GENERATE_CHUNK = TaskSpec("atelier.generate_chunk", "generate.bulk")
 FINALIZE = TaskSpec("atelier.finalize_generation", "io", "finalize_soft_time_limit")
-TREND_REPORT = TaskSpec("atelier.trend_report", "io")
+TREND_REPORT = TaskSpec("atelier.trend_report", "io", "trend_soft_time_limit")
 DELIVER_WEBHOOK = TaskSpec("atelier.deliver_webhook", "io", "webhook_soft_time_limit")
 # the control queue has its own worker: slow webhooks or big finalizes never delay lease recovery
 DISPATCH = TaskSpec("atelier.dispatch", "control", "control_soft_time_limit")
