@@ -69,14 +69,22 @@ def gan():
     "--resume/--no-resume", default=True, show_default=True, help="continue OUT/checkpoint.pt if present"
 )
 @click.option(
+    "--finetune-from",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="a parent checkpoint to continue on DATA as the nightly retrain does (its G_ema, Adam moments "
+    "and weight shapes; the preset's training settings)",
+)
+@click.option(
     "--cache", type=click.Path(file_okay=False), default=None, help="folder for the prepared tensor file"
 )
 @click.option("--threads", type=int, default=None, help="torch CPU threads")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when available)")
 @_precision_option
 def train(
-    data, out, preset, arch, resolution, minutes, steps, seed, resume, cache, threads, device, precision
-):
+    data, out, preset, arch, resolution, minutes, steps, seed, resume, finetune_from, cache, threads, device,
+    precision,
+):  # fmt: skip
     """Train a GAN on DATA and write checkpoint.pt, grid.png and losses.png to OUT."""
     import torch
 
@@ -86,6 +94,7 @@ def train(
     from workers.gan.training import (
         checkpoint_from_bytes,
         checkpoint_to_bytes,
+        finetune_state,
         new_state,
         state_from_checkpoint,
         state_to_checkpoint,
@@ -112,6 +121,10 @@ def train(
         if state.class_names != names:
             raise click.ClickException(f"{ckpt_path} was trained on other categories; use --no-resume")
         click.echo(f"resuming at step {state.step}", err=True)
+    elif finetune_from:
+        parent = checkpoint_from_bytes(Path(finetune_from).read_bytes())
+        state = finetune_state(parent, names, seed=seed, device=device, **fast)
+        click.echo(f"fine-tuning {finetune_from} (its step {parent['step']}) on {data}", err=True)
     else:
         state = new_state(cfg, names, seed=seed, device=device, **fast)
 
@@ -268,6 +281,24 @@ def eval_cmd(
         step=ckpt["step"], arch=cfg.arch, preset=cfg.preset, resolution=cfg.resolution, categories=names
     )
     json.dump(metrics, sys.stdout)
+    sys.stdout.write("\n")
+
+
+@gan.command()
+@click.option("--candidate", required=True, type=click.File(), help="its `atelier gan eval` JSON")
+@click.option("--production", required=True, type=click.File(), help="its `atelier gan eval` JSON")
+@click.option("--kid-tolerance", type=float, default=0.0, show_default=True, help="added to the KID margin")
+@click.option("--sigmas", type=float, default=None, help="default: ATELIER_PROMOTION_SIGMAS")
+def gate(candidate, production, kid_tolerance, sigmas):
+    """Print the nightly promotion gate's verdict on two evaluations of the same judge and data."""
+    from core.config import get_settings
+    from workers.evaluation import promotion_gate
+
+    sigmas = get_settings().promotion_sigmas if sigmas is None else sigmas
+    promote, reason = promotion_gate(
+        json.load(candidate), json.load(production), "production", tolerance=kid_tolerance, sigmas=sigmas
+    )
+    json.dump({"promote": promote, "reason": reason, "sigmas": sigmas}, sys.stdout)
     sys.stdout.write("\n")
 
 

@@ -128,3 +128,37 @@ def test_gpu_check_smoke_on_cpu_prints_one_json_object(tmp_path):
     )
     assert out["bench_train"]["results"]["tiny/atelier"]["steps"] >= 3
     assert out["bench_generate"]["count"] == 4
+
+
+def test_finetune_from_a_parent_and_the_gate_verdict(tmp_path):
+    data = _catalogue(tmp_path / "data")
+    runner = CliRunner()
+    base = ["--data", str(data), "--resolution", "16", "--steps", "2", "--device", "cpu"]
+    assert runner.invoke(gan, ["train", *base, "--out", str(tmp_path / "parent")]).exit_code == 0
+    parent = tmp_path / "parent" / "checkpoint.pt"
+    res = runner.invoke(
+        gan, ["train", *base, "--out", str(tmp_path / "child"), "--finetune-from", str(parent)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "fine-tuning" in res.output
+    # the fine-tune counts its own steps and keeps the parent's image count (the EMA ramp goes on)
+    from workers.gan.training import checkpoint_from_bytes
+
+    child = checkpoint_from_bytes((tmp_path / "child" / "checkpoint.pt").read_bytes())
+    before = checkpoint_from_bytes(parent.read_bytes())
+    assert child["step"] == 2 and child["cur_nimg"] > before["cur_nimg"]
+
+    metrics = {"kid": 0.10, "kid_std": 0.01, "gan_test_accuracy": 0.5, "n_gan_test": 700, "recall": 0.3,
+               "n_real": 3000}  # fmt: skip
+    worse = {**metrics, "kid": 0.30}
+    (tmp_path / "p.json").write_text(json.dumps(metrics))
+    (tmp_path / "w.json").write_text(json.dumps(worse))
+    same = runner.invoke(
+        gan, ["gate", "--candidate", str(tmp_path / "p.json"), "--production", str(tmp_path / "p.json")]
+    )
+    refused = runner.invoke(
+        gan, ["gate", "--candidate", str(tmp_path / "w.json"), "--production", str(tmp_path / "p.json")]
+    )
+    assert json.loads(same.output)["promote"] is True
+    verdict = json.loads(refused.output)
+    assert verdict["promote"] is False and "KID 0.3000 vs 0.1000" in verdict["reason"]
