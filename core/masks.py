@@ -61,6 +61,13 @@ def backdrop_colour(arr: np.ndarray) -> np.ndarray:
     return np.median(border, axis=0)
 
 
+def single_colour_mask(arr: np.ndarray, tolerance: float = 28.0) -> np.ndarray:
+    """The garment against a one-colour backdrop: what differs from the border's median colour by more
+    than `tolerance` (RGB distance), or is enclosed by such pixels."""
+    arr = arr.astype(np.float64)
+    return ~border_flood_mask(np.sqrt(((arr - backdrop_colour(arr)) ** 2).sum(axis=2)) <= tolerance)
+
+
 def kmeans(points: np.ndarray, k: int, *, rounds: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(centres, spreads, shares) of `points` (n, 3): Lloyd's k-means from lightness quantiles, so the
     same pixels always give the same clusters. Spread: a cluster's RMS distance to its centre."""
@@ -188,9 +195,12 @@ def garment_mask(img: Image.Image) -> np.ndarray:
         scale = WORK_SIZE / max(width, height)
         work = rgb.resize((max(8, round(width * scale)), max(8, round(height * scale))), Image.Resampling.BOX)
     if min(work.size) < 8:
-        arr = np.asarray(rgb, dtype=np.float64)
-        return ~border_flood_mask(np.sqrt(((arr - backdrop_colour(arr)) ** 2).sum(axis=2)) <= 28.0)
+        return single_colour_mask(np.asarray(rgb))
     mask = _refine(rgb_to_lab(np.asarray(work)))
+    if not mask.any():
+        # Every colour of the frame is also one of the border's: a garment that fills the frame, as a
+        # generated design often does. One backdrop colour (the border's median) then finds its shape.
+        mask = single_colour_mask(np.asarray(work))
     if work.size != (width, height):
         plane = Image.fromarray(mask.astype(np.uint8) * 255).resize(
             (width, height), Image.Resampling.BILINEAR

@@ -130,3 +130,16 @@ def test_real_photos_on_busy_backdrops_keep_far_less_of_the_border():
         )
         after.append(band_kept(garment_mask(im)))
     assert np.mean(after) < 0.5 * np.mean(before), (np.mean(before), np.mean(after))
+
+
+def test_a_frame_filling_design_that_the_backdrop_model_misses_falls_back_to_one_backdrop_colour(monkeypatch):
+    # A generated design often fills its frame, so every colour of the border band is also the
+    # garment's and the backdrop model can claim the whole image: then the border's median colour
+    # is the backdrop (seen on 6 of 69 designs of an early model: try-on answered "no garment").
+    from core import masks
+
+    arr = np.full((32, 32, 3), (205, 175, 205), np.uint8)
+    arr[4:28, 6:26] = (117, 93, 124)
+    monkeypatch.setattr(masks, "_refine", lambda lab: np.zeros(lab.shape[:2], bool))
+    mask = masks.garment_mask(Image.fromarray(arr))
+    assert mask[4:28, 6:26].all() and mask.sum() == 24 * 20
