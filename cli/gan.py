@@ -54,6 +54,26 @@ def gan():
     """Train, sample and evaluate GANs locally (no API, queue or S3)."""
 
 
+def _with_overrides(cfg, overrides: tuple[str, ...]):  # noqa: ANN001, ANN202 - GanConfig
+    """`FIELD=VALUE` pairs over a preset, each VALUE parsed as the field's current type."""
+    from workers.gan.config import GanConfig
+
+    values = cfg.to_dict()
+    for item in overrides:
+        name, sep, raw = item.partition("=")
+        if not sep or name not in values:
+            known = ", ".join(sorted(values))
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {known}")
+        current = values[name]
+        if isinstance(current, bool):
+            values[name] = raw.lower() in ("1", "true", "yes", "on")
+        elif isinstance(current, (int, float)):
+            values[name] = type(current)(raw)
+        else:
+            raise ValueError(f"--set {name}: only number and flag fields can be set here")
+    return GanConfig.from_dict(values)
+
+
 @gan.command()
 @click.option(
     "--data", required=True, type=click.Path(exists=True, file_okay=False), help="one folder per category"
@@ -76,14 +96,21 @@ def gan():
     "and weight shapes; the preset's training settings)",
 )
 @click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="override one preset field for an ablation, e.g. --set aux_weight=0.2 (repeatable)",
+)
+@click.option(
     "--cache", type=click.Path(file_okay=False), default=None, help="folder for the prepared tensor file"
 )
 @click.option("--threads", type=int, default=None, help="torch CPU threads")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when available)")
 @_precision_option
 def train(
-    data, out, preset, arch, resolution, minutes, steps, seed, resume, finetune_from, cache, threads, device,
-    precision,
+    data, out, preset, arch, resolution, minutes, steps, seed, resume, finetune_from, overrides, cache,
+    threads, device, precision,
 ):  # fmt: skip
     """Train a GAN on DATA and write checkpoint.pt, grid.png and losses.png to OUT."""
     import torch
@@ -109,7 +136,7 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / "checkpoint.pt"
     try:
-        cfg = preset_config(preset, resolution, arch)
+        cfg = _with_overrides(preset_config(preset, resolution, arch), overrides)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     dataset = _load_dataset(data, cfg.resolution, cache)

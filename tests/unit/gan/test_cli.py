@@ -162,3 +162,28 @@ def test_finetune_from_a_parent_and_the_gate_verdict(tmp_path):
     assert json.loads(same.output)["promote"] is True
     verdict = json.loads(refused.output)
     assert verdict["promote"] is False and "KID 0.3000 vs 0.1000" in verdict["reason"]
+
+
+def test_set_overrides_a_preset_field_and_names_what_is_wrong(tmp_path):
+    data, out = _catalogue(tmp_path / "data"), tmp_path / "run"
+    base = [
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--resolution",
+        "16",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+    ]
+    res = CliRunner().invoke(gan, [*base, "--set", "aux_weight=0.2", "--set", "class_balance=0.5"])
+    assert res.exit_code == 0, res.output
+    from workers.gan.training import checkpoint_from_bytes
+
+    cfg = checkpoint_from_bytes((out / "checkpoint.pt").read_bytes())["config"]
+    assert cfg["aux_weight"] == 0.2 and cfg["class_balance"] == 0.5
+    bad = CliRunner().invoke(gan, [*base, "--no-resume", "--set", "nonsense=1"])
+    assert bad.exit_code != 0 and "--set 'nonsense=1'" in bad.output
