@@ -322,8 +322,9 @@ def gate(candidate, production, kid_tolerance, sigmas):
     from workers.evaluation import promotion_gate
 
     sigmas = get_settings().promotion_sigmas if sigmas is None else sigmas
+    name = Path(production.name).name  # the file stands for the production model's id
     promote, reason = promotion_gate(
-        json.load(candidate), json.load(production), "production", tolerance=kid_tolerance, sigmas=sigmas
+        json.load(candidate), json.load(production), name, tolerance=kid_tolerance, sigmas=sigmas
     )
     json.dump({"promote": promote, "reason": reason, "sigmas": sigmas}, sys.stdout)
     sys.stdout.write("\n")
