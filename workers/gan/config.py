@@ -117,10 +117,12 @@ def r1_gamma_for(resolution: int, batch_size: int) -> float:
 # GPU presets train long enough for D to memorise a catalogue of a few thousand photos: DiffAugment with
 # an adaptive probability, starting at 0 (no augmentation until D shows overfitting).
 _ADA = dict(augment="color,translation,cutout", augment_p=0.0, ada_target=0.6)
-# Class signal (GAN_NOTES.md, round 3): both levers exist and are off, as measured (tiny, seed 0):
-# balanced sampling raised GAN-test at 230 steps but lost at 400 (KID 0.165 -> 0.226, GAN-test 0.216 ->
-# 0.167); the classifier head at 0.2 worsened KID at 230 steps (0.35 -> 0.54).
-_CLASS_SIGNAL = dict(class_balance=0.0, aux_weight=0.0)
+# Class signal (GAN_NOTES.md, round 4): balanced sampling (count ** -0.5) and the classifier head at 0.1.
+# At full length (tiny, 15 CPU-minutes, ~3,700 steps, two seeds) they raised GAN-test 0.410 -> 0.511
+# and 0.356 -> 0.446 (hat 0.03 -> 0.43 and 0.07 -> 0.26) with KID 0.026 -> 0.036 and 0.051 -> 0.039
+# and recall 0.41 -> 0.33 and 0.32 -> 0.30. Early in a run they cost (round 3: at 230-400 steps the
+# head at 0.2 worsened KID). Measured at 32 px on the CPU only; small and base carry it unmeasured.
+_CLASS_SIGNAL = dict(class_balance=0.5, aux_weight=0.1)
 
 PRESETS: dict[str, dict] = {
     # 32 px, sized so that one CPU thread runs a few steps per second (see GAN_NOTES.md): narrow, one
