@@ -92,7 +92,12 @@ def _run(queues: list[str], stuck_seconds: float) -> None:
     every = max(1.0, stuck_seconds / 6)  # the verdict comes at most `every` after stuck_seconds
     while True:
         time.sleep(every)
-        if watchdog.check(time.monotonic()):
+        try:
+            stuck = watchdog.check(time.monotonic())
+        except Exception:  # a watchdog that dies silently watches nothing: log it and look again
+            log.exception("consumer watchdog check failed")
+            continue
+        if stuck:
             _restart(watchdog, queues)
             return
 
