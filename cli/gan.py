@@ -68,7 +68,10 @@ def _with_overrides(cfg, overrides: tuple[str, ...]):  # noqa: ANN001, ANN202 - 
         if isinstance(current, bool):
             values[name] = raw.lower() in ("1", "true", "yes", "on")
         elif isinstance(current, (int, float)):
-            values[name] = type(current)(raw)
+            try:
+                values[name] = type(current)(raw)
+            except ValueError:
+                raise ValueError(f"--set {name}: {raw!r} is not a {type(current).__name__}") from None
         else:
             raise ValueError(f"--set {name}: only number and flag fields can be set here")
     return GanConfig.from_dict(values)
