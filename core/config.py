@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     judge_seconds: float = Field(60.0, gt=0)
     eval_per_class: int = Field(50, ge=1)
     eval_max_real: int = Field(2000, ge=10)
+    # Truncations every new model version is evaluated at; the best one that keeps diversity becomes its
+    # stored default (workers/gan/metrics.py:truncation_sweep). "1.0" alone: no sweep, the default is 1.
+    truncation_sweep: str = "1.0,0.9,0.8,0.7"
 
     webhook_secret: str = _DEV_WEBHOOK_SECRET
     max_generation_count: int = Field(100_000, ge=1)
@@ -129,6 +132,22 @@ class Settings(BaseSettings):
     quota_active_jobs: int = Field(20, ge=1)
     quota_event_streams: int = Field(8, ge=1)
     interactive_max_images: int = Field(256, ge=1)
+
+    @field_validator("truncation_sweep")
+    @classmethod
+    def _truncations(cls, v: str) -> str:
+        try:
+            values = [float(t) for t in v.split(",") if t.strip()]
+        except ValueError:
+            raise ValueError(f"truncation_sweep: {v!r} is not a comma-separated list of numbers") from None
+        if not values or any(not 0.0 < t <= 1.0 for t in values):
+            raise ValueError(f"truncation_sweep: every value must be in (0, 1], got {v!r}")
+        return v
+
+    @property
+    def truncation_values(self) -> tuple[float, ...]:
+        """The sweep's truncations, 1.0 (the reference) always among them."""
+        return tuple(sorted({1.0, *(float(t) for t in self.truncation_sweep.split(",") if t.strip())}))
 
     @field_validator("webhook_allow_networks")
     @classmethod

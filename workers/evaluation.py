@@ -36,13 +36,23 @@ def judge_for(store: ObjectStore, snapshot: DatasetSnapshot, dataset: dict):  # 
     return judge
 
 
-def evaluate_version(G, judge, dataset: dict) -> dict:  # noqa: ANN001
-    from workers.gan.metrics import evaluate
+def evaluate_version(G, judge, dataset: dict, *, sweep: bool = False) -> dict:  # noqa: ANN001
+    """Metrics of G at its default truncation; with ``sweep``, at the truncation that a sweep over
+    ``ATELIER_TRUNCATION_SWEEP`` chooses (``default_truncation``, to be stored with the version, beside
+    the sweep's own numbers in ``truncation_sweep``)."""
+    from workers.gan.metrics import evaluate, sweep_summary, truncation_sweep
 
     settings = get_settings()
-    metrics = evaluate(
-        G, judge, dataset, n_per_class=settings.eval_per_class, seed=0, max_real=settings.eval_max_real
-    )
+    kwargs = dict(n_per_class=settings.eval_per_class, seed=0, max_real=settings.eval_max_real)
+    if sweep and len(settings.truncation_values) > 1:
+        result = truncation_sweep(G, judge, dataset, settings.truncation_values, **kwargs)
+        metrics = {
+            **result["sweep"][result["default_truncation"]],
+            "default_truncation": result["default_truncation"],
+            "truncation_sweep": sweep_summary(result),
+        }
+    else:
+        metrics = evaluate(G, judge, dataset, **kwargs)
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, list, dict, type(None)))}
 
 
@@ -99,10 +109,6 @@ def promotion_decision(
     )
 
 
-def _binomial_se(p: float, n: int) -> float:
-    return math.sqrt(max(p * (1 - p), 0.0) / max(n, 1))
-
-
 def promotion_gate(
     candidate: dict, production: dict, production_id: str, *, tolerance: float = 0.0, sigmas: float = 2.0
 ) -> tuple[bool, str]:
@@ -114,6 +120,8 @@ def promotion_gate(
     from their binomial standard errors (a fraction of ``n_gan_test`` images / ``n_real`` photos).
     ``tolerance`` (the job's ``kid_tolerance``) is added to the KID margin.
     """
+    from workers.gan.metrics import binomial_se
+
     kid_margin = (
         sigmas * math.hypot(candidate.get("kid_std", 0.0), production.get("kid_std", 0.0)) + tolerance
     )
@@ -122,8 +130,8 @@ def promotion_gate(
         if candidate.get(key) is None or production.get(key) is None:
             continue
         se = math.hypot(
-            _binomial_se(candidate[key], candidate.get(n_key, 0)),
-            _binomial_se(production[key], production.get(n_key, 0)),
+            binomial_se(candidate[key], candidate.get(n_key, 0)),
+            binomial_se(production[key], production.get(n_key, 0)),
         )
         checks.append((name, candidate[key] - production[key], sigmas * se, key))
     # Every metric is oriented so that "gain" > 0 means the candidate is better.

@@ -32,6 +32,15 @@ def test_settings_read_from_environment(monkeypatch):
     assert s.s3_bucket == "designs" and s.max_deliveries == 7
 
 
+def test_truncation_sweep_setting_names_what_is_wrong(monkeypatch):
+    monkeypatch.setenv("ATELIER_TRUNCATION_SWEEP", "0.8, 0.6")
+    assert Settings().truncation_values == (0.6, 0.8, 1.0)  # 1.0, the reference, always comes along
+    for bad in ("0.8,seven", "0.8,1.5", "0"):
+        monkeypatch.setenv("ATELIER_TRUNCATION_SWEEP", bad)
+        with pytest.raises(ValidationError, match="truncation_sweep"):
+            Settings()
+
+
 @pytest.mark.parametrize(
     ("current", "target", "legal"),
     [

@@ -9,6 +9,13 @@ from ImageNet), so metrics use a classifier trained on the catalogue's own real 
 It sees images at ``min(R, 64)`` px whatever the dataset resolution, so one judge fits every preset.
 A stratified held-out split (recorded in ``judge.info``) measures its own accuracy, the yardstick for
 GAN-test accuracy.
+
+GAN-test asks for every category equally often while the catalogue is not balanced (795 t-shirts, 112
+skirts). A classifier trained on the catalogue's mix carries its prior: a skirt it is unsure of is
+called a dress or a t-shirt. After training, the train split's log class frequencies are subtracted
+from the logits (logit adjustment, Menon et al. 2021), so the judge answers as if every category were
+equally likely, as they are in GAN-test. Measured on clothing-small (32 px, 240 s): held-out accuracy
+0.843 -> 0.841, mean per-category accuracy 0.770 -> 0.807, skirt 0.41 -> 0.59.
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ class Judge(nn.Module):
         self.body = nn.Sequential(_stage(3, width), _stage(width, 2 * width), _stage(2 * width, 4 * width))
         self.dropout = nn.Dropout(0.3)
         self.head = nn.Linear(4 * width, num_classes)
+        # log of the train split's class frequencies, subtracted from the logits; zeros (no correction)
+        # until training sets it, and in judges saved before it existed.
+        self.register_buffer("log_prior", torch.zeros(num_classes))
         self.info: dict = {}
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,7 +65,7 @@ class Judge(nn.Module):
         return self.body(self._prep(x)).mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.features(x)))
+        return self.head(self.dropout(self.features(x))) - self.log_prior
 
 
 def stratified_split(labels: torch.Tensor, heldout_fraction: float, seed: int):
@@ -131,6 +141,8 @@ def train_judge(
         epoch += 1
         if seconds is not None and time.perf_counter() - t0 >= seconds:
             break
+    counts = torch.bincount(y_train, minlength=num_classes).float()
+    judge.log_prior.copy_((counts.clamp(min=1) / counts.sum()).log())
     judge.eval()
     info = {
         "heldout_accuracy": judge_accuracy(judge, images[held_idx], labels[held_idx]),
@@ -155,6 +167,8 @@ def judge_to_bytes(judge: Judge) -> bytes:
 def judge_from_bytes(b: bytes) -> Judge:
     d = torch.load(io.BytesIO(b), weights_only=True, map_location="cpu")
     judge = Judge(**d["meta"])
-    judge.load_state_dict(d["state_dict"])
+    missing, unexpected = judge.load_state_dict(d["state_dict"], strict=False)
+    if unexpected or set(missing) - {"log_prior"}:  # an older judge lacks only the prior
+        raise ValueError(f"not a judge: missing {missing}, unexpected {unexpected}")
     judge.info = d.get("info", {})
     return judge.eval()

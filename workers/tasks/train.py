@@ -219,12 +219,22 @@ def finish_training(
     existing = lease.sql(existing_version, what="reading the registry")
     version_id = existing or new_id()
     judge = lease.retrying(lambda: judge_for(store, snapshot, dataset), what="judge")
-    metrics = evaluate_version(state.G_ema, judge, dataset)
+    # The sweep chooses the version's default truncation, kept in its checkpoint: generation jobs that
+    # ask for none, the grid and the gallery use it.
+    metrics = evaluate_version(state.G_ema, judge, dataset, sweep=True)
+    truncation = float(metrics.get("default_truncation", 1.0))
+    ckpt = state_to_checkpoint(state)
+    if "truncation_sweep" in metrics:
+        ckpt.update(default_truncation=truncation, truncation_sweep=metrics["truncation_sweep"])
     ckpt_key = registry.checkpoint_key(version_id)
     grid_key, curve_key = f"models/{version_id}/grid.png", f"models/{version_id}/losses.png"
     blobs = [
-        (ckpt_key, checkpoint_to_bytes(state_to_checkpoint(state)), "application/octet-stream"),
-        (grid_key, sample_grid_png(state.G_ema, list(dataset["class_names"])), "image/png"),
+        (ckpt_key, checkpoint_to_bytes(ckpt), "application/octet-stream"),
+        (
+            grid_key,
+            sample_grid_png(state.G_ema, list(dataset["class_names"]), truncation=truncation),
+            "image/png",
+        ),
         (curve_key, loss_curve_png(state.history), "image/png"),
     ]
     for key, blob, content_type in blobs:

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from workers.gan.judge import judge_from_bytes, judge_to_bytes, train_judge
@@ -51,3 +52,64 @@ def test_judge_round_trip_and_evaluate(tiny_dataset):
     for key in ("gan_test_accuracy", "kid", "precision", "recall", "near_copy_fraction", "kid_heldout"):
         assert key in m
     assert len(m["gan_test_per_class"]) == 3
+
+
+def test_judge_answers_as_if_every_category_were_equally_likely(tiny_dataset):
+    import io
+
+    # an unbalanced catalogue: every photo of the first category, three of each other
+    labels = tiny_dataset["labels"]
+    keep = torch.cat(
+        [(labels == 0).nonzero().flatten()] + [(labels == c).nonzero().flatten()[:3] for c in (1, 2)]
+    )
+    data = {**tiny_dataset, "images": tiny_dataset["images"][keep], "labels": labels[keep]}
+    judge, info = train_judge(data, seed=0, epochs=1, width=8, heldout_fraction=0.25)
+    y = data["labels"][info["train_index"]]
+    freq = torch.bincount(y, minlength=3).float() / y.numel()
+    assert freq[0] > 2 * freq[1]  # the prior the judge must not carry into GAN-test
+    assert torch.allclose(judge.log_prior.exp(), freq)
+    x = data["images"][:4]
+    with torch.no_grad():
+        assert torch.allclose(judge(x), judge.head(judge.features(x)) - freq.log())
+
+    # a judge saved before the correction existed loads with none; anything else missing is refused
+    state = {k: v for k, v in judge.state_dict().items() if k != "log_prior"}
+    meta = {"num_classes": 3, "width": 8, "input_res": judge.input_res}
+    old = io.BytesIO()
+    torch.save({"meta": meta, "state_dict": state, "info": {}}, old)
+    assert torch.equal(judge_from_bytes(old.getvalue()).log_prior, torch.zeros(3))
+    broken = io.BytesIO()
+    torch.save({"meta": meta, "state_dict": {k: v for k, v in state.items() if "head" not in k}}, broken)
+    with pytest.raises(ValueError, match="head.weight"):
+        judge_from_bytes(broken.getvalue())
+
+
+def test_truncation_sweep_keeps_diversity_and_does_not_refuse_for_noise(monkeypatch):
+    from workers.gan import metrics
+
+    # measured rows of one model (GAN_NOTES.md round 5): truncation buys GAN-test, costs recall
+    rows = {
+        1.0: (0.630, 0.0064, 0.0011, 0.496),
+        0.9: (0.644, 0.0067, 0.0011, 0.445),
+        0.8: (0.671, 0.0078, 0.0012, 0.389),
+        0.7: (0.677, 0.0097, 0.0013, 0.316),
+    }
+
+    def fake_evaluate(G, judge, dataset, truncation, **kwargs):
+        gan_test, kid_, kid_std, recall = rows[truncation]
+        return {
+            "gan_test_accuracy": gan_test,
+            "kid": kid_,
+            "kid_std": kid_std,
+            "recall": recall,
+            "n_real": 3068,
+        }
+
+    monkeypatch.setattr(metrics, "evaluate", fake_evaluate)
+    # 0.7 loses a third of the recall: refused. 0.8's KID is 1.2x that at 1.0, within two spreads: kept.
+    assert metrics.truncation_sweep(None, None, {})["default_truncation"] == 0.8
+    # with no allowance for noise, 0.8 is refused for a KID difference of one spread
+    assert metrics.truncation_sweep(None, None, {}, sigmas=0.0)["default_truncation"] == 0.9
+    # nothing but 1.0 keeps the diversity: 1.0
+    rows.update({t: (0.9, 0.05, 0.001, 0.1) for t in (0.9, 0.8, 0.7)})
+    assert metrics.truncation_sweep(None, None, {})["default_truncation"] == 1.0
