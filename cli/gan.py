@@ -1,6 +1,7 @@
 """`atelier gan ...`: train, sample and evaluate on a local folder, without the stack.
 
     atelier gan train  --data DIR --preset tiny --minutes 10 --out OUT  -> checkpoint.pt, grid.png, losses.png
+                                     (then a truncation sweep with OUT/judge.pt chooses the default)
     atelier gan sample --checkpoint F --per-category 70 --out OUT        -> OUT/<category>/<index>.png
     atelier gan eval   --checkpoint F --data DIR [--sweep]               -> JSON metrics on stdout
                                      (--sweep: choose the default truncation, store it in F)
@@ -33,6 +34,23 @@ def _load_dataset(data: str, resolution: int, cache: str | None):
     return d
 
 
+def _judge(judge_path: str | Path | None, dataset: dict, seconds: float):  # noqa: ANN202 - Judge
+    """The judge in ``judge_path`` if it exists and knows these categories, else one trained (and saved
+    there) on ``dataset``."""
+    from workers.gan.judge import judge_from_bytes, judge_to_bytes, train_judge
+
+    if judge_path and Path(judge_path).exists():
+        judge = judge_from_bytes(Path(judge_path).read_bytes())
+        if judge.num_classes == len(dataset["class_names"]):
+            return judge
+        click.echo(f"{judge_path} judges other categories: training a new one", err=True)
+    click.echo(f"training the judge ({seconds:g} s)", err=True)
+    judge, _ = train_judge(dataset, seed=0, seconds=seconds)
+    if judge_path:
+        Path(judge_path).write_bytes(judge_to_bytes(judge))
+    return judge
+
+
 def _set_threads(threads: int | None) -> None:
     if threads:
         import torch
@@ -54,11 +72,10 @@ def gan():
     """Train, sample and evaluate GANs locally (no API, queue or S3)."""
 
 
-def _with_overrides(cfg, overrides: tuple[str, ...]):  # noqa: ANN001, ANN202 - GanConfig
+def _parse_overrides(cfg, overrides: tuple[str, ...]) -> dict:  # noqa: ANN001 - GanConfig
     """`FIELD=VALUE` pairs over a preset, each VALUE parsed as the field's current type."""
-    from workers.gan.config import GanConfig
-
     values = cfg.to_dict()
+    parsed: dict = {}
     for item in overrides:
         name, sep, raw = item.partition("=")
         if not sep or name not in values:
@@ -66,15 +83,21 @@ def _with_overrides(cfg, overrides: tuple[str, ...]):  # noqa: ANN001, ANN202 - 
             raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {known}")
         current = values[name]
         if isinstance(current, bool):
-            values[name] = raw.lower() in ("1", "true", "yes", "on")
+            parsed[name] = raw.lower() in ("1", "true", "yes", "on")
         elif isinstance(current, (int, float)):
             try:
-                values[name] = type(current)(raw)
+                parsed[name] = type(current)(raw)
             except ValueError:
                 raise ValueError(f"--set {name}: {raw!r} is not a {type(current).__name__}") from None
         else:
             raise ValueError(f"--set {name}: only number and flag fields can be set here")
-    return GanConfig.from_dict(values)
+    return parsed
+
+
+def _with_overrides(cfg, overrides: tuple[str, ...]):  # noqa: ANN001, ANN202 - GanConfig
+    from workers.gan.config import GanConfig
+
+    return GanConfig.from_dict({**cfg.to_dict(), **_parse_overrides(cfg, overrides)})
 
 
 @gan.command()
@@ -108,12 +131,26 @@ def _with_overrides(cfg, overrides: tuple[str, ...]):  # noqa: ANN001, ANN202 - 
 @click.option(
     "--cache", type=click.Path(file_okay=False), default=None, help="folder for the prepared tensor file"
 )
+@click.option(
+    "--sweep/--no-sweep",
+    default=True,
+    show_default=True,
+    help="after training, choose the model's default truncation with the judge, as a training job does",
+)
+@click.option(
+    "--judge",
+    "judge_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="the sweep's judge: loaded if it exists, else trained and saved there (default: OUT/judge.pt)",
+)
+@click.option("--judge-seconds", type=float, default=240.0, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when available)")
 @_precision_option
 def train(
     data, out, preset, arch, resolution, minutes, steps, seed, resume, finetune_from, overrides, cache,
-    threads, device, precision,
+    sweep, judge_path, judge_seconds, threads, device, precision,
 ):  # fmt: skip
     """Train a GAN on DATA and write checkpoint.pt, grid.png and losses.png to OUT."""
     import torch
@@ -147,13 +184,26 @@ def train(
     click.echo(f"{dataset['images'].shape[0]} images, {len(names)} categories: {', '.join(names)}", err=True)
     fast = {"precision": precision, "channels_last": None if precision is None else precision == "bf16"}
     if resume and ckpt_path.exists():
+        if overrides:
+            # A resumed run keeps the config it started with: a silently ignored --set would mislabel
+            # an ablation.
+            raise click.BadParameter(
+                f"{ckpt_path} exists and is resumed with its own config; use --no-resume to train "
+                "a new model with these settings",
+                param_hint="--set",
+            )
         state = state_from_checkpoint(checkpoint_from_bytes(ckpt_path.read_bytes()), device=device, **fast)
         if state.class_names != names:
             raise click.ClickException(f"{ckpt_path} was trained on other categories; use --no-resume")
         click.echo(f"resuming at step {state.step}", err=True)
     elif finetune_from:
         parent = checkpoint_from_bytes(Path(finetune_from).read_bytes())
-        state = finetune_state(parent, names, seed=seed, device=device, **fast)
+        try:
+            state = finetune_state(
+                parent, names, seed=seed, device=device, overrides=_parse_overrides(cfg, overrides), **fast
+            )
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--set") from exc
         click.echo(f"fine-tuning {finetune_from} (its step {parent['step']}) on {data}", err=True)
     else:
         state = new_state(cfg, names, seed=seed, device=device, **fast)
@@ -176,13 +226,30 @@ def train(
     ckpt = state_to_checkpoint(state)
     ckpt_path.write_bytes(checkpoint_to_bytes(ckpt))
     G, _, _ = load_generator(ckpt, device, **fast)
-    (out_dir / "grid.png").write_bytes(sample_grid_png(G, names, per_row=8, seed=seed))
+    truncation = 1.0
+    if sweep:
+        from core.config import get_settings
+        from workers.gan.metrics import sweep_summary, truncation_sweep
+
+        judge = _judge(judge_path or out_dir / "judge.pt", dataset, judge_seconds)
+        settings = get_settings()
+        click.echo(f"truncation sweep over {', '.join(map(str, settings.truncation_values))}", err=True)
+        result = truncation_sweep(
+            G, judge, dataset, settings.truncation_values, n_per_class=settings.eval_per_class,
+            seed=20_000, max_real=settings.eval_max_real,
+        )  # fmt: skip
+        truncation = result["default_truncation"]
+        ckpt.update(default_truncation=truncation, truncation_sweep=sweep_summary(result))
+        ckpt_path.write_bytes(checkpoint_to_bytes(ckpt))
+        G.default_truncation = truncation
+    (out_dir / "grid.png").write_bytes(sample_grid_png(G, names, per_row=8, seed=seed, truncation=truncation))
     (out_dir / "losses.png").write_bytes(loss_curve_png(state.history))
     click.echo(
         json.dumps(
             {
                 "step": state.step,
                 "precision": state.precision,
+                "default_truncation": truncation,
                 "checkpoint": str(ckpt_path),
                 "grid": str(out_dir / "grid.png"),
                 "losses": str(out_dir / "losses.png"),
@@ -201,7 +268,7 @@ def train(
     "--truncation",
     type=click.FloatRange(0.0, 1.0),
     default=None,
-    help="default: the model's own (chosen by `atelier gan eval --sweep`), else 1",
+    help="default: the model's own (chosen by the sweep of `atelier gan train` or `gan eval --sweep`)",
 )
 @click.option("--device", default=None)
 @_precision_option
@@ -277,8 +344,7 @@ def eval_cmd(
     checkpoint, data, judge_path, judge_seconds, n_per_class, seed, truncation, sweep, cache, threads
 ):
     """Print JSON metrics: judge accuracy, GAN-test accuracy, KID, precision/recall, novelty."""
-    from workers.gan.judge import judge_from_bytes, judge_to_bytes, train_judge
-    from workers.gan.metrics import evaluate, truncation_sweep
+    from workers.gan.metrics import evaluate, sweep_summary, truncation_sweep
     from workers.gan.sampling import load_generator
     from workers.gan.training import checkpoint_from_bytes, checkpoint_to_bytes
 
@@ -288,19 +354,11 @@ def eval_cmd(
     dataset = _load_dataset(data, cfg.resolution, cache)
     if dataset["class_names"] != names:
         raise click.ClickException(f"categories differ: checkpoint {names}, data {dataset['class_names']}")
-    if judge_path and Path(judge_path).exists():
-        judge = judge_from_bytes(Path(judge_path).read_bytes())
-    else:
-        judge, _ = train_judge(dataset, seed=0, seconds=judge_seconds)
-        if judge_path:
-            Path(judge_path).write_bytes(judge_to_bytes(judge))
+    judge = _judge(judge_path, dataset, judge_seconds)
     if sweep:
         result = truncation_sweep(G, judge, dataset, n_per_class=n_per_class, seed=seed)
         ckpt["default_truncation"] = result["default_truncation"]
-        ckpt["truncation_sweep"] = {
-            str(t): {k: m[k] for k in ("gan_test_accuracy", "kid", "precision", "recall")}
-            for t, m in result["sweep"].items()
-        }
+        ckpt["truncation_sweep"] = sweep_summary(result)
         Path(checkpoint).write_bytes(checkpoint_to_bytes(ckpt))
         metrics = dict(result["sweep"][result["default_truncation"]])
         metrics["default_truncation"] = result["default_truncation"]

@@ -415,8 +415,12 @@ def state_from_checkpoint(
 _CLASS_ROWS = ("mapping_net.embed.weight", "mapping_net.w_avg", "embed.weight", "aux.weight", "aux.bias")
 
 
-def finetune_config(parent: dict, num_classes: int) -> GanConfig:
-    """The current preset's training settings around the parent's weight shapes (``ARCH_FIELDS``)."""
+def finetune_config(parent: dict, num_classes: int, overrides: dict | None = None) -> GanConfig:
+    """The current preset's training settings (with ``overrides``) around the parent's weight shapes
+    (``ARCH_FIELDS``, which an override may not change)."""
+    fixed = sorted(set(overrides or {}) & set(ARCH_FIELDS))
+    if fixed:
+        raise ValueError(f"a fine-tune keeps its parent's weight shapes; cannot override {', '.join(fixed)}")
     arch = {k: parent[k] for k in ARCH_FIELDS if k in parent}
     # Checkpoints from before a field existed load with the field's "off" default (GanConfig's).
     for k in ("embed_dim",):
@@ -425,7 +429,7 @@ def finetune_config(parent: dict, num_classes: int) -> GanConfig:
         cfg = preset_config(arch["preset"], arch["resolution"], arch["arch"])
     except (KeyError, ValueError):  # an unknown old preset: keep the parent's config whole
         cfg = GanConfig.from_dict(parent)
-    return GanConfig.from_dict({**cfg.to_dict(), **arch, "num_classes": num_classes})
+    return GanConfig.from_dict({**cfg.to_dict(), **(overrides or {}), **arch, "num_classes": num_classes})
 
 
 def _load_matching_moments(opt: torch.optim.Optimizer, saved: dict, params: list[nn.Parameter]) -> int:
@@ -449,6 +453,7 @@ def finetune_state(
     device: str | torch.device = "cpu",
     precision: str | None = None,
     channels_last: bool | None = None,
+    overrides: dict | None = None,
 ):
     """A TrainState that continues ``ckpt`` (the production model) on a catalogue with ``class_names``.
 
@@ -460,7 +465,7 @@ def finetune_state(
     from the current preset). The step counter starts at 0: it counts this job's steps.
     """
     old_names = list(ckpt["class_names"])
-    cfg = finetune_config(ckpt["config"], max(1, len(class_names)))
+    cfg = finetune_config(ckpt["config"], max(1, len(class_names)), overrides)
     state = new_state(
         cfg, class_names, seed=seed, device=device, precision=precision, channels_last=channels_last
     )

@@ -32,11 +32,20 @@ def test_train_sample_eval_round_trip(tmp_path):
         "2",
         "--device",
         "cpu",
+        "--judge-seconds",
+        "0.1",
     ]
     res = runner.invoke(gan, args)
     assert res.exit_code == 0, res.output
-    for name in ("checkpoint.pt", "grid.png", "losses.png"):
+    for name in ("checkpoint.pt", "grid.png", "losses.png", "judge.pt"):
         assert (out / name).stat().st_size > 0
+    # the sweep chose the model's default truncation, as a training job's evaluation does
+    from workers.gan.training import checkpoint_from_bytes
+
+    trained = checkpoint_from_bytes((out / "checkpoint.pt").read_bytes())
+    chosen = json.loads(res.output.strip().splitlines()[-1])["default_truncation"]
+    assert trained["default_truncation"] == chosen in (0.7, 0.8, 0.9, 1.0)
+    assert set(trained["truncation_sweep"]) == {"0.7", "0.8", "0.9", "1.0"}
     again = runner.invoke(gan, args)  # resumes from the checkpoint
     assert again.exit_code == 0 and json.loads(again.output.strip().splitlines()[-1])["step"] == 4
 
@@ -61,7 +70,7 @@ def test_train_sample_eval_round_trip(tmp_path):
 def test_unknown_preset_and_resolution_are_refused(tmp_path):
     data = _catalogue(tmp_path / "data")
     res = CliRunner().invoke(
-        gan, ["train", "--data", str(data), "--out", str(tmp_path / "o"), "--resolution", "48"]
+        gan, ["train", "--data", str(data), "--out", str(tmp_path / "o"), "--resolution", "48", "--no-sweep"]
     )
     assert res.exit_code != 0 and "power of two" in res.output
 
@@ -77,7 +86,7 @@ def test_precision_bf16_train_and_sample_and_default_truncation(tmp_path):
     res = runner.invoke(
         gan,
         ["train", "--data", str(data), "--out", str(out), "--resolution", "16", "--steps", "2"]
-        + ["--device", "cpu", "--precision", "bf16"],
+        + ["--device", "cpu", "--precision", "bf16", "--no-sweep"],
     )
     assert res.exit_code == 0, res.output
     assert json.loads(res.output.strip().splitlines()[-1])["precision"] == "bf16"
@@ -133,7 +142,7 @@ def test_gpu_check_smoke_on_cpu_prints_one_json_object(tmp_path):
 def test_finetune_from_a_parent_and_the_gate_verdict(tmp_path):
     data = _catalogue(tmp_path / "data")
     runner = CliRunner()
-    base = ["--data", str(data), "--resolution", "16", "--steps", "2", "--device", "cpu"]
+    base = ["--data", str(data), "--resolution", "16", "--steps", "2", "--device", "cpu", "--no-sweep"]
     assert runner.invoke(gan, ["train", *base, "--out", str(tmp_path / "parent")]).exit_code == 0
     parent = tmp_path / "parent" / "checkpoint.pt"
     res = runner.invoke(
@@ -178,6 +187,7 @@ def test_set_overrides_a_preset_field_and_names_what_is_wrong(tmp_path):
         "1",
         "--device",
         "cpu",
+        "--no-sweep",
     ]
     res = CliRunner().invoke(gan, [*base, "--set", "aux_weight=0.2", "--set", "class_balance=0.5"])
     assert res.exit_code == 0, res.output
@@ -187,3 +197,35 @@ def test_set_overrides_a_preset_field_and_names_what_is_wrong(tmp_path):
     assert cfg["aux_weight"] == 0.2 and cfg["class_balance"] == 0.5
     bad = CliRunner().invoke(gan, [*base, "--no-resume", "--set", "nonsense=1"])
     assert bad.exit_code != 0 and "--set 'nonsense=1'" in bad.output
+
+
+def test_set_on_a_resumed_run_is_refused_and_on_a_finetune_applies_training_fields(tmp_path):
+    data = _catalogue(tmp_path / "data")
+    runner = CliRunner()
+    base = [
+        "train",
+        "--data",
+        str(data),
+        "--resolution",
+        "16",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+        "--no-sweep",
+    ]
+    assert runner.invoke(gan, [*base, "--out", str(tmp_path / "parent")]).exit_code == 0
+    # resuming keeps the run's own config: --set would be ignored, so it is refused, naming the option
+    resumed = runner.invoke(gan, [*base, "--out", str(tmp_path / "parent"), "--set", "aux_weight=0.5"])
+    assert resumed.exit_code != 0 and "--set" in resumed.output and "--no-resume" in resumed.output
+
+    parent = str(tmp_path / "parent" / "checkpoint.pt")
+    child = tmp_path / "child"
+    tune = [*base, "--out", str(child), "--finetune-from", parent]
+    res = runner.invoke(gan, [*tune, "--set", "aux_weight=0.5"])
+    assert res.exit_code == 0, res.output
+    from workers.gan.training import checkpoint_from_bytes
+
+    assert checkpoint_from_bytes((child / "checkpoint.pt").read_bytes())["config"]["aux_weight"] == 0.5
+    shape = runner.invoke(gan, [*tune, "--no-resume", "--set", "w_dim=64"])
+    assert shape.exit_code != 0 and "cannot override w_dim" in shape.output
