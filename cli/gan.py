@@ -89,8 +89,17 @@ def _parse_overrides(cfg, overrides: tuple[str, ...]) -> dict:  # noqa: ANN001 -
                 parsed[name] = type(current)(raw)
             except ValueError:
                 raise ValueError(f"--set {name}: {raw!r} is not a {type(current).__name__}") from None
+        elif isinstance(current, str):
+            parsed[name] = raw
         else:
-            raise ValueError(f"--set {name}: only number and flag fields can be set here")
+            raise ValueError(f"--set {name}: only number, flag and text fields can be set here")
+    if "augment" in parsed:
+        from workers.gan.augment import parse_policy
+
+        try:
+            parse_policy(parsed["augment"])
+        except ValueError as exc:
+            raise ValueError(f"--set augment: {exc}") from None
     return parsed
 
 

@@ -197,6 +197,12 @@ def test_set_overrides_a_preset_field_and_names_what_is_wrong(tmp_path):
     assert cfg["aux_weight"] == 0.2 and cfg["class_balance"] == 0.5
     bad = CliRunner().invoke(gan, [*base, "--no-resume", "--set", "nonsense=1"])
     assert bad.exit_code != 0 and "--set 'nonsense=1'" in bad.output
+    policy = CliRunner().invoke(gan, [*base, "--no-resume", "--set", "augment=color,blur"])
+    assert policy.exit_code != 0 and "--set augment: unknown augmentation ['blur']" in policy.output
+    res = CliRunner().invoke(gan, [*base, "--no-resume", "--set", "augment=color", "--set", "ada_target=0.6"])
+    assert res.exit_code == 0, res.output
+    cfg = checkpoint_from_bytes((out / "checkpoint.pt").read_bytes())["config"]
+    assert cfg["augment"] == "color" and cfg["ada_target"] == 0.6
 
 
 def test_set_on_a_resumed_run_is_refused_and_on_a_finetune_applies_training_fields(tmp_path):
