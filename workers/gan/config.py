@@ -119,12 +119,12 @@ def r1_gamma_for(resolution: int, batch_size: int) -> float:
 _ADA = dict(augment="color,translation,cutout", augment_p=0.0, ada_target=0.6)
 # Class signal (GAN_NOTES.md, rounds 4 and 5): every category equally often in the batches (real and
 # fake; count ** -1) and the classifier head at 0.3. At full length (tiny, 15 CPU-minutes, ~6,000
-# steps, two seeds, truncation from the sweep) every category is recognised at 0.39-0.97 (the judge:
-# 0.84 on held-out photos); with balance 0.5 skirt (112 photos) stayed at 0.33 on seed 0 and
-# longsleeve at 0.14 on seed 1; with the head at 0.1 skirt stayed at 0.11-0.27 (round 4); with the head
-# at 1.0 (seed 0) skirt stayed at 0.29-0.31 and recall fell to 0.29. Early in a run they cost (round
-# 3: at 230-400 steps the head at 0.2 worsened KID). Measured at 32 px on the CPU only; small and base
-# carry it unmeasured.
+# steps, six runs, truncation from the sweep) 117 of 120 per-category GAN-tests reach 0.336 (the judge:
+# 0.84 on held-out photos; skirt and longsleeve at 0.27-0.31 miss); with balance 0.5 skirt (112 photos)
+# stayed at 0.33 on seed 0 and longsleeve at 0.14 on seed 1; with the head at 0.1 skirt stayed at
+# 0.11-0.27 (round 4); with the head at 1.0 (seed 0) skirt stayed at 0.29-0.31 and recall fell to 0.29.
+# Early in a run they cost (round 3: at 230-400 steps the head at 0.2 worsened KID). Measured at 32 px
+# on the CPU only; small and base carry it unmeasured.
 _CLASS_SIGNAL = dict(class_balance=1.0, aux_weight=0.3)
 
 PRESETS: dict[str, dict] = {
