@@ -144,7 +144,11 @@ def promotion_gate(
         f"{name} {candidate[k]:.4f} vs {production[k]:.4f} (+-{m:.4f})" for name, _, m, k in checks
     )
     if lost:
-        return False, f"worse than production {production_id} beyond the noise: {'; '.join(lost)}"
+        # Every comparison, not only the lost ones: whoever reads a refusal sees what was weighed.
+        return (
+            False,
+            f"worse than production {production_id} beyond the noise: {'; '.join(lost)} (all: {summary})",
+        )
     return True, f"no worse than production {production_id} within the noise: {summary}"
 
 

@@ -65,6 +65,6 @@ def test_gate_promotes_within_the_noise_and_refuses_beyond_it():
     ok, why = promotion_gate(_m(0.090, gan_test=0.40), prod, "v1")  # better KID, but GAN-test lost 0.1
     assert not ok and "GAN-test" in why
     ok, why = promotion_gate(_m(0.090, recall=0.20), prod, "v1")
-    assert not ok and "recall" in why
+    assert not ok and "recall 0.2000 vs" in why and "KID 0.0900 vs 0.1000" in why  # all that was weighed
     assert promotion_gate(_m(0.125), prod, "v1", tolerance=0.0)[0] is True
     assert promotion_gate(_m(0.125), prod, "v1", sigmas=0.0)[0] is False  # no margin: any loss refuses
