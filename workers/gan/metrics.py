@@ -253,8 +253,9 @@ def truncation_sweep(
     trades diversity for fidelity; past that point it only makes the catalogue monotonous).
 
     Both limits allow ``sigmas`` standard errors of the difference, as the promotion gate does: a good
-    model's KID is small next to its own spread (0.0064 +- 0.0011 at 1.0 and 0.0078 +- 0.0012 at 0.8
-    in GAN_NOTES.md round 5), and a bare 1.1x would refuse a truncation for the noise of one estimate.
+    model's KID is small next to its own spread (0.0064 +- 0.0010 at 1.0 and 0.0079 +- 0.0012 at 0.8
+    for one tiny model, GAN_NOTES.md round 5), and a bare 1.1x would refuse a truncation for the noise
+    of one estimate.
     """
     rows = {float(t): evaluate(G, judge, dataset, truncation=float(t), **kwargs) for t in values}
     ref = rows[max(rows)]

@@ -87,7 +87,8 @@ def test_judge_answers_as_if_every_category_were_equally_likely(tiny_dataset):
 def test_truncation_sweep_keeps_diversity_and_does_not_refuse_for_noise(monkeypatch):
     from workers.gan import metrics
 
-    # measured rows of one model (GAN_NOTES.md round 5): truncation buys GAN-test, costs recall
+    # rows measured on one tiny model (aux 0.3, seed 0; a judge without the prior correction):
+    # truncation buys GAN-test and costs recall
     rows = {
         1.0: (0.630, 0.0064, 0.0011, 0.496),
         0.9: (0.644, 0.0067, 0.0011, 0.445),
