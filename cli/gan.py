@@ -51,6 +51,17 @@ def _judge(judge_path: str | Path | None, dataset: dict, seconds: float):  # noq
     return judge
 
 
+def _judge_options(f):
+    f = click.option("--judge-seconds", type=float, default=240.0, show_default=True)(f)
+    return click.option(
+        "--judge",
+        "judge_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="judge file: loaded if it exists and knows the categories, else trained and saved there",
+    )(f)
+
+
 def _set_threads(threads: int | None) -> None:
     if threads:
         import torch
@@ -144,16 +155,10 @@ def _with_overrides(cfg, overrides: tuple[str, ...]):  # noqa: ANN001, ANN202 - 
     "--sweep/--no-sweep",
     default=True,
     show_default=True,
-    help="after training, choose the model's default truncation with the judge, as a training job does",
+    help="after training, choose the model's default truncation with the judge (default: OUT/judge.pt), "
+    "as a training job does",
 )
-@click.option(
-    "--judge",
-    "judge_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="the sweep's judge: loaded if it exists, else trained and saved there (default: OUT/judge.pt)",
-)
-@click.option("--judge-seconds", type=float, default=240.0, show_default=True)
+@_judge_options
 @click.option("--threads", type=int, default=None, help="torch CPU threads")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when available)")
 @_precision_option
@@ -236,21 +241,21 @@ def train(
     ckpt_path.write_bytes(checkpoint_to_bytes(ckpt))
     G, _, _ = load_generator(ckpt, device, **fast)
     truncation = 1.0
-    if sweep:
+    if sweep:  # the trained checkpoint is already on disk: a failed sweep loses no training
         from core.config import get_settings
-        from workers.gan.metrics import sweep_summary, truncation_sweep
+        from workers.gan.metrics import swept_metrics
 
         judge = _judge(judge_path or out_dir / "judge.pt", dataset, judge_seconds)
         settings = get_settings()
         click.echo(f"truncation sweep over {', '.join(map(str, settings.truncation_values))}", err=True)
-        result = truncation_sweep(
+        # seeds 20,000+: neither `gan eval`'s (10,000+) nor `gan sample`'s (0+)
+        swept = swept_metrics(
             G, judge, dataset, settings.truncation_values, n_per_class=settings.eval_per_class,
             seed=20_000, max_real=settings.eval_max_real,
         )  # fmt: skip
-        truncation = result["default_truncation"]
-        ckpt.update(default_truncation=truncation, truncation_sweep=sweep_summary(result))
+        truncation = swept["default_truncation"]
+        ckpt.update({k: swept[k] for k in ("default_truncation", "truncation_sweep")})
         ckpt_path.write_bytes(checkpoint_to_bytes(ckpt))
-        G.default_truncation = truncation
     (out_dir / "grid.png").write_bytes(sample_grid_png(G, names, per_row=8, seed=seed, truncation=truncation))
     (out_dir / "losses.png").write_bytes(loss_curve_png(state.history))
     click.echo(
@@ -331,14 +336,7 @@ def sample(checkpoint, out, per_category, categories, seed, truncation, device, 
 @gan.command(name="eval")
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False))
-@click.option(
-    "--judge",
-    "judge_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="judge file: loaded if it exists, else trained and saved there",
-)
-@click.option("--judge-seconds", type=float, default=240.0, show_default=True)
+@_judge_options
 @click.option("--n-per-class", type=int, default=100, show_default=True)
 @click.option("--seed", type=int, default=10_000, show_default=True)
 @click.option("--truncation", type=click.FloatRange(0.0, 1.0), default=None, help="default: the model's own")
@@ -353,7 +351,7 @@ def eval_cmd(
     checkpoint, data, judge_path, judge_seconds, n_per_class, seed, truncation, sweep, cache, threads
 ):
     """Print JSON metrics: judge accuracy, GAN-test accuracy, KID, precision/recall, novelty."""
-    from workers.gan.metrics import evaluate, sweep_summary, truncation_sweep
+    from workers.gan.metrics import evaluate, swept_metrics
     from workers.gan.sampling import load_generator
     from workers.gan.training import checkpoint_from_bytes, checkpoint_to_bytes
 
@@ -365,13 +363,9 @@ def eval_cmd(
         raise click.ClickException(f"categories differ: checkpoint {names}, data {dataset['class_names']}")
     judge = _judge(judge_path, dataset, judge_seconds)
     if sweep:
-        result = truncation_sweep(G, judge, dataset, n_per_class=n_per_class, seed=seed)
-        ckpt["default_truncation"] = result["default_truncation"]
-        ckpt["truncation_sweep"] = sweep_summary(result)
+        metrics = swept_metrics(G, judge, dataset, n_per_class=n_per_class, seed=seed)
+        ckpt.update({k: metrics[k] for k in ("default_truncation", "truncation_sweep")})
         Path(checkpoint).write_bytes(checkpoint_to_bytes(ckpt))
-        metrics = dict(result["sweep"][result["default_truncation"]])
-        metrics["default_truncation"] = result["default_truncation"]
-        metrics["truncation_sweep"] = ckpt["truncation_sweep"]
     else:
         metrics = evaluate(G, judge, dataset, n_per_class=n_per_class, seed=seed, truncation=truncation)
     metrics.update(

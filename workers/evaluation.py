@@ -40,17 +40,12 @@ def evaluate_version(G, judge, dataset: dict, *, sweep: bool = False) -> dict:  
     """Metrics of G at its default truncation; with ``sweep``, at the truncation that a sweep over
     ``ATELIER_TRUNCATION_SWEEP`` chooses (``default_truncation``, to be stored with the version, beside
     the sweep's own numbers in ``truncation_sweep``)."""
-    from workers.gan.metrics import evaluate, sweep_summary, truncation_sweep
+    from workers.gan.metrics import evaluate, swept_metrics
 
     settings = get_settings()
     kwargs = dict(n_per_class=settings.eval_per_class, seed=0, max_real=settings.eval_max_real)
     if sweep and len(settings.truncation_values) > 1:
-        result = truncation_sweep(G, judge, dataset, settings.truncation_values, **kwargs)
-        metrics = {
-            **result["sweep"][result["default_truncation"]],
-            "default_truncation": result["default_truncation"],
-            "truncation_sweep": sweep_summary(result),
-        }
+        metrics = swept_metrics(G, judge, dataset, settings.truncation_values, **kwargs)
     else:
         metrics = evaluate(G, judge, dataset, **kwargs)
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, list, dict, type(None)))}

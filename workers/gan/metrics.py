@@ -278,6 +278,13 @@ def truncation_sweep(
 SWEEP_FIELDS = ("gan_test_accuracy", "gan_test_per_class", "kid", "kid_std", "precision", "recall")
 
 
-def sweep_summary(result: dict) -> dict:
-    """What a checkpoint and a model version keep of a sweep: the headline metrics per truncation."""
-    return {str(t): {k: m[k] for k in SWEEP_FIELDS} for t, m in result["sweep"].items()}
+def swept_metrics(G, judge: Judge, dataset: dict, values=(1.0, 0.9, 0.8, 0.7), **kwargs) -> dict:
+    """The metrics at the truncation a sweep chooses, with ``default_truncation`` and, to be kept with the
+    model (checkpoint and version), the headline metrics per truncation in ``truncation_sweep``."""
+    result = truncation_sweep(G, judge, dataset, values, **kwargs)
+    best = result["default_truncation"]
+    return {
+        **result["sweep"][best],
+        "default_truncation": best,
+        "truncation_sweep": {str(t): {k: m[k] for k in SWEEP_FIELDS} for t, m in result["sweep"].items()},
+    }

@@ -17,6 +17,12 @@ def _catalogue(root):
     return root
 
 
+def _quick_train(data, *extra: str, steps: int = 1) -> list[str]:
+    """`gan train` arguments for a 16-px CPU run of a few steps, without the truncation sweep."""
+    fixed = ["--resolution", "16", "--steps", str(steps), "--device", "cpu", "--no-sweep"]
+    return ["train", "--data", str(data), *fixed, *extra]
+
+
 def test_train_sample_eval_round_trip(tmp_path):
     data, out = _catalogue(tmp_path / "data"), tmp_path / "run"
     runner = CliRunner()
@@ -142,11 +148,10 @@ def test_gpu_check_smoke_on_cpu_prints_one_json_object(tmp_path):
 def test_finetune_from_a_parent_and_the_gate_verdict(tmp_path):
     data = _catalogue(tmp_path / "data")
     runner = CliRunner()
-    base = ["--data", str(data), "--resolution", "16", "--steps", "2", "--device", "cpu", "--no-sweep"]
-    assert runner.invoke(gan, ["train", *base, "--out", str(tmp_path / "parent")]).exit_code == 0
+    assert runner.invoke(gan, _quick_train(data, "--out", str(tmp_path / "parent"), steps=2)).exit_code == 0
     parent = tmp_path / "parent" / "checkpoint.pt"
     res = runner.invoke(
-        gan, ["train", *base, "--out", str(tmp_path / "child"), "--finetune-from", str(parent)]
+        gan, _quick_train(data, "--out", str(tmp_path / "child"), "--finetune-from", str(parent), steps=2)
     )
     assert res.exit_code == 0, res.output
     assert "fine-tuning" in res.output
@@ -175,20 +180,7 @@ def test_finetune_from_a_parent_and_the_gate_verdict(tmp_path):
 
 def test_set_overrides_a_preset_field_and_names_what_is_wrong(tmp_path):
     data, out = _catalogue(tmp_path / "data"), tmp_path / "run"
-    base = [
-        "train",
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--resolution",
-        "16",
-        "--steps",
-        "1",
-        "--device",
-        "cpu",
-        "--no-sweep",
-    ]
+    base = _quick_train(data, "--out", str(out))
     res = CliRunner().invoke(gan, [*base, "--set", "aux_weight=0.2", "--set", "class_balance=0.5"])
     assert res.exit_code == 0, res.output
     from workers.gan.training import checkpoint_from_bytes
@@ -208,18 +200,7 @@ def test_set_overrides_a_preset_field_and_names_what_is_wrong(tmp_path):
 def test_set_on_a_resumed_run_is_refused_and_on_a_finetune_applies_training_fields(tmp_path):
     data = _catalogue(tmp_path / "data")
     runner = CliRunner()
-    base = [
-        "train",
-        "--data",
-        str(data),
-        "--resolution",
-        "16",
-        "--steps",
-        "1",
-        "--device",
-        "cpu",
-        "--no-sweep",
-    ]
+    base = _quick_train(data)
     assert runner.invoke(gan, [*base, "--out", str(tmp_path / "parent")]).exit_code == 0
     # resuming keeps the run's own config: --set would be ignored, so it is refused, naming the option
     resumed = runner.invoke(gan, [*base, "--out", str(tmp_path / "parent"), "--set", "aux_weight=0.5"])
