@@ -83,6 +83,16 @@ def gan():
     """Train, sample and evaluate GANs locally (no API, queue or S3)."""
 
 
+# Fields that --set must not change behind the option or data that decides them (a preset's widths and
+# R1 gamma follow --preset and --resolution; the categories come from DATA).
+_OWN_OPTIONS = {
+    "preset": "use --preset",
+    "arch": "use --arch",
+    "resolution": "use --resolution",
+    "num_classes": "the categories are DATA's folders",
+}
+
+
 def _parse_overrides(cfg, overrides: tuple[str, ...]) -> dict:  # noqa: ANN001 - GanConfig
     """`FIELD=VALUE` pairs over a preset, each VALUE parsed as the field's current type."""
     values = cfg.to_dict()
@@ -92,6 +102,8 @@ def _parse_overrides(cfg, overrides: tuple[str, ...]) -> dict:  # noqa: ANN001 -
         if not sep or name not in values:
             known = ", ".join(sorted(values))
             raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {known}")
+        if name in _OWN_OPTIONS:
+            raise ValueError(f"--set {name}: {_OWN_OPTIONS[name]}")
         current = values[name]
         if isinstance(current, bool):
             parsed[name] = raw.lower() in ("1", "true", "yes", "on")

@@ -189,6 +189,8 @@ def test_set_overrides_a_preset_field_and_names_what_is_wrong(tmp_path):
     assert cfg["aux_weight"] == 0.2 and cfg["class_balance"] == 0.5
     bad = CliRunner().invoke(gan, [*base, "--no-resume", "--set", "nonsense=1"])
     assert bad.exit_code != 0 and "--set 'nonsense=1'" in bad.output
+    own = CliRunner().invoke(gan, [*base, "--no-resume", "--set", "resolution=64"])
+    assert own.exit_code != 0 and "--set resolution: use --resolution" in own.output
     policy = CliRunner().invoke(gan, [*base, "--no-resume", "--set", "augment=color,blur"])
     assert policy.exit_code != 0 and "--set augment: unknown augmentation ['blur']" in policy.output
     res = CliRunner().invoke(gan, [*base, "--no-resume", "--set", "augment=color", "--set", "ada_target=0.6"])
