@@ -6,8 +6,8 @@
     atelier gan eval   --checkpoint F --data DIR [--sweep]               -> JSON metrics on stdout
                                      (--sweep: choose the default truncation, store it in F)
 
---precision bf16 runs the GPU numerics (bf16 autocast, channels_last) on any device: on the CPU it is
-slower, but it is how a CUDA worker's code path is tried without a GPU.
+--precision bf16 runs the GPU numerics (bf16 autocast; channels_last is the default everywhere) on any
+device: on the CPU it is slower, but it is how a CUDA worker's code path is tried without a GPU.
 
 torch is imported inside the commands so that `atelier` itself starts on machines without it.
 """
@@ -208,7 +208,7 @@ def train(
     dataset = _load_dataset(data, cfg.resolution, cache)
     names = dataset["class_names"]
     click.echo(f"{dataset['images'].shape[0]} images, {len(names)} categories: {', '.join(names)}", err=True)
-    fast = {"precision": precision, "channels_last": None if precision is None else precision == "bf16"}
+    fast = {"precision": precision}  # channels_last: the device default (NHWC on CPU and CUDA)
     if resume and ckpt_path.exists():
         if overrides:
             # A resumed run keeps the config it started with: a silently ignored --set would mislabel
@@ -255,7 +255,7 @@ def train(
     truncation = 1.0
     if sweep:  # the trained checkpoint is already on disk: a failed sweep loses no training
         from core.config import get_settings
-        from workers.gan.metrics import swept_metrics
+        from workers.gan.metrics import SWEPT_CHECKPOINT_FIELDS, chosen_truncation, swept_metrics
 
         judge = _judge(judge_path or out_dir / "judge.pt", dataset, judge_seconds)
         settings = get_settings()
@@ -265,8 +265,8 @@ def train(
             G, judge, dataset, settings.truncation_values, n_per_class=settings.eval_per_class,
             seed=20_000, max_real=settings.eval_max_real,
         )  # fmt: skip
-        truncation = swept["default_truncation"]
-        ckpt.update({k: swept[k] for k in ("default_truncation", "truncation_sweep")})
+        truncation = chosen_truncation(swept)
+        ckpt.update({k: swept[k] for k in SWEPT_CHECKPOINT_FIELDS})
         ckpt_path.write_bytes(checkpoint_to_bytes(ckpt))
     (out_dir / "grid.png").write_bytes(sample_grid_png(G, names, per_row=8, seed=seed, truncation=truncation))
     (out_dir / "losses.png").write_bytes(loss_curve_png(state.history))
@@ -275,7 +275,8 @@ def train(
             {
                 "step": state.step,
                 "precision": state.precision,
-                "default_truncation": truncation,
+                "default_truncation": ckpt.get("default_truncation", 1.0),
+                "class_truncation": ckpt.get("class_truncation"),
                 "checkpoint": str(ckpt_path),
                 "grid": str(out_dir / "grid.png"),
                 "losses": str(out_dir / "losses.png"),
@@ -303,14 +304,13 @@ def sample(checkpoint, out, per_category, categories, seed, truncation, device, 
     import torch
 
     from workers.batches import run_batches
-    from workers.gan.sampling import encode_png, generate, load_generator
+    from workers.gan.sampling import encode_png, generate, load_generator, resolve_truncation
     from workers.gan.training import checkpoint_from_bytes
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     ckpt = checkpoint_from_bytes(Path(checkpoint).read_bytes())
     G, cfg, names = load_generator(ckpt, device, precision)
-    if truncation is None:
-        truncation = G.default_truncation
+    truncation = resolve_truncation(G, truncation)  # None: the model's own, per category where chosen
     unknown = [c for c in categories if c not in names]
     if unknown:
         raise click.BadParameter(
@@ -333,7 +333,7 @@ def sample(checkpoint, out, per_category, categories, seed, truncation, device, 
             "generator": f"atelier-{cfg.arch}",
             "seed": seed + i,
             "category": names[y],
-            "truncation": truncation,
+            "truncation": truncation[y] if isinstance(truncation, list) else truncation,
         }
         (out_dir / names[y] / f"{i}.png").write_bytes(encode_png(image, text=text))
         return 1
@@ -363,7 +363,7 @@ def eval_cmd(
     checkpoint, data, judge_path, judge_seconds, n_per_class, seed, truncation, sweep, cache, threads
 ):
     """Print JSON metrics: judge accuracy, GAN-test accuracy, KID, precision/recall, novelty."""
-    from workers.gan.metrics import evaluate, swept_metrics
+    from workers.gan.metrics import SWEPT_CHECKPOINT_FIELDS, evaluate, swept_metrics
     from workers.gan.sampling import load_generator
     from workers.gan.training import checkpoint_from_bytes, checkpoint_to_bytes
 
@@ -376,7 +376,7 @@ def eval_cmd(
     judge = _judge(judge_path, dataset, judge_seconds)
     if sweep:
         metrics = swept_metrics(G, judge, dataset, n_per_class=n_per_class, seed=seed)
-        ckpt.update({k: metrics[k] for k in ("default_truncation", "truncation_sweep")})
+        ckpt.update({k: metrics[k] for k in SWEPT_CHECKPOINT_FIELDS})
         Path(checkpoint).write_bytes(checkpoint_to_bytes(ckpt))
     else:
         metrics = evaluate(G, judge, dataset, n_per_class=n_per_class, seed=seed, truncation=truncation)

@@ -98,7 +98,11 @@ class GenerationRequest(BaseModel):
     per_category: dict[str, int] | None = Field(None, description='e.g. {"dress": 500, "skirt": 200}')
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="image i uses seed + i; random if omitted")
     truncation: float | None = Field(
-        None, gt=0, le=1, description="default: the model's own, chosen from a measured sweep (1.0 if none)"
+        None,
+        gt=0,
+        le=1,
+        description="default: the model's own, chosen from a measured sweep, per category where it chose so"
+        " (1.0 if none); a value given applies to every category",
     )
     size: int | None = Field(
         None, ge=16, le=1024, description="pixels; above the model's resolution upscales"

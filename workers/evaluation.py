@@ -172,6 +172,8 @@ def _remap_labels(G, own_names: list[str], dataset_names: list[str]):  # noqa: A
             # What sampling reads from a loaded generator: its precision and default truncation.
             self.precision = getattr(G, "precision", None)
             self.default_truncation = getattr(G, "default_truncation", 1.0)
+            own = getattr(G, "class_truncation", None)
+            self.class_truncation = [own[i] for i in table.tolist()] if own else None
 
         def forward(self, z, y, **kw):  # noqa: ANN001, ANN003, ANN201
             return self.inner(z, table.to(y.device)[y], **kw)

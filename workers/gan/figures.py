@@ -43,7 +43,7 @@ def png_bytes(img: Image.Image) -> bytes:
 
 
 def sample_grid_png(
-    G, class_names: list[str], per_row: int = 8, seed: int = 0, truncation: float = 1.0
+    G, class_names: list[str], per_row: int = 8, seed: int = 0, truncation: float | list[float] | None = 1.0
 ) -> bytes:
     labels = [c for c in range(len(class_names)) for _ in range(per_row)]
     seeds = [seed + i for i in range(len(labels))]

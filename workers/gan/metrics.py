@@ -128,17 +128,20 @@ def evaluate(
     *,
     n_per_class: int = 100,
     seed: int = 0,
-    truncation: float | None = None,
+    truncation: float | list[float] | None = None,
     device: str | None = None,
     max_real: int = 5000,
     kid_subsets: int = 50,
+    keep_samples: bool = False,
 ) -> dict:
     """All metrics for generator ``G`` (use G_ema) against ``dataset``'s real images.
 
     GAN-test: ``n_per_class`` images per category, seeds ``seed + i``. KID / precision / recall: one
     generated image per real image (up to ``max_real``) with the same category, so a conditional model
     is compared at the catalogue's category mix; ``kid_heldout`` does the same on the judge's held-out
-    split only. Novelty is measured against the judge's train split.
+    split only. Novelty is measured against the judge's train split. ``truncation``: one value, one per
+    category, or None for the model's own. ``keep_samples`` adds ``samples`` (per-image judge hits and
+    the KID features, as tensors) for a sweep to recombine.
     """
     import copy
 
@@ -162,10 +165,8 @@ def evaluate(
         truncation=truncation,
         device=device,
     )
-    per_class = [
-        gan_test_accuracy(judge, fakes[gen_labels == c], gen_labels[gen_labels == c])
-        for c in range(num_classes)
-    ]
+    hits = judge_hits(judge, fakes, gen_labels)
+    per_class = [hits[gen_labels == c].double().mean().item() for c in range(num_classes)]
     n = images.shape[0]
     real_idx = torch.arange(n)
     if n > max_real:
@@ -183,7 +184,7 @@ def evaluate(
     fake_f = extract_features(judge, kid_fakes)
     info = getattr(judge, "info", {}) or {}
     out = {
-        "gan_test_accuracy": gan_test_accuracy(judge, fakes, gen_labels),
+        "gan_test_accuracy": hits.double().mean().item(),
         "gan_test_per_class": per_class,
         "judge_heldout_accuracy": info.get("heldout_accuracy"),
         **dict(
@@ -229,7 +230,29 @@ def evaluate(
     nov = novelty(extract_features(judge, fakes), train_f)
     nov.pop("nearest_train_index")
     out.update(nov)
+    if keep_samples:
+        out["samples"] = {
+            "hits": hits,
+            "gan_test_labels": gen_labels,
+            "real_f": real_f,
+            "fake_f": fake_f,
+            "kid_labels": labels[real_idx],
+        }
     return out
+
+
+@torch.no_grad()
+def judge_hits(judge: Judge, images: torch.Tensor, labels: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """bool [N]: does the judge see category ``labels[i]`` in image i (GAN-test, image by image)."""
+    judge.eval()
+    dev = next(judge.parameters()).device
+    return (
+        torch.cat(
+            [judge(images[i : i + batch].to(dev)).argmax(1).cpu() for i in range(0, images.shape[0], batch)]
+            or [torch.zeros(0, dtype=torch.int64)]
+        )
+        == torch.as_tensor(labels).cpu()
+    )
 
 
 def binomial_se(p: float, n: int) -> float:
@@ -246,6 +269,7 @@ def truncation_sweep(
     recall_keep: float = 0.8,
     kid_slack: float = 1.1,
     sigmas: float = 2.0,
+    class_sigmas: float = 1.0,
     **kwargs,
 ) -> dict:
     """Evaluate G at each truncation and choose the default: the highest GAN-test accuracy among the
@@ -256,8 +280,20 @@ def truncation_sweep(
     model's KID is small next to its own spread (0.0064 +- 0.0010 at 1.0 and 0.0079 +- 0.0012 at 0.8
     for one tiny model, GAN_NOTES.md round 5), and a bare 1.1x would refuse a truncation for the noise
     of one estimate.
+
+    Then per category (``class_truncation``, None when no category moves): a category leaves the
+    default for the truncation where the judge recognises the most more of its images, when that gain
+    exceeds ``class_sigmas`` x its paired standard error (the same seeds at every truncation, so only
+    the images that change verdict count: sqrt(discordant)); the mix must then still keep both limits,
+    measured on the recombined KID features, or the smallest gains go back to the default. A rare
+    category (skirt: 112 photos of 3,068) needs more truncation to be recognised than t-shirts do,
+    and one global value pays for it with every category's diversity (GAN_NOTES.md round 6).
     """
-    rows = {float(t): evaluate(G, judge, dataset, truncation=float(t), **kwargs) for t in values}
+    rows = {
+        float(t): evaluate(G, judge, dataset, truncation=float(t), keep_samples=True, **kwargs)
+        for t in values
+    }
+    samples = {t: m.pop("samples", None) for t, m in rows.items()}
     ref = rows[max(rows)]
 
     def keeps(m: dict) -> bool:
@@ -272,19 +308,75 @@ def truncation_sweep(
 
     ok = [t for t, m in rows.items() if keeps(m)]
     best = max(ok or [max(rows)], key=lambda t: (rows[t]["gan_test_accuracy"], t))
-    return {"default_truncation": best, "sweep": rows}
+    per_class = None
+    if all(s is not None for s in samples.values()):
+        per_class = _class_truncation(samples, best, keeps, class_sigmas, kwargs)
+    return {"default_truncation": best, "class_truncation": per_class, "sweep": rows}
+
+
+def _class_truncation(samples: dict, best: float, keeps, class_sigmas: float, kwargs: dict) -> list | None:
+    base = samples[best]
+    labels, kid_labels = base["gan_test_labels"], base["kid_labels"]
+    num_classes = int(labels.max()) + 1
+    choice, gains = [best] * num_classes, [0] * num_classes
+    for c in range(num_classes):
+        before = base["hits"][labels == c]
+        for t in sorted(samples, reverse=True):
+            after = samples[t]["hits"][labels == c]
+            net = int(after.sum()) - int(before.sum())
+            if net > class_sigmas * math.sqrt(int((after != before).sum())) and net > gains[c]:
+                choice[c], gains[c] = t, net
+
+    def recombined() -> dict:
+        fake_f = base["fake_f"].clone()
+        for c, t in enumerate(choice):
+            fake_f[kid_labels == c] = samples[t]["fake_f"][kid_labels == c]
+        real_f = base["real_f"]
+        kid_, kid_std = kid_with_spread(
+            real_f, fake_f, seed=kwargs.get("seed", 0), subsets=kwargs.get("kid_subsets", 50)
+        )
+        return {
+            "kid": kid_,
+            "kid_std": kid_std,
+            "n_real": real_f.shape[0],
+            **precision_recall(real_f, fake_f),
+        }
+
+    moved = [c for c in range(num_classes) if choice[c] != best]
+    # Give back the smallest gains first until the mix keeps the diversity limits.
+    while moved and not keeps(recombined()):
+        c = min(moved, key=lambda c: gains[c])
+        choice[c] = best
+        moved.remove(c)
+    return choice if moved else None
 
 
 SWEEP_FIELDS = ("gan_test_accuracy", "gan_test_per_class", "kid", "kid_std", "precision", "recall")
+# The sweep chooses on seeds of its own; the metrics reported for the choice come from the caller's
+# seeds, which the choice never saw (a maximum over noisy estimates is biased upwards).
+SELECTION_SEED_OFFSET = 1_000_000
 
 
 def swept_metrics(G, judge: Judge, dataset: dict, values=(1.0, 0.9, 0.8, 0.7), **kwargs) -> dict:
-    """The metrics at the truncation a sweep chooses, with ``default_truncation`` and, to be kept with the
-    model (checkpoint and version), the headline metrics per truncation in ``truncation_sweep``."""
-    result = truncation_sweep(G, judge, dataset, values, **kwargs)
-    best = result["default_truncation"]
+    """The metrics at the truncation a sweep chooses (measured again on ``seed``, which the choice never
+    saw), with ``default_truncation``, ``class_truncation`` (None, or one value per category) and, to be
+    kept with the model (checkpoint and version), the sweep's headline metrics per truncation in
+    ``truncation_sweep``."""
+    seed = kwargs.pop("seed", 0)
+    result = truncation_sweep(G, judge, dataset, values, seed=seed + SELECTION_SEED_OFFSET, **kwargs)
+    chosen = result["class_truncation"] or result["default_truncation"]
     return {
-        **result["sweep"][best],
-        "default_truncation": best,
+        **evaluate(G, judge, dataset, truncation=chosen, seed=seed, **kwargs),
+        "default_truncation": result["default_truncation"],
+        "class_truncation": result["class_truncation"],
         "truncation_sweep": {str(t): {k: m[k] for k in SWEEP_FIELDS} for t, m in result["sweep"].items()},
     }
+
+
+# What a sweep stores with the model (checkpoint and version metrics), where load_generator reads it.
+SWEPT_CHECKPOINT_FIELDS = ("default_truncation", "class_truncation", "truncation_sweep")
+
+
+def chosen_truncation(metrics: dict) -> float | list[float]:
+    """The sampling setting a sweep chose: one value per category where it chose them, else one value."""
+    return metrics.get("class_truncation") or float(metrics.get("default_truncation", 1.0))

@@ -70,8 +70,11 @@ class Mapping(nn.Module):
         w = self.net(x)
         if update_w_avg:
             self._track(w.detach().float(), labels, beta)
-        if truncation != 1.0:
+        if isinstance(truncation, torch.Tensor) or truncation != 1.0:
             # w_avg is an fp32 buffer while w is bf16 under autocast: lerp in fp32 (the next Linear casts).
+            # A tensor truncation holds one value per sample ([N, 1]): a per-category default.
+            if isinstance(truncation, torch.Tensor):
+                truncation = truncation.to(device=w.device, dtype=torch.float32)
             w = self.w_avg[labels].lerp(w.float(), truncation)
         return w
 

@@ -7,6 +7,9 @@ at every batch size and position in the batch (G has no batch-dependent layer in
 
     load_generator(ckpt, device, precision) -> (G_ema in eval mode, config, class_names)
     generate(G, seeds=, labels=, truncation) -> uint8 [N, 3, R, R]   (truncation None: the model's default)
+
+truncation: one value for every category, or a list with one value per category; None is the model's
+default (per category where its sweep chose one, ``class_truncation``; else ``default_truncation``).
     interpolate(G, seed_a, seed_b, label, steps)  linear in w (the mapping output), ends included
     variations(G, seed, label, n, strength)       z + strength * noise_j, renormalised
 """
@@ -19,7 +22,7 @@ import torch
 
 from .config import GanConfig
 from .networks import build_generator
-from .training import autocast, default_precision
+from .training import autocast, default_channels_last, default_precision
 
 
 def load_generator(
@@ -28,27 +31,47 @@ def load_generator(
     precision: str | None = None,
     channels_last: bool | None = None,
 ):
-    """G_ema of ``ckpt`` in eval mode on ``device``; it carries ``precision`` (bf16 by default on CUDA)
-    and ``default_truncation`` (measured by a truncation sweep and stored in the checkpoint, else 1)."""
+    """G_ema of ``ckpt`` in eval mode on ``device``; it carries ``precision`` (bf16 by default on CUDA),
+    ``default_truncation`` and ``class_truncation`` (chosen by a truncation sweep and stored in the
+    checkpoint; else 1 and None)."""
     device = torch.device(device)
     cfg = GanConfig.from_dict(ckpt["config"])
     G = build_generator(cfg)
     G.load_state_dict(ckpt["G_ema"])
     G = G.eval().requires_grad_(False).to(device)
-    if device.type == "cuda" if channels_last is None else channels_last:
+    if default_channels_last(device) if channels_last is None else channels_last:
         G = G.to(memory_format=torch.channels_last)
     G.precision = precision or default_precision(device)
     autocast(device, G.precision)  # validates the name
     G.default_truncation = float(ckpt.get("default_truncation", 1.0))
+    per_class = ckpt.get("class_truncation")
+    G.class_truncation = [float(t) for t in per_class] if per_class else None
     return G, cfg, list(ckpt["class_names"])
 
 
-def resolve_truncation(G, truncation: float | None) -> float:
+def resolve_truncation(G, truncation: float | list[float] | None) -> float | list[float]:
+    """What to sample with: a float for every category, or a list with one value per category."""
     if truncation is None:
-        return float(getattr(G, "default_truncation", 1.0))
-    if not 0.0 <= truncation <= 1.0:
-        raise ValueError(f"truncation must be in [0, 1], got {truncation}")
-    return float(truncation)
+        per_class = getattr(G, "class_truncation", None)
+        return list(map(float, per_class)) if per_class else float(getattr(G, "default_truncation", 1.0))
+    values = list(truncation) if isinstance(truncation, (list, tuple)) else [truncation]
+    if isinstance(truncation, (list, tuple)) and len(values) != G.num_classes:
+        raise ValueError(f"truncation: {len(values)} values for {G.num_classes} categories")
+    for t in values:
+        if not 0.0 <= float(t) <= 1.0:
+            raise ValueError(f"truncation must be in [0, 1], got {t}")
+    return [float(t) for t in values] if isinstance(truncation, (list, tuple)) else float(truncation)
+
+
+def _truncation_rows(truncation: float | list[float], y: torch.Tensor) -> torch.Tensor | None:
+    """One value per sample ([N, 1]) for a per-category truncation; None for a single value.
+
+    A per-category model always samples through this path, whatever labels a request holds, so that an
+    image does not depend on the rest of its request (scalar and tensor lerps need not agree to the bit).
+    """
+    if isinstance(truncation, float):
+        return None
+    return torch.tensor(truncation, dtype=torch.float32)[y][:, None]
 
 
 def seed_noise(seeds: list[int], z_dim: int) -> torch.Tensor:
@@ -128,7 +151,7 @@ def generate(
     *,
     seeds: list[int],
     labels: list[int],
-    truncation: float | None = None,
+    truncation: float | list[float] | None = None,
     device: str | torch.device | None = None,
     batch_size: int = GEN_BATCH,
 ) -> torch.Tensor:
@@ -142,7 +165,14 @@ def generate(
     truncation = resolve_truncation(G, truncation)
     y = _check_labels(G, labels)
     z = seed_noise(seeds, G.z_dim) if seeds else torch.zeros(0, G.z_dim)
-    return _padded(G, lambda zz, yy: G(zz, yy, truncation=truncation), z, y, batch_size=batch_size)
+    return _sample(G, z, y, truncation, batch_size)
+
+
+def _sample(G, z, y, truncation, batch_size):
+    rows = _truncation_rows(truncation, y)
+    if rows is None:
+        return _padded(G, lambda zz, yy: G(zz, yy, truncation=truncation), z, y, batch_size=batch_size)
+    return _padded(G, lambda zz, yy, tt: G(zz, yy, truncation=tt), z, y, rows, batch_size=batch_size)
 
 
 @torch.inference_mode()
@@ -152,7 +182,7 @@ def interpolate(
     seed_b: int,
     label: int,
     steps: int,
-    truncation: float | None = None,
+    truncation: float | list[float] | None = None,
     batch_size: int = GEN_BATCH,
 ) -> torch.Tensor:
     """``steps`` images from seed_a's design to seed_b's (both ends included), linear in w."""
@@ -171,8 +201,9 @@ def _padded_mapping(G, z, y, truncation, batch_size):
     k = z.shape[0]
     zz = torch.cat([z, z[:1].expand(batch_size - k, -1)]).to(dev)
     yy = torch.cat([y, y[:1].expand(batch_size - k)]).to(dev)
+    rows = _truncation_rows(truncation, yy.cpu())
     with _autocast(G, dev):
-        return G.mapping(zz, yy, truncation=truncation)[:k].float().cpu()
+        return G.mapping(zz, yy, truncation=truncation if rows is None else rows.to(dev))[:k].float().cpu()
 
 
 def variations(
@@ -181,7 +212,7 @@ def variations(
     label: int,
     n: int,
     strength: float = 0.3,
-    truncation: float | None = None,
+    truncation: float | list[float] | None = None,
     batch_size: int = GEN_BATCH,
 ) -> torch.Tensor:
     """``n`` designs near ``seed``'s; variation j uses noise seeded from (seed, j), so it is reproducible."""
@@ -191,4 +222,4 @@ def variations(
     eps = seed_noise([(seed * 1_000_003 + j + 1) % 2**63 for j in range(n)], G.z_dim)
     # Renormalise so the result stays a standard normal draw (same expected norm as z0).
     z = (z0 + strength * eps) / (1 + strength**2) ** 0.5
-    return _padded(G, lambda zz, yy: G(zz, yy, truncation=truncation), z, y, batch_size=batch_size)
+    return _sample(G, z, y, truncation, batch_size)

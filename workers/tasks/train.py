@@ -209,6 +209,7 @@ def finish_training(
 ) -> None:  # noqa: ANN001
     from workers.evaluation import evaluate_version, judge_for
     from workers.gan.figures import loss_curve_png, sample_grid_png
+    from workers.gan.metrics import SWEPT_CHECKPOINT_FIELDS, chosen_truncation
     from workers.gan.training import checkpoint_to_bytes, state_to_checkpoint
 
     store = get_store()
@@ -222,10 +223,10 @@ def finish_training(
     # The sweep chooses the version's default truncation, kept in its checkpoint: generation jobs that
     # ask for none, the grid and the gallery use it.
     metrics = evaluate_version(state.G_ema, judge, dataset, sweep=True)
-    truncation = float(metrics.get("default_truncation", 1.0))
+    truncation = chosen_truncation(metrics)
     ckpt = state_to_checkpoint(state)
     if "truncation_sweep" in metrics:
-        ckpt.update(default_truncation=truncation, truncation_sweep=metrics["truncation_sweep"])
+        ckpt.update({k: metrics.get(k) for k in SWEPT_CHECKPOINT_FIELDS})
     ckpt_key = registry.checkpoint_key(version_id)
     grid_key, curve_key = f"models/{version_id}/grid.png", f"models/{version_id}/losses.png"
     blobs = [

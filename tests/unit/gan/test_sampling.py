@@ -57,3 +57,39 @@ def test_variations_are_reproducible_and_near(generator):
     assert torch.equal(
         variations(G, seed=3, label=0, n=1, strength=0.0)[0], generate(G, seeds=[3], labels=[0])[0]
     )
+
+
+def test_per_category_truncation_is_the_default_and_each_image_its_own(generator):
+    G = generator
+    labels = [0, 1, 2, 1, 0, 2]
+    seeds = list(range(10, 16))
+    try:
+        G.class_truncation = [1.0, 0.5, 0.8]
+        mixed = generate(G, seeds=seeds, labels=labels)  # None: the model's own, per category
+        for i, (s, y) in enumerate(zip(seeds, labels, strict=True)):
+            # each image is what its category's value gives it, alone or beside other categories
+            assert torch.equal(mixed[i], generate(G, seeds=[s], labels=[y])[0])
+            uniform = generate(G, seeds=[s], labels=[y], truncation=G.class_truncation[y])[0]
+            assert (mixed[i].int() - uniform.int()).abs().max() <= 1
+        assert torch.equal(mixed, generate(G, seeds=seeds, labels=labels, truncation=[1.0, 0.5, 0.8]))
+        # one value asked for applies to every category
+        assert not torch.equal(mixed[1], generate(G, seeds=[11], labels=[1], truncation=1.0)[0])
+        path = interpolate(G, 5, 6, label=1, steps=3)
+        assert torch.equal(path[0], generate(G, seeds=[5], labels=[1])[0])
+        assert variations(G, seed=3, label=1, n=2).shape == (2, 3, 16, 16)
+        with pytest.raises(ValueError, match="2 values for 3 categories"):
+            generate(G, seeds=[0], labels=[0], truncation=[1.0, 0.5])
+        with pytest.raises(ValueError, match="must be in"):
+            generate(G, seeds=[0], labels=[0], truncation=[1.0, 1.5, 0.5])
+    finally:
+        G.class_truncation = None
+
+
+def test_load_generator_reads_the_sweeps_choice(tiny_dataset):
+    state = new_state(tiny_config("atelier"), CATEGORIES, seed=0)
+    ckpt = state_to_checkpoint(state)
+    G, _, _ = load_generator(ckpt, "cpu")
+    assert G.default_truncation == 1.0 and G.class_truncation is None  # a checkpoint from before sweeps
+    ckpt.update(default_truncation=0.9, class_truncation=[0.9, 0.7, 0.9])
+    G, _, _ = load_generator(ckpt, "cpu")
+    assert G.default_truncation == 0.9 and G.class_truncation == [0.9, 0.7, 0.9]
