@@ -34,9 +34,9 @@ def _load_dataset(data: str, resolution: int, cache: str | None):
     return d
 
 
-def _judge(judge_path: str | Path | None, dataset: dict, seconds: float):  # noqa: ANN202 - Judge
+def _judge(judge_path: str | Path | None, dataset: dict, epochs: int, seconds: float | None):  # noqa: ANN202
     """The judge in ``judge_path`` if it exists and knows these categories, else one trained (and saved
-    there) on ``dataset``."""
+    there) on ``dataset`` for ``epochs`` (``seconds`` caps the time)."""
     from workers.gan.judge import judge_from_bytes, judge_to_bytes, train_judge
 
     if judge_path and Path(judge_path).exists():
@@ -44,15 +44,25 @@ def _judge(judge_path: str | Path | None, dataset: dict, seconds: float):  # noq
         if judge.num_classes == len(dataset["class_names"]):
             return judge
         click.echo(f"{judge_path} judges other categories: training a new one", err=True)
-    click.echo(f"training the judge ({seconds:g} s)", err=True)
-    judge, _ = train_judge(dataset, seed=0, seconds=seconds)
+    click.echo(f"training the judge ({epochs} epochs)", err=True)
+    judge, info = train_judge(dataset, seed=0, epochs=epochs, seconds=seconds)
+    click.echo(
+        f"judge: {info['heldout_accuracy']:.3f} on held-out photos after {info['epochs']} epochs", err=True
+    )
     if judge_path:
         Path(judge_path).write_bytes(judge_to_bytes(judge))
     return judge
 
 
 def _judge_options(f):
-    f = click.option("--judge-seconds", type=float, default=240.0, show_default=True)(f)
+    f = click.option("--judge-seconds", type=float, default=None, help="cap on the judge's training time")(f)
+    f = click.option(
+        "--judge-epochs",
+        type=click.IntRange(1),
+        default=25,
+        show_default=True,
+        help="the judge's epochs (cosine schedule: the same ruler on any machine)",
+    )(f)
     return click.option(
         "--judge",
         "judge_path",
@@ -176,7 +186,7 @@ def _with_overrides(cfg, overrides: tuple[str, ...]):  # noqa: ANN001, ANN202 - 
 @_precision_option
 def train(
     data, out, preset, arch, resolution, minutes, steps, seed, resume, finetune_from, overrides, cache,
-    sweep, judge_path, judge_seconds, threads, device, precision,
+    sweep, judge_path, judge_epochs, judge_seconds, threads, device, precision,
 ):  # fmt: skip
     """Train a GAN on DATA and write checkpoint.pt, grid.png and losses.png to OUT."""
     import torch
@@ -257,7 +267,7 @@ def train(
         from core.config import get_settings
         from workers.gan.metrics import SWEPT_CHECKPOINT_FIELDS, chosen_truncation, swept_metrics
 
-        judge = _judge(judge_path or out_dir / "judge.pt", dataset, judge_seconds)
+        judge = _judge(judge_path or out_dir / "judge.pt", dataset, judge_epochs, judge_seconds)
         settings = get_settings()
         click.echo(f"truncation sweep over {', '.join(map(str, settings.truncation_values))}", err=True)
         # seeds 20,000+: neither `gan eval`'s (10,000+) nor `gan sample`'s (0+)
@@ -360,7 +370,17 @@ def sample(checkpoint, out, per_category, categories, seed, truncation, device, 
 @click.option("--cache", type=click.Path(file_okay=False), default=None)
 @click.option("--threads", type=int, default=None)
 def eval_cmd(
-    checkpoint, data, judge_path, judge_seconds, n_per_class, seed, truncation, sweep, cache, threads
+    checkpoint,
+    data,
+    judge_path,
+    judge_epochs,
+    judge_seconds,
+    n_per_class,
+    seed,
+    truncation,
+    sweep,
+    cache,
+    threads,
 ):
     """Print JSON metrics: judge accuracy, GAN-test accuracy, KID, precision/recall, novelty."""
     from workers.gan.metrics import SWEPT_CHECKPOINT_FIELDS, evaluate, swept_metrics
@@ -373,7 +393,7 @@ def eval_cmd(
     dataset = _load_dataset(data, cfg.resolution, cache)
     if dataset["class_names"] != names:
         raise click.ClickException(f"categories differ: checkpoint {names}, data {dataset['class_names']}")
-    judge = _judge(judge_path, dataset, judge_seconds)
+    judge = _judge(judge_path, dataset, judge_epochs, judge_seconds)
     if sweep:
         metrics = swept_metrics(G, judge, dataset, n_per_class=n_per_class, seed=seed)
         ckpt.update({k: metrics[k] for k in SWEPT_CHECKPOINT_FIELDS})

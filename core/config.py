@@ -75,7 +75,10 @@ class Settings(BaseSettings):
     # size of the evaluation that every new model version gets.
     train_segment_seconds: float = Field(120.0, gt=0)
     keep_checkpoints: int = Field(3, ge=1)
-    judge_seconds: float = Field(60.0, gt=0)
+    # The judge trains for a number of epochs (a cosine schedule: the same ruler on any machine);
+    # judge_seconds only caps its time.
+    judge_epochs: int = Field(25, ge=1)
+    judge_seconds: float = Field(600.0, gt=0)
     eval_per_class: int = Field(50, ge=1)
     eval_max_real: int = Field(2000, ge=10)
     # Truncations every new model version is evaluated at; the best one that keeps diversity becomes its

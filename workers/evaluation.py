@@ -31,7 +31,8 @@ def judge_for(store: ObjectStore, snapshot: DatasetSnapshot, dataset: dict):  # 
     key = judge_key(snapshot.id, resolution)
     if store.exists(key):
         return judge_from_bytes(store.get(key))
-    judge, _info = train_judge(dataset, seed=0, seconds=get_settings().judge_seconds)
+    settings = get_settings()
+    judge, _info = train_judge(dataset, seed=0, epochs=settings.judge_epochs, seconds=settings.judge_seconds)
     store.put(key, judge_to_bytes(judge))
     return judge
 

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from .judge import Judge, judge_accuracy, judge_from_bytes, judge_to_bytes, train_judge
+from .judge import Judge, judge_accuracy, judge_from_bytes, judge_knows_split, judge_to_bytes, train_judge
 
 __all__ = [
     "kid",
@@ -206,7 +206,10 @@ def evaluate(
             return real_f[idx]
         return extract_features(judge, images[idx])
 
-    held = info.get("heldout_index")
+    # The judge's own split indexes the photos it was trained on: only meaningful on that dataset (a
+    # judge file may be reused on another catalogue that has the same categories).
+    same_data = judge_knows_split(info, labels)
+    held = info.get("heldout_index") if same_data else None
     if held is not None and len(held) > 1:
         held = torch.as_tensor(held)
         # The KID fakes already carry one image per real image with its label: reuse the held-out ones.
@@ -225,7 +228,7 @@ def evaluate(
             )
         )
         out["kid_heldout"] = kid(real_features(held), held_fake_f, seed=seed, subsets=kid_subsets)
-    train_idx = info.get("train_index")
+    train_idx = info.get("train_index") if same_data else None
     train_f = real_features(torch.as_tensor(train_idx)) if train_idx is not None else real_f
     nov = novelty(extract_features(judge, fakes), train_f)
     nov.pop("nearest_train_index")

@@ -54,6 +54,18 @@ def test_judge_round_trip_and_evaluate(tiny_dataset):
     assert len(m["gan_test_per_class"]) == 3
 
 
+def test_judge_trains_for_its_epochs_and_seconds_only_cap_them(tiny_dataset):
+    # Epochs make the ruler: the same judge wherever it trains (bit for bit on one machine).
+    a, info = train_judge(tiny_dataset, seed=0, epochs=3, width=8)
+    b, _ = train_judge(tiny_dataset, seed=0, epochs=3, width=8)
+    assert info["epochs"] == 3
+    assert all(
+        torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+    _, capped = train_judge(tiny_dataset, seed=0, epochs=1000, seconds=1e-6, width=8)
+    assert capped["epochs"] == 1
+
+
 def test_judge_answers_as_if_every_category_were_equally_likely(tiny_dataset):
     import io
 
@@ -232,3 +244,20 @@ def test_swept_metrics_reports_the_choice_on_seeds_it_never_saw(monkeypatch):
     assert out["class_truncation"] == [0.9, 0.7] and out["default_truncation"] == 0.9
     assert metrics.chosen_truncation(out) == [0.9, 0.7]
     assert metrics.chosen_truncation({"default_truncation": 0.8, "class_truncation": None}) == 0.8
+
+
+def test_evaluate_with_a_judge_trained_on_another_catalogue(tiny_dataset):
+    # The same categories, fewer photos: the judge's own split does not index these, so the held-out
+    # KID is left out and novelty is measured against every photo instead of failing or misreading.
+    judge, info = train_judge(tiny_dataset, seed=0, epochs=1, width=8, heldout_fraction=0.25)
+    half = tiny_dataset["labels"].numel() // 2
+    smaller = {
+        **tiny_dataset,
+        "images": tiny_dataset["images"][:half],
+        "labels": tiny_dataset["labels"][:half],
+    }
+    state = new_state(tiny_config(), CATEGORIES)
+    for max_real in (1000, 10):  # every photo, and a subsample
+        m = evaluate(state.G_ema, judge, smaller, n_per_class=2, seed=0, kid_subsets=2, max_real=max_real)
+        assert "kid_heldout" not in m and 0.0 <= m["near_copy_fraction"] <= 1.0
+    assert "kid_heldout" in evaluate(state.G_ema, judge, tiny_dataset, n_per_class=2, kid_subsets=2)
