@@ -170,7 +170,7 @@ def _remap_labels(G, own_names: list[str], dataset_names: list[str]):  # noqa: A
             self.inner = G
             self.z_dim, self.resolution, self.num_classes = G.z_dim, G.resolution, len(dataset_names)
 
-            # What sampling reads from a loaded generator: its precision and default truncation.
+            # What sampling reads from a loaded generator: its precision and default truncation(s).
             self.precision = getattr(G, "precision", None)
             self.default_truncation = getattr(G, "default_truncation", 1.0)
             own = getattr(G, "class_truncation", None)

@@ -7,11 +7,11 @@ at every batch size and position in the batch (G has no batch-dependent layer in
 
     load_generator(ckpt, device, precision) -> (G_ema in eval mode, config, class_names)
     generate(G, seeds=, labels=, truncation) -> uint8 [N, 3, R, R]   (truncation None: the model's default)
+    interpolate(G, seed_a, seed_b, label, steps)  linear in w (the mapping output), ends included
+    variations(G, seed, label, n, strength)       z + strength * noise_j, renormalised
 
 truncation: one value for every category, or a list with one value per category; None is the model's
 default (per category where its sweep chose one, ``class_truncation``; else ``default_truncation``).
-    interpolate(G, seed_a, seed_b, label, steps)  linear in w (the mapping output), ends included
-    variations(G, seed, label, n, strength)       z + strength * noise_j, renormalised
 """
 
 from __future__ import annotations

@@ -128,36 +128,44 @@ def test_truncation_sweep_keeps_diversity_and_does_not_refuse_for_noise(monkeypa
     assert metrics.truncation_sweep(None, None, {})["default_truncation"] == 1.0
 
 
-def _sweep_rows(recall_by_t: dict, hits_by_t: dict, fake_f_by_t: dict, real_f, kid_labels, gen_labels):
+GEN_LABELS = torch.arange(2).repeat_interleave(40)  # GAN-test: 40 images of each of 2 categories
+KID_LABELS = torch.arange(200) % 2
+REAL_F = torch.randn(200, 8, generator=torch.Generator().manual_seed(0)).double()
+NEAR_F = REAL_F + 0.05 * torch.randn(200, 8, generator=torch.Generator().manual_seed(1)).double()
+
+
+def _sweep(monkeypatch, hits: dict, fake_f: dict, **kwargs) -> dict:
+    """truncation_sweep over 1.0 and 0.8 with these per-image verdicts and KID features. 0.8 as one
+    value for every category costs too much recall (0.5 against 0.9): the global default stays 1.0."""
     from workers.gan import metrics
 
-    def fake_evaluate(G, judge, dataset, truncation, keep_samples=False, **kwargs):
-        hits = hits_by_t[truncation]
+    def fake_evaluate(G, judge, dataset, truncation, keep_samples=False, **kw):
+        h = hits[truncation]
         out = {
-            "gan_test_accuracy": hits.double().mean().item(),
-            "gan_test_per_class": [hits[gen_labels == c].double().mean().item() for c in range(2)],
+            "gan_test_accuracy": h.double().mean().item(),
+            "gan_test_per_class": [h[GEN_LABELS.eq(c)].double().mean().item() for c in range(2)],
             "kid": 0.01,
             "kid_std": 0.001,
-            "recall": recall_by_t[truncation],
-            "n_real": real_f.shape[0],
+            "recall": {1.0: 0.9, 0.8: 0.5}[truncation],
+            "n_real": REAL_F.shape[0],
         }
         if keep_samples:
             out["samples"] = {
-                "hits": hits,
-                "gan_test_labels": gen_labels,
-                "real_f": real_f,
-                "fake_f": fake_f_by_t[truncation],
-                "kid_labels": kid_labels,
+                "hits": h,
+                "gan_test_labels": GEN_LABELS,
+                "real_f": REAL_F,
+                "fake_f": fake_f[truncation],
+                "kid_labels": KID_LABELS,
             }
         return out
 
-    return metrics, fake_evaluate
+    monkeypatch.setattr(metrics, "evaluate", fake_evaluate)
+    result = metrics.truncation_sweep(None, None, {}, values=(1.0, 0.8), **kwargs)
+    assert result["default_truncation"] == 1.0 and "samples" not in result["sweep"][0.8]
+    return result
 
 
 def test_truncation_sweep_moves_a_category_only_for_a_gain_beyond_its_noise(monkeypatch):
-    gen_labels = torch.arange(2).repeat_interleave(40)
-    real_f = torch.randn(200, 8, generator=torch.Generator().manual_seed(0)).double()
-    kid_labels = torch.arange(200) % 2
     # At 1.0 category 0 is recognised in 10 of 40 images, category 1 in 30.
     hits_1 = torch.zeros(80, dtype=torch.bool)
     hits_1[:10] = True
@@ -168,60 +176,23 @@ def test_truncation_sweep_moves_a_category_only_for_a_gain_beyond_its_noise(monk
     hits_8[10:20] = True
     hits_8[70:72] = True
     hits_8[40] = False
-    fake_f = real_f + 0.05 * torch.randn(200, 8, generator=torch.Generator().manual_seed(1)).double()
-    # 0.8 as one value costs too much recall (0.5 against 0.9), so the global default stays 1.0.
-    metrics, fake_evaluate = _sweep_rows(
-        {1.0: 0.9, 0.8: 0.5},
-        {1.0: hits_1, 0.8: hits_8},
-        {1.0: fake_f, 0.8: fake_f},
-        real_f,
-        kid_labels,
-        gen_labels,
-    )
-    monkeypatch.setattr(metrics, "evaluate", fake_evaluate)
-    result = metrics.truncation_sweep(None, None, {}, values=(1.0, 0.8))
-    assert result["default_truncation"] == 1.0
-    assert result["class_truncation"] == [0.8, 1.0]
-    assert "samples" not in result["sweep"][0.8]
+    hits, features = {1.0: hits_1, 0.8: hits_8}, {1.0: NEAR_F, 0.8: NEAR_F}
+    assert _sweep(monkeypatch, hits, features)["class_truncation"] == [0.8, 1.0]
     # A bar of 4 standard errors: 10 of 10 changed verdicts is not enough, nothing moves.
-    assert (
-        metrics.truncation_sweep(None, None, {}, values=(1.0, 0.8), class_sigmas=4.0)["class_truncation"]
-        is None
-    )
+    assert _sweep(monkeypatch, hits, features, class_sigmas=4.0)["class_truncation"] is None
 
 
 def test_truncation_sweep_gives_a_category_back_when_the_mix_loses_diversity(monkeypatch):
-    gen_labels = torch.arange(2).repeat_interleave(40)
-    real_f = torch.randn(200, 8, generator=torch.Generator().manual_seed(0)).double()
-    kid_labels = torch.arange(200) % 2
     hits_1 = torch.zeros(80, dtype=torch.bool)
     hits_8 = hits_1.clone()
     hits_8[:20] = True  # category 0: 20 more of 40 at 0.8
-    fake_1 = real_f + 0.05 * torch.randn(200, 8, generator=torch.Generator().manual_seed(1)).double()
+    hits = {1.0: hits_1, 0.8: hits_8}
     # at 0.8 every category-0 design is the same point: the recombined mix covers half the photos
-    fake_8 = fake_1.clone()
-    fake_8[kid_labels == 0] = real_f[0]
-    metrics, fake_evaluate = _sweep_rows(
-        {1.0: 0.9, 0.8: 0.5},
-        {1.0: hits_1, 0.8: hits_8},
-        {1.0: fake_1, 0.8: fake_8},
-        real_f,
-        kid_labels,
-        gen_labels,
-    )
-    monkeypatch.setattr(metrics, "evaluate", fake_evaluate)
-    assert metrics.truncation_sweep(None, None, {}, values=(1.0, 0.8))["class_truncation"] is None
+    collapsed = NEAR_F.clone()
+    collapsed[KID_LABELS.eq(0)] = REAL_F[0]
+    assert _sweep(monkeypatch, hits, {1.0: NEAR_F, 0.8: collapsed})["class_truncation"] is None
     # the same gain with diverse features stays
-    metrics, fake_evaluate = _sweep_rows(
-        {1.0: 0.9, 0.8: 0.5},
-        {1.0: hits_1, 0.8: hits_8},
-        {1.0: fake_1, 0.8: fake_1},
-        real_f,
-        kid_labels,
-        gen_labels,
-    )
-    monkeypatch.setattr(metrics, "evaluate", fake_evaluate)
-    assert metrics.truncation_sweep(None, None, {}, values=(1.0, 0.8))["class_truncation"] == [0.8, 1.0]
+    assert _sweep(monkeypatch, hits, {1.0: NEAR_F, 0.8: NEAR_F})["class_truncation"] == [0.8, 1.0]
 
 
 def test_swept_metrics_reports_the_choice_on_seeds_it_never_saw(monkeypatch):
