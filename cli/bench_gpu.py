@@ -20,6 +20,7 @@ def bench_gpu(
     preset: str = "small",
     resolution: int | None = None,
     precision: str | None = None,
+    judge_epochs: int = 25,
     judge_seconds: float = 120.0,
     per_category: int = 100,
     bench_seconds: float = 8.0,
@@ -54,7 +55,8 @@ def bench_gpu(
     generate(G, seeds=list(range(n)), labels=[i % len(names) for i in range(n)])
     sample_s = time.perf_counter() - t0
 
-    judge, info = train_judge(dataset, seed=0, seconds=judge_seconds)
+    # the same ruler as `atelier gan train` (25 cosine epochs); the seconds only cap it
+    judge, info = train_judge(dataset, seed=0, epochs=judge_epochs, seconds=judge_seconds)
     metrics = evaluate(G, judge, dataset, n_per_class=per_category, kid_subsets=20)
     keep = ("gan_test_accuracy", "gan_test_per_class", "kid", "kid_std", "precision", "recall", "truncation")
     return {
@@ -80,6 +82,7 @@ def bench_gpu(
         },
         "sample": {"images": n, "images_per_s": round(n / max(sample_s, 1e-9), 1)},
         "judge_heldout_accuracy": info["heldout_accuracy"],
+        "judge_epochs": info["epochs"],
         "metrics": {k: metrics[k] for k in keep},
         "bench_train": bench_train((preset,), archs=("atelier",), seconds=bench_seconds, device=str(dev)),
         "bench_generate": bench_generate_bare(preset, bench_count, device=str(dev)),

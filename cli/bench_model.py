@@ -196,7 +196,8 @@ def bench_generate_cmd(as_json, preset, count, checkpoint, device):
 @click.option("--preset", default="small", show_default=True, type=click.Choice(["tiny", "small", "base"]))
 @click.option("--resolution", type=int, default=None, help="default: the preset's")
 @click.option("--precision", type=click.Choice(["bf16", "fp32"]), default=None)
-@click.option("--judge-seconds", type=float, default=120.0, show_default=True)
+@click.option("--judge-epochs", type=click.IntRange(1), default=25, show_default=True)
+@click.option("--judge-seconds", type=float, default=120.0, show_default=True, help="cap on the judge's time")
 @click.option("--per-category", type=int, default=100, show_default=True)
 @click.option("--bench-seconds", type=float, default=8.0, show_default=True)
 @click.option("--bench-count", type=int, default=2000, show_default=True)
@@ -208,6 +209,7 @@ def bench_gpu_cmd(
     preset,
     resolution,
     precision,
+    judge_epochs,
     judge_seconds,
     per_category,
     bench_seconds,
@@ -223,6 +225,7 @@ def bench_gpu_cmd(
         preset=preset,
         resolution=resolution,
         precision=precision,
+        judge_epochs=judge_epochs,
         judge_seconds=judge_seconds,
         per_category=per_category,
         bench_seconds=bench_seconds,

@@ -132,12 +132,13 @@ def test_gpu_check_smoke_on_cpu_prints_one_json_object(tmp_path):
     res = CliRunner().invoke(
         bench,
         ["gpu", "--json", "--data", str(data), "--device", "cpu", "--minutes", "0.01", "--preset", "tiny"]
-        + ["--resolution", "16", "--judge-seconds", "0.1", "--per-category", "2"]
+        + ["--resolution", "16", "--judge-epochs", "2", "--per-category", "2"]
         + ["--bench-seconds", "0.1", "--bench-count", "4"],
     )
     assert res.exit_code == 0, res.output
     out = json.loads(res.output.strip().splitlines()[-1])
     assert out["benchmark"] == "gpu_check" and out["device"] == "cpu" and out["train"]["steps"] >= 1
+    assert out["judge_epochs"] == 2
     assert (
         0.0 <= out["metrics"]["gan_test_accuracy"] <= 1.0 and out["metrics"]["kid"] == out["metrics"]["kid"]
     )
