@@ -14,7 +14,7 @@ GAN-test asks for every category equally often while the catalogue is not balanc
 skirts). A classifier trained on the catalogue's mix carries its prior: a skirt it is unsure of is
 called a dress or a t-shirt. After training, the train split's log class frequencies are subtracted
 from the logits (logit adjustment, Menon et al. 2021), so the judge answers as if every category were
-equally likely, as they are in GAN-test. Measured on clothing-small (32 px, 240 s): held-out accuracy
+equally likely, as they are in GAN-test. Measured on clothing-small (32 px, 87 epochs): held-out accuracy
 0.843 -> 0.841, mean per-category accuracy 0.770 -> 0.807, skirt 0.41 -> 0.59.
 """
 

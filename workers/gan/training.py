@@ -17,7 +17,7 @@ on CPU.
 Precision: ``precision="bf16"`` runs the G and D passes under bf16 autocast (weights, Adam, EMA, losses
 and the R1 gradient norm stay fp32); ``channels_last`` stores conv weights and activations NHWC. bf16
 is the default on CUDA and can be asked for on the CPU, which is how the tests prove the GPU path;
-channels_last is the default on both (GAN_NOTES.md round 6: +27 % steps/s for tiny on this CPU).
+channels_last is the default on both (GAN_NOTES.md round 6: +27 % steps/s for tiny on an AVX2 CPU).
 """
 
 from __future__ import annotations
