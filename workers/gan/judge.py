@@ -93,16 +93,22 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def judge_accuracy(judge: Judge, images: torch.Tensor, labels: torch.Tensor, batch: int = 512) -> float:
+@torch.no_grad()
+def judge_hits(judge: Judge, images: torch.Tensor, labels: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """bool [N]: does the judge see category ``labels[i]`` in image i (GAN-test, image by image)."""
     judge.eval()
+    dev = next(judge.parameters()).device
+    predicted = [
+        judge(images[i : i + batch].to(dev)).argmax(1).cpu() for i in range(0, images.shape[0], batch)
+    ]
+    return torch.cat(predicted or [torch.zeros(0, dtype=torch.int64)]) == torch.as_tensor(labels).cpu()
+
+
+def judge_accuracy(judge: Judge, images: torch.Tensor, labels: torch.Tensor, batch: int = 512) -> float:
+    labels = torch.as_tensor(labels)
     if labels.numel() == 0:
         return float("nan")
-    dev = next(judge.parameters()).device
-    correct = sum(
-        (judge(images[i : i + batch].to(dev)).argmax(1).cpu() == labels[i : i + batch].cpu()).sum().item()
-        for i in range(0, labels.numel(), batch)
-    )
-    return correct / labels.numel()
+    return judge_hits(judge, images, labels, batch).double().mean().item()
 
 
 def train_judge(

@@ -17,7 +17,15 @@ import math
 
 import torch
 
-from .judge import Judge, judge_accuracy, judge_from_bytes, judge_knows_split, judge_to_bytes, train_judge
+from .judge import (
+    Judge,
+    judge_accuracy,
+    judge_from_bytes,
+    judge_hits,
+    judge_knows_split,
+    judge_to_bytes,
+    train_judge,
+)
 
 __all__ = [
     "kid",
@@ -242,20 +250,6 @@ def evaluate(
             "kid_labels": labels[real_idx],
         }
     return out
-
-
-@torch.no_grad()
-def judge_hits(judge: Judge, images: torch.Tensor, labels: torch.Tensor, batch: int = 512) -> torch.Tensor:
-    """bool [N]: does the judge see category ``labels[i]`` in image i (GAN-test, image by image)."""
-    judge.eval()
-    dev = next(judge.parameters()).device
-    return (
-        torch.cat(
-            [judge(images[i : i + batch].to(dev)).argmax(1).cpu() for i in range(0, images.shape[0], batch)]
-            or [torch.zeros(0, dtype=torch.int64)]
-        )
-        == torch.as_tensor(labels).cpu()
-    )
 
 
 def binomial_se(p: float, n: int) -> float:
