@@ -54,13 +54,14 @@ def resolve_truncation(G, truncation: float | list[float] | None) -> float | lis
     if truncation is None:
         per_class = getattr(G, "class_truncation", None)
         return list(map(float, per_class)) if per_class else float(getattr(G, "default_truncation", 1.0))
-    values = list(truncation) if isinstance(truncation, (list, tuple)) else [truncation]
-    if isinstance(truncation, (list, tuple)) and len(values) != G.num_classes:
+    per_class = isinstance(truncation, (list, tuple))
+    values = [float(t) for t in (truncation if per_class else [truncation])]
+    if per_class and len(values) != G.num_classes:
         raise ValueError(f"truncation: {len(values)} values for {G.num_classes} categories")
     for t in values:
-        if not 0.0 <= float(t) <= 1.0:
+        if not 0.0 <= t <= 1.0:
             raise ValueError(f"truncation must be in [0, 1], got {t}")
-    return [float(t) for t in values] if isinstance(truncation, (list, tuple)) else float(truncation)
+    return values if per_class else values[0]
 
 
 def _truncation_rows(truncation: float | list[float], y: torch.Tensor) -> torch.Tensor | None:
