@@ -315,6 +315,7 @@ class Chaos:
         self.poller.job_ids[:] = job_ids
         self.wait_started(job["id"])
         extra: dict = {}
+        events_before = len(self.events)
         t0 = time.time()
         inject(extra)
         t1 = time.time()
@@ -343,6 +344,8 @@ class Chaos:
             images_expected=expected, listed=listed, unique=unique, lost=expected - unique - unfinished,
             unfinished=unfinished, doubled=listed - unique, jobs=states, seconds=round(time.time() - t0, 1),
         )  # fmt: skip
+        # kills and restarts while this fault ran: a worker that needed its supervisor shows up here
+        row["events"] = self.events[events_before:]
         return row
 
     def submit_training(self) -> str:

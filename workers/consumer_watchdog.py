@@ -12,6 +12,12 @@ does not depend on which path caused it. It watches the one symptom that matters
 and then stops the worker warmly (nothing is running, so nothing is lost or redone) and leaves the
 restart to its supervisor: the embedded stack's, or compose's `restart: unless-stopped`. A broker it
 cannot reach is not this fault (the consumer's own reconnect handles that) and resets the clock.
+
+A worker whose event loop has stopped turning would fool that check: the loop is what marks a
+finished task done, so its request would stay "active" and the worker look busy while messages wait.
+So it also asks the loop to run a callback at every check, and a loop that ran none of them for
+ATELIER_CONSUMER_STUCK_SECONDS, with the broker reachable, is the same fault. A task in a pool
+process that outlives the worker is re-run from its lease, as after any crash: tasks are idempotent.
 """
 
 from __future__ import annotations
@@ -40,24 +46,65 @@ GRACE_SECONDS = 5.0  # nothing runs, so a warm shutdown that hangs on the lost c
 class Watchdog:
     """The check, apart from the thread and the broker, so that it can be tested step by step."""
 
-    def __init__(self, stuck_seconds: float, waiting: Callable[[], int], busy: Callable[[], bool]):
+    def __init__(
+        self,
+        stuck_seconds: float,
+        waiting: Callable[[], int],
+        busy: Callable[[], bool],
+        loop_turned: Callable[[], bool] | None = None,
+    ):
         self.stuck_seconds = stuck_seconds
         self.waiting = waiting
         self.busy = busy
+        self.loop_turned = loop_turned  # None: a worker without an event loop (solo, threads)
         self.idle_with_work_since: float | None = None
+        self.loop_stuck_since: float | None = None
+        self.reason = ""
 
     def check(self, now: float) -> bool:
-        """True once the worker has been idle with messages waiting for `stuck_seconds`."""
+        """True once, for `stuck_seconds` with the broker reachable, the worker has been idle with
+        messages waiting, or its event loop has run none of the callbacks asked of it."""
         try:
             stuck_now = not self.busy() and self.waiting() > 0
         except (redis.RedisError, OSError):
-            stuck_now = False  # the broker is away: the consumer reconnects by itself
-        if not stuck_now:
-            self.idle_with_work_since = None
+            # the broker is away: the consumer reconnects by itself, and its loop waits meanwhile
+            self.idle_with_work_since = self.loop_stuck_since = None
             return False
-        if self.idle_with_work_since is None:
-            self.idle_with_work_since = now
-        return now - self.idle_with_work_since >= self.stuck_seconds
+        loop_stuck = self.loop_turned is not None and not self.loop_turned()
+        self.idle_with_work_since = _since(self.idle_with_work_since, stuck_now, now)
+        self.loop_stuck_since = _since(self.loop_stuck_since, loop_stuck, now)
+        if self.loop_stuck_since is not None and now - self.loop_stuck_since >= self.stuck_seconds:
+            self.reason = "its event loop has not turned"
+            return True
+        if self.idle_with_work_since is not None and now - self.idle_with_work_since >= self.stuck_seconds:
+            self.reason = "it has been idle while messages wait"
+            return True
+        return False
+
+
+def _since(since: float | None, still: bool, now: float) -> float | None:
+    if not still:
+        return None
+    return now if since is None else since
+
+
+class LoopProbe:
+    """Asks the worker's event loop (kombu's hub) to run a callback; at the next look, tells whether
+    it ran any since the last one. The hub's call_soon is safe from another thread and wakes it."""
+
+    def __init__(self, hub) -> None:  # noqa: ANN001 - kombu.asynchronous.Hub
+        self.hub = hub
+        self.ticks = 0
+        self.seen = -1  # the first look asks without judging
+
+    def _tick(self) -> None:
+        self.ticks += 1
+
+    def __call__(self) -> bool:
+        turned = self.seen < 0 or self.ticks != self.seen
+        self.seen = self.ticks
+        self.hub.call_soon(self._tick)
+        return turned
 
 
 def queue_keys(names: list[str]) -> list[str]:
@@ -70,9 +117,10 @@ def _busy() -> bool:
 
 def _restart(watchdog: Watchdog, queues: list[str]) -> None:
     log.error(
-        "idle for %.0f s while messages wait in %s: the broker consumer is lost; stopping so that the "
-        "supervisor starts a fresh worker (ATELIER_CONSUMER_STUCK_SECONDS)",
+        "for %.0f s %s (queues %s): the broker consumer is lost; stopping so that the supervisor "
+        "starts a fresh worker (ATELIER_CONSUMER_STUCK_SECONDS)",
         watchdog.stuck_seconds,
+        watchdog.reason,
         ", ".join(queues),
     )
     os.kill(os.getpid(), signal.SIGTERM)
@@ -80,7 +128,7 @@ def _restart(watchdog: Watchdog, queues: list[str]) -> None:
     os._exit(70)  # EX_SOFTWARE: the warm shutdown itself hung
 
 
-def _run(queues: list[str], stuck_seconds: float) -> None:
+def _run(queues: list[str], stuck_seconds: float, hub) -> None:  # noqa: ANN001
     settings = get_settings()
     client = redis.Redis.from_url(
         settings.broker_url,
@@ -88,7 +136,12 @@ def _run(queues: list[str], stuck_seconds: float) -> None:
         socket_connect_timeout=settings.broker_socket_timeout,
     )
     keys = queue_keys(queues)
-    watchdog = Watchdog(stuck_seconds, waiting=lambda: sum(client.llen(k) for k in keys), busy=_busy)
+    watchdog = Watchdog(
+        stuck_seconds,
+        waiting=lambda: sum(client.llen(k) for k in keys),
+        busy=_busy,
+        loop_turned=LoopProbe(hub) if hub is not None else None,
+    )
     every = max(1.0, stuck_seconds / 6)  # the verdict comes at most `every` after stuck_seconds
     while True:
         time.sleep(every)
@@ -112,4 +165,7 @@ def _start(sender, **_kwargs) -> None:  # noqa: ANN001 - the worker's Consumer
         return  # worker_ready comes again after a reconnect: one watchdog per process
     _started.set()
     queues = sorted(sender.app.amqp.queues.consume_from or sender.app.amqp.queues)
-    threading.Thread(target=_run, args=(queues, stuck_seconds), name="consumer-watchdog", daemon=True).start()
+    hub = getattr(sender, "hub", None)
+    threading.Thread(
+        target=_run, args=(queues, stuck_seconds, hub), name="consumer-watchdog", daemon=True
+    ).start()

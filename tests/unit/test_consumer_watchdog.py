@@ -1,8 +1,9 @@
-"""The lost-consumer check: idle with messages waiting, at every check, for the whole stuck time."""
+"""The lost-consumer check: idle with messages waiting, or an event loop that stopped turning, at every
+check for the whole stuck time, with the broker reachable."""
 
 import redis
 
-from workers.consumer_watchdog import Watchdog, queue_keys
+from workers.consumer_watchdog import LoopProbe, Watchdog, queue_keys
 
 
 def _dog(waiting, busy):  # noqa: ANN001, ANN202
@@ -45,3 +46,61 @@ def test_every_priority_list_of_a_queue_is_counted():
     keys = queue_keys(["io", "control"])
     assert keys[:2] == ["io", "control"]
     assert "io\x06\x163" in keys and "control\x06\x169" in keys and len(keys) == 8
+
+
+class _Hub:
+    """kombu's hub as the probe sees it: call_soon queues a callback; run() is one turn of the loop."""
+
+    def __init__(self) -> None:
+        self.ready: list = []
+
+    def call_soon(self, callback) -> None:  # noqa: ANN001
+        self.ready.append(callback)
+
+    def run(self) -> None:
+        ready, self.ready = self.ready, []
+        for callback in ready:
+            callback()
+
+
+def test_a_loop_that_stops_turning_is_a_lost_consumer_even_while_it_looks_busy():
+    hub = _Hub()
+    dog = Watchdog(30.0, waiting=lambda: 4, busy=lambda: True, loop_turned=LoopProbe(hub))
+    for t in (100.0, 105.0, 110.0):  # a turning loop: each check's callback ran before the next
+        assert not dog.check(t)
+        hub.run()
+    assert not dog.check(115.0)  # it ran 110's callback; from here on nothing runs what is asked of it
+    assert not dog.check(120.0)  # 115's callback did not run: stuck since 120
+    assert not dog.check(149.9)
+    assert dog.check(150.0)
+    assert dog.reason == "its event loop has not turned"
+
+
+def test_a_loop_that_turns_again_or_a_broker_away_restarts_the_loop_clock():
+    hub, reachable = _Hub(), [True]
+
+    def waiting() -> int:
+        if not reachable[0]:
+            raise redis.TimeoutError("Timeout reading from socket")
+        return 0
+
+    dog = Watchdog(30.0, waiting=waiting, busy=lambda: False, loop_turned=LoopProbe(hub))
+    assert not dog.check(100.0)
+    assert not dog.check(105.0)  # stuck since 105
+    hub.run()
+    assert not dog.check(130.0)  # it turned: the clock starts again
+    assert dog.loop_stuck_since is None
+    assert not dog.check(135.0)
+    reachable[0] = False  # the consumer waits on its reconnect, and its loop with it: not this fault
+    assert not dog.check(170.0)
+    assert dog.loop_stuck_since is None
+    reachable[0] = True
+    assert not dog.check(175.0)  # the callback asked at 135 is still waiting: stuck since 175 only
+    assert not dog.check(204.0)
+    assert dog.check(205.0)
+
+
+def test_a_worker_without_an_event_loop_is_judged_by_its_queues_alone():
+    dog = Watchdog(30.0, waiting=lambda: 0, busy=lambda: True, loop_turned=None)
+    assert not dog.check(100.0)
+    assert not dog.check(1000.0)
