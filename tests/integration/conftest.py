@@ -24,6 +24,9 @@ STACK_ENV = {
     "ATELIER_STALE_AFTER_SECONDS": "4",
     "ATELIER_RECONCILE_EVERY_SECONDS": "1",
     "ATELIER_RESEND_AFTER_SECONDS": "30",
+    # a worker that lost its broker consumer restarts after 10 s here (30 s by default): the chaos
+    # run's broker hang costs that wait once per worker that needs it
+    "ATELIER_CONSUMER_STUCK_SECONDS": "10",
     "ATELIER_SCHEDULE_TICK_SECONDS": "1",
     # tiny training segments and evaluations: CPU tests in seconds
     "ATELIER_TRAIN_SEGMENT_SECONDS": "3",

@@ -40,16 +40,16 @@ def events(admin, job_id):
 
 
 def test_training_runs_through_segments_and_registers_a_model(stack, admin, catalogue):
-    job = submit(admin, steps=80, promote="never")
-    assert job["status"] == "queued" and job["progress"]["total"] == 80
+    job = submit(admin, steps=40, promote="never")
+    assert job["status"] == "queued" and job["progress"]["total"] == 40
     done = admin.wait(job["id"], timeout=300)
     assert done["status"] == "succeeded", done["error"]
-    assert done["progress"]["done"] == 80
+    assert done["progress"]["done"] == 40
     segments = [e for e in events(admin, job["id"]) if e["kind"] == "segment"]
-    assert len(segments) >= 1  # 2-second segments: the job took several
+    assert len(segments) >= 1  # 3-second segments here (STACK_ENV): the job usually takes several
     result = done["result"]
     model = admin.get(f"/v1/models/{result['model_version']}")
-    assert model["steps"] == 80 and model["resolution"] == 16 and model["class_names"] == sorted(CATS)
+    assert model["steps"] == 40 and model["resolution"] == 16 and model["class_names"] == sorted(CATS)
     assert {"kid", "gan_test_accuracy", "judge_heldout_accuracy", "precision", "recall"} <= set(
         model["metrics"]
     )
@@ -96,18 +96,18 @@ def _gpu_pool_pids(stack):
 
 
 def test_sigkill_mid_segment_resumes_and_step_count_is_exact(stack, admin, catalogue):
-    job = submit(admin, steps=150, promote="never")
+    job = submit(admin, steps=100, promote="never")
     wait_for(
-        lambda: admin.job(job["id"])["progress"]["done"] >= 40,
+        lambda: admin.job(job["id"])["progress"]["done"] >= 30,
         timeout=120,
         interval=0.1,
-        what="training to pass step 40",
+        what="training to pass step 30",
     )
     for pid in _gpu_pool_pids(stack):
         os.kill(pid, signal.SIGKILL)
     done = admin.wait(job["id"], timeout=300)
     assert done["status"] == "succeeded", done["error"]
-    assert done["progress"]["done"] == 150 and done["result"]["steps"] == 150
+    assert done["progress"]["done"] == 100 and done["result"]["steps"] == 100
     resumed = [e for e in events(admin, job["id"]) if e["kind"] == "resumed"]
     assert resumed and resumed[0]["message"].startswith("resumed at step ")
 
