@@ -65,11 +65,12 @@ class Watchdog:
         """True once, for `stuck_seconds` with the broker reachable, the worker has been idle with
         messages waiting, or its event loop has run none of the callbacks asked of it."""
         try:
-            stuck_now = not self.busy() and self.waiting() > 0
+            waiting = self.waiting()  # asked even while busy: it is also the broker's reachability
         except (redis.RedisError, OSError):
             # the broker is away: the consumer reconnects by itself, and its loop waits meanwhile
             self.idle_with_work_since = self.loop_stuck_since = None
             return False
+        stuck_now = waiting > 0 and not self.busy()
         loop_stuck = self.loop_turned is not None and not self.loop_turned()
         self.idle_with_work_since = _since(self.idle_with_work_since, stuck_now, now)
         self.loop_stuck_since = _since(self.loop_stuck_since, loop_stuck, now)
@@ -90,20 +91,27 @@ def _since(since: float | None, still: bool, now: float) -> float | None:
 
 class LoopProbe:
     """Asks the worker's event loop (kombu's hub) to run a callback; at the next look, tells whether
-    it ran any since the last one. The hub's call_soon is safe from another thread and wakes it."""
+    it ran any since the last one. The hub's call_soon is safe from another thread and wakes it.
 
-    def __init__(self, hub) -> None:  # noqa: ANN001 - kombu.asynchronous.Hub
-        self.hub = hub
+    While the consumer has no connection it is in its own reconnect loop, which holds the event loop
+    between attempts (kombu waits up to 30 s between them): that is not judged, and the count starts
+    afresh once it is connected."""
+
+    def __init__(self, consumer) -> None:  # noqa: ANN001 - celery's Consumer: .hub and .connection
+        self.consumer = consumer
         self.ticks = 0
-        self.seen = -1  # the first look asks without judging
+        self.seen = -1  # -1: the next look asks without judging
 
     def _tick(self) -> None:
         self.ticks += 1
 
     def __call__(self) -> bool:
+        if self.consumer.connection is None:
+            self.seen = -1
+            return True
         turned = self.seen < 0 or self.ticks != self.seen
         self.seen = self.ticks
-        self.hub.call_soon(self._tick)
+        self.consumer.hub.call_soon(self._tick)
         return turned
 
 
@@ -128,7 +136,7 @@ def _restart(watchdog: Watchdog, queues: list[str]) -> None:
     os._exit(70)  # EX_SOFTWARE: the warm shutdown itself hung
 
 
-def _run(queues: list[str], stuck_seconds: float, hub) -> None:  # noqa: ANN001
+def _run(queues: list[str], stuck_seconds: float, consumer) -> None:  # noqa: ANN001
     settings = get_settings()
     client = redis.Redis.from_url(
         settings.broker_url,
@@ -140,7 +148,7 @@ def _run(queues: list[str], stuck_seconds: float, hub) -> None:  # noqa: ANN001
         stuck_seconds,
         waiting=lambda: sum(client.llen(k) for k in keys),
         busy=_busy,
-        loop_turned=LoopProbe(hub) if hub is not None else None,
+        loop_turned=LoopProbe(consumer) if getattr(consumer, "hub", None) is not None else None,
     )
     every = max(1.0, stuck_seconds / 6)  # the verdict comes at most `every` after stuck_seconds
     while True:
@@ -165,7 +173,6 @@ def _start(sender, **_kwargs) -> None:  # noqa: ANN001 - the worker's Consumer
         return  # worker_ready comes again after a reconnect: one watchdog per process
     _started.set()
     queues = sorted(sender.app.amqp.queues.consume_from or sender.app.amqp.queues)
-    hub = getattr(sender, "hub", None)
     threading.Thread(
-        target=_run, args=(queues, stuck_seconds, hub), name="consumer-watchdog", daemon=True
+        target=_run, args=(queues, stuck_seconds, sender), name="consumer-watchdog", daemon=True
     ).start()
