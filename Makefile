@@ -5,6 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# two test processes: the tests of one shared stack stay in one of them (tests/integration/conftest.py)
+PYTEST_WORKERS ?= 2
 
 .PHONY: install demo up test lint format clean lock
 
@@ -25,7 +27,7 @@ up: install
 	$(BIN)/atelier up --data-dir .atelier --port 8000
 
 test: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -40,6 +40,20 @@ STACK_ENV = {
 }
 
 
+def pytest_collection_modifyitems(items) -> None:  # noqa: ANN001
+    """Under `pytest -n` (make test), the tests that share a session stack run in one process, so each
+    stack starts once: one group per backend of `stack`, one for the bare stacks. The rest spread."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "stack" in names:
+            group = f"stack-{item.callspec.params['stack']}"
+        elif "bare_stack" in names or "bare_stack_db" in names:
+            group = "bare"
+        else:
+            continue
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @contextmanager
 def running_stack(data_dir, url: str) -> Iterator[Stack]:  # noqa: ANN001
     """A started stack whose services the test process's core.* also talks to, undone afterwards."""
