@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cli.stack import free_port, redis_server_binary
+from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -58,11 +59,9 @@ def worker(tmp_path: Path):  # noqa: ANN201
              "-n", f"watchdog-{port}@%h", "-l", "INFO", "--without-gossip", "--without-mingle"],
             env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
         )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while " ready." not in log.read_text():
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-        time.sleep(0.2)
     try:
+        wait_for(lambda: proc.poll() is not None or " ready." in log.read_text(), what="the worker to start")
+        assert proc.poll() is None, log.read_text()[-2000:]
         yield proc, log, env
     finally:
         proc.kill()

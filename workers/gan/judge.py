@@ -93,7 +93,6 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def judge_hits(judge: Judge, images: torch.Tensor, labels: torch.Tensor, batch: int = 512) -> torch.Tensor:
     """bool [N]: does the judge see category ``labels[i]`` in image i (GAN-test, image by image)."""
     judge.eval()
