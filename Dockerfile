@@ -30,11 +30,7 @@ RUN groupadd --system --gid 10001 atelier \
 # matches nothing is allowed as long as the instruction copies something).
 FROM scratch AS source
 COPY pyproject.toml README.m[d] /src/
-COPY core /src/core
-COPY api /src/api
-COPY workers /src/workers
-COPY cli /src/cli
-COPY migrations /src/migrations
+COPY atelier /src/atelier
 
 # ---------------------------------------------------------------------------------------------------
 # Third-party packages come from the lock files in docker/ (exact versions and sha256 hashes, made by
@@ -68,7 +64,7 @@ RUN if [ -z "${TORCH_INDEX_URL}" ]; then \
       && pip install --require-hashes --no-deps -r /tmp/rest.lock; \
     fi
 COPY --from=source /src /src
-RUN pip install --no-deps . && python -c "import torch, workers.celery_app"
+RUN pip install --no-deps . && python -c "import torch, atelier.workers.celery_app"
 
 # ---------------------------------------------------------------------------------------------------
 FROM base AS worker
@@ -78,7 +74,7 @@ ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility
 COPY --from=build-worker /opt/venv /opt/venv
 USER atelier
 WORKDIR /app
-CMD ["celery", "-A", "workers.celery_app", "worker", "-Q", "io", "--concurrency", "2"]
+CMD ["celery", "-A", "atelier.workers.celery_app", "worker", "-Q", "io", "--concurrency", "2"]
 
 # ---------------------------------------------------------------------------------------------------
 # Last, so that a plain `docker build .` gives the small API image.
@@ -89,4 +85,4 @@ WORKDIR /app
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request as u; sys.exit(u.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]
-CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["uvicorn", "atelier.api.main:app", "--host", "0.0.0.0", "--port", "8000"]

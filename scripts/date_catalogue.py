@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from core.colour import NAMED, colour_name, rgb_to_lab
-from core.masks import garment_mask
+from atelier.imaging.colour import NAMED, colour_name, rgb_to_lab
+from atelier.imaging.masks import garment_mask
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 

@@ -68,8 +68,8 @@ def new_database_url(backend: str, tmp_path: Path, postgres: PostgresDatabases |
 @pytest.fixture(params=_backends())
 def db_url(request, tmp_path, postgres) -> Iterator[str]:  # noqa: ANN001
     """A fresh, migrated database on each backend."""
-    from core.db import dispose_engine
-    from migrations import upgrade
+    from atelier.core.db import dispose_engine
+    from atelier.migrations import upgrade
 
     url = new_database_url(request.param, tmp_path, postgres)
     upgrade(url)
@@ -79,7 +79,7 @@ def db_url(request, tmp_path, postgres) -> Iterator[str]:  # noqa: ANN001
 
 @pytest.fixture
 def session(db_url):  # noqa: ANN001, ANN201
-    from core.db import session_factory
+    from atelier.core.db import session_factory
 
     s = session_factory(db_url)()
     yield s

@@ -12,7 +12,7 @@ import zlib
 
 from PIL import Image, ImageCms
 
-from core.synthetic import draw_garment, encode
+from atelier.catalogue.synthetic import draw_garment, encode
 
 GPS_TEXT = b"GPSLatitude-52.2297"
 SERIAL = "BODY-SERIAL-4242"

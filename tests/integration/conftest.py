@@ -11,8 +11,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from cli.client import Client
-from cli.stack import Stack
+from atelier.cli.client import Client
+from atelier.cli.stack import Stack
 from tests.conftest import _backends, new_database_url
 
 pytestmark = pytest.mark.integration
@@ -82,9 +82,9 @@ def stack(request, tmp_path_factory, postgres) -> Iterator[Stack]:  # noqa: ANN0
 
 
 def _reset_process_caches() -> None:
-    from core.config import get_settings
-    from core.db import dispose_engine
-    from core.queue import celery_client
+    from atelier.core.config import get_settings
+    from atelier.core.db import dispose_engine
+    from atelier.core.queue import celery_client
 
     get_settings.cache_clear()
     celery_client.cache_clear()
@@ -99,8 +99,8 @@ def admin(stack: Stack) -> Iterator[Client]:
 
 
 def make_key(stack: Stack, scopes: list[str]) -> str:
-    from core import auth
-    from core.db import session_scope
+    from atelier.core import auth
+    from atelier.core.db import session_scope
 
     with session_scope(stack.env["ATELIER_DATABASE_URL"]) as session:
         _, secret = auth.create_key(session=session, name=f"test-{uuid.uuid4().hex[:6]}", scopes=scopes)

@@ -34,8 +34,8 @@ def keys(bare_stack_db) -> dict[str, str]:  # noqa: ANN001
 @pytest.fixture(scope="module")
 def model(bare_stack_db) -> str:  # noqa: ANN001
     """A registry row only: nothing runs in the bare stack, so no checkpoint is needed."""
-    from core import registry
-    from core.db import session_scope
+    from atelier.core.db import session_scope
+    from atelier.training import registry
 
     with session_scope(bare_stack_db.env["ATELIER_DATABASE_URL"]) as session:
         v = registry.create_version(
@@ -88,9 +88,9 @@ def test_auth_matrix(api, keys):
 
 
 def test_revoked_and_expired_keys_get_401(api, bare_stack_db):
-    from core.db import session_scope
-    from core.models import ApiKey
-    from core.models.base import utcnow
+    from atelier.core.db import session_scope
+    from atelier.core.models import ApiKey
+    from atelier.core.models.base import utcnow
 
     admin = make_key(bare_stack_db, ["admin"])
     created = api("POST", "/v1/keys", admin, json={"name": "tool", "scopes": ["read"]}).json()
@@ -133,10 +133,10 @@ def test_webhook_secret_rotation_returns_a_new_secret_once(api, bare_stack_db):
 def test_cli_lists_and_revokes_keys(bare_stack_db, monkeypatch):
     from click.testing import CliRunner
 
-    from cli.main import cli
-    from core import auth
-    from core.config import get_settings
-    from core.db import session_scope
+    from atelier.cli.main import cli
+    from atelier.core import auth
+    from atelier.core.config import get_settings
+    from atelier.core.db import session_scope
 
     url = bare_stack_db.env["ATELIER_DATABASE_URL"]
     with session_scope(url) as session:
@@ -208,9 +208,9 @@ def test_webhook_destinations_on_the_stack_host_are_refused_at_submit(api, keys,
 
 
 def test_quotas_answer_429_with_retry_after_then_recover(api, bare_stack_db, model):
-    from core.db import session_scope
-    from core.models import Job
-    from core.models.base import utcnow
+    from atelier.core.db import session_scope
+    from atelier.core.models import Job
+    from atelier.core.models.base import utcnow
 
     key = make_key(bare_stack_db, ["submit"])
     ids = [
@@ -221,7 +221,7 @@ def test_quotas_answer_429_with_retry_after_then_recover(api, bare_stack_db, mod
     assert refused.status_code == 429 and "ATELIER_QUOTA_ACTIVE_JOBS" in refused.json()["detail"]
     assert int(refused.headers["Retry-After"]) > 0
     # a cancelled job no longer counts (the bare stack has no worker: cancel ends a queued job)
-    from core import jobs as job_states
+    from atelier.core import jobs as job_states
 
     with session_scope(bare_stack_db.env["ATELIER_DATABASE_URL"]) as session:
         job_states.transition(session=session, job=session.get(Job, ids[0]), to=job_states.CANCELLED)

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from core.synthetic import catalogue_zip, draw_garment, encode, make_catalogue
+from atelier.catalogue.synthetic import catalogue_zip, draw_garment, encode, make_catalogue
 from tests.integration.conftest import make_key, wait_for
 
 pytestmark = pytest.mark.integration
@@ -55,7 +55,7 @@ def test_no_key_is_401_and_wrong_scope_is_403(stack):
 
 
 def test_upload_stores_original_and_ingest_job_prepares_it(stack, admin):
-    from core.storage import get_store
+    from atelier.core.storage import get_store
 
     items = make_catalogue(3, ("dress",), seed=seed())
     result = admin.upload([(name, data) for _, name, data in items], category="Dress")

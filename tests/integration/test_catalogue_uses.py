@@ -15,8 +15,14 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cli.main import cli
-from core.synthetic import catalogue_zip, draw_garment, encode, write_deepfashion_layout, zip_folder
+from atelier.catalogue.synthetic import (
+    catalogue_zip,
+    draw_garment,
+    encode,
+    write_deepfashion_layout,
+    zip_folder,
+)
+from atelier.cli.main import cli
 
 pytestmark = pytest.mark.integration
 
@@ -77,12 +83,12 @@ def test_dated_uploads_and_a_trend_report_with_charts(stack, admin):
 
 
 def test_tryon_preview_of_a_stored_generated_image(stack, admin):
-    from core import jobs
-    from core.db import session_scope
-    from core.models import GeneratedImage
-    from core.storage import get_store
-    from workers.imaging import encode as encode_generated
-    from workers.imaging import read_provenance
+    from atelier.core import jobs
+    from atelier.core.db import session_scope
+    from atelier.core.models import GeneratedImage
+    from atelier.core.storage import get_store
+    from atelier.generation.postprocess import encode as encode_generated
+    from atelier.generation.postprocess import read_provenance
 
     garment = draw_garment("pants", random.Random(3), 128)
     data = encode_generated(garment, "png", provenance={"seed": 11, "generator": "atelier"})
@@ -135,7 +141,7 @@ def test_deepfashion_import_maps_categories_reports_bad_lines_and_resumes(stack,
 
 
 def test_deepfashion_import_over_http_maps_reports_bad_lines_and_never_duplicates(stack, admin, tmp_path):
-    from core.storage import get_store
+    from atelier.core.storage import get_store
 
     root = tmp_path / "deepfashion"
     write_deepfashion_layout(root, 2, seed=random.randrange(1 << 30))

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from cli.bench_chaos import Options, run_chaos
+from atelier.cli.bench.chaos import Options, run_chaos
 
 pytestmark = pytest.mark.integration
 
 # s3-down-long is s3-down for longer: the full run (`atelier bench chaos`) covers it. The broker's
 # short hang and restart is the one that left every worker without its queue consumer (3 runs of 3)
-# until workers/consumer_watchdog.py restarted them.
+# until atelier/workers/consumer_watchdog.py restarted them.
 SHORT_FAULTS = ["worker-kill", "s3-hang", "s3-crash", "s3-down", "broker-hang", "sqlite-lock"]
 BIG_SUBMIT = 2_000  # submitted while the broker hangs
 

@@ -10,9 +10,9 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from cli.client import Client
-from cli.generation_cmds import download_job
-from cli.main import cli, main
+from atelier.cli.client import Client
+from atelier.cli.generation_cmds import download_job
+from atelier.cli.main import cli, main
 from tests.integration.test_generation import model  # noqa: F401 - the tiny 16 px model fixture
 
 pytestmark = pytest.mark.integration

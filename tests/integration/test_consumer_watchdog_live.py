@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.stack import free_port, redis_server_binary
+from atelier.cli.stack import free_port, redis_server_binary
 from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,7 @@ BLOCKING_APP = textwrap.dedent(
 
     from celery.worker.control import control_command
 
-    from workers.celery_app import app  # noqa: F401
+    from atelier.workers.celery_app import app  # noqa: F401
 
 
     @control_command(args=[("seconds", float)])

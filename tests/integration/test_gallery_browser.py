@@ -18,7 +18,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cli.stack import Stack
+from atelier.cli.stack import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -40,12 +40,12 @@ def gallery_stack(tmp_path_factory) -> Iterator[Stack]:  # noqa: ANN001
 @pytest.fixture(scope="module")
 def model_id(gallery_stack: Stack) -> str:
     """A tiny 16 px conditional GAN, ten steps, registered the way a finished training job would."""
-    from core import registry
-    from core.db import session_scope
-    from core.storage import ObjectStore
+    from atelier.core.db import session_scope
+    from atelier.core.storage import ObjectStore
+    from atelier.gan.data import prepare_images
+    from atelier.gan.training import checkpoint_to_bytes, new_state, state_to_checkpoint, train
+    from atelier.training import registry
     from tests.unit.gan.conftest import make_catalogue, tiny_config
-    from workers.gan.data import prepare_images
-    from workers.gan.training import checkpoint_to_bytes, new_state, state_to_checkpoint, train
 
     state = new_state(tiny_config(num_classes=3), CATS, seed=0)
     train(state, prepare_images(make_catalogue(24), resolution=16), steps=10)

@@ -28,12 +28,12 @@ CATS = ["dress", "hat", "pants"]
 @pytest.fixture(scope="module")
 def model(stack) -> str:
     """A model version: ten training steps of the tiny 16 px GAN, checkpoint in S3, row in SQL."""
-    from core import registry
-    from core.db import session_scope
-    from core.storage import get_store
+    from atelier.core.db import session_scope
+    from atelier.core.storage import get_store
+    from atelier.gan.data import prepare_images
+    from atelier.gan.training import checkpoint_to_bytes, new_state, state_to_checkpoint, train
+    from atelier.training import registry
     from tests.unit.gan.conftest import make_catalogue, tiny_config
-    from workers.gan.data import prepare_images
-    from workers.gan.training import checkpoint_to_bytes, new_state, state_to_checkpoint, train
 
     state = new_state(tiny_config(num_classes=3), CATS, seed=0)
     train(state, prepare_images(make_catalogue(24), resolution=16), steps=10)
@@ -74,16 +74,16 @@ def event_kinds(admin, job_id: str) -> list[str]:
 
 
 def objects(job_id: str) -> dict[str, str]:
-    from core.storage import get_store
+    from atelier.core.storage import get_store
 
     return {o["Key"]: o["ETag"] for o in get_store().list(f"generated/{job_id}/")}
 
 
 def test_a_2000_image_job_across_many_chunks(stack, admin, model):
-    from core.db import session_scope
-    from core.models import GeneratedImage, WorkUnit
-    from core.storage import get_store
-    from workers import imaging
+    from atelier.core.db import session_scope
+    from atelier.core.models import GeneratedImage, WorkUnit
+    from atelier.core.storage import get_store
+    from atelier.generation import postprocess as imaging
 
     body = {
         "model": model,
@@ -135,11 +135,11 @@ def test_a_2000_image_job_across_many_chunks(stack, admin, model):
     assert len(lines) == 2000 and json.loads(lines[7])["sha256"] == items[7]["sha256"]
 
     # Re-run chunk bodies as a re-delivery would (resume=False: regenerate all): same bytes, no new rows.
-    from core.config import get_settings
-    from core.models import utcnow
-    from core.units import Claimed
-    from workers.leases import Lease
-    from workers.tasks.generate import run_chunk
+    from atelier.core.config import get_settings
+    from atelier.core.models import utcnow
+    from atelier.core.units import Claimed
+    from atelier.generation.tasks import run_chunk
+    from atelier.workers.leases import Lease
 
     before = objects(job_id)
     with session_scope() as session:
@@ -234,8 +234,8 @@ class Receiver(BaseHTTPRequestHandler):
 def test_webhook_is_signed_retried_and_delivered(stack, admin, model):
     from standardwebhooks import Webhook
 
-    from core import auth
-    from core.db import session_scope
+    from atelier.core import auth
+    from atelier.core.db import session_scope
 
     Receiver.calls.clear()  # the class outlives one parametrization (SQLite, then PostgreSQL)
     server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
@@ -320,7 +320,7 @@ def test_stream_variations_and_interpolation(stack, admin, model):
 
 
 def test_tryon_op_stores_a_preview_per_image_that_the_listing_and_the_route_serve(stack, admin, model):
-    from core.tryon import source_provenance
+    from atelier.tryon.renderer import source_provenance
 
     body = {
         "model": model,

@@ -153,7 +153,7 @@ def test_an_endless_chunked_body_is_cut_at_the_limit(bare_stack, keys, path, sco
 
 
 def _originals(stack) -> set[str]:  # noqa: ANN001
-    from core.storage import ObjectStore
+    from atelier.core.storage import ObjectStore
 
     return {o["Key"] for o in ObjectStore(stack.settings).list("catalogue/originals/")}
 
@@ -238,7 +238,7 @@ def test_one_bad_member_is_one_rejected_entry(bare_stack, keys, name, data, memb
     ],
 )
 def test_stored_photos_carry_no_metadata(bare_stack, keys, name, make):
-    from core.storage import ObjectStore
+    from atelier.core.storage import ObjectStore
 
     before = _originals(bare_stack)
     r = _upload(bare_stack, keys["catalogue"], name, make(seed=21))

@@ -7,7 +7,7 @@ import signal
 import httpx
 import pytest
 
-from core.synthetic import draw_garment, encode
+from atelier.catalogue.synthetic import draw_garment, encode
 from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration

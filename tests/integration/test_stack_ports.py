@@ -7,7 +7,7 @@ import httpx
 import pytest
 import redis
 
-from cli.stack import Stack
+from atelier.cli.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import threading
 import httpx
 import pytest
 
-from core.synthetic import catalogue_zip, make_catalogue
+from atelier.catalogue.synthetic import catalogue_zip, make_catalogue
 from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -19,7 +19,7 @@ CATS = ("dress", "hat", "pants")
 @pytest.fixture(scope="module")
 def catalogue(stack):
     """A small drawn catalogue, uploaded once for this module."""
-    from cli.client import Client
+    from atelier.cli.client import Client
 
     client = Client(stack.api_url, stack.admin_key)
     upload = client.upload(
@@ -65,8 +65,8 @@ def test_training_runs_through_segments_and_registers_a_model(stack, admin, cata
     per_class = metrics["class_truncation"]
     assert per_class is None or (len(per_class) == len(CATS) and set(per_class) <= {0.7, 0.8, 0.9, 1.0})
     assert metrics["truncation"] == (per_class or metrics["default_truncation"])
-    from core.storage import get_store
-    from workers.gan.training import checkpoint_from_bytes
+    from atelier.core.storage import get_store
+    from atelier.gan.training import checkpoint_from_bytes
 
     ckpt = checkpoint_from_bytes(get_store().get(result["checkpoint_key"]))
     assert ckpt["default_truncation"] == metrics["default_truncation"]
@@ -126,9 +126,9 @@ def test_cancel_stops_training_within_a_segment(stack, admin, catalogue):
 
 
 def test_production_is_unique_under_concurrent_promotes(stack, admin, catalogue):
-    from core import registry
-    from core.db import session_scope
-    from core.models import ModelVersion
+    from atelier.core.db import session_scope
+    from atelier.core.models import ModelVersion
+    from atelier.training import registry
 
     ids = []
     with session_scope() as session:

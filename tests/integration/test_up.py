@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli.client import Client
-from cli.stack import free_port
-from core.synthetic import catalogue_zip, make_catalogue
+from atelier.catalogue.synthetic import catalogue_zip, make_catalogue
+from atelier.cli.client import Client
+from atelier.cli.stack import free_port
 from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ def processes_using(data_dir: Path) -> list[int]:
 
 def start_up(data_dir: Path, port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "up", "--data-dir", str(data_dir), "--port", str(port)],
+        [sys.executable, "-m", "atelier.cli.main", "up", "--data-dir", str(data_dir), "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -9,10 +9,10 @@ import resource
 import pytest
 from PIL import Image
 
-from core.archives import Member, Rejected, expand
-from core.config import Settings
-from core.imaging import RejectedImage, validate_image
-from core.metadata import is_bare
+from atelier.catalogue.archives import Member, Rejected, expand
+from atelier.catalogue.metadata import is_bare
+from atelier.catalogue.photos import RejectedImage, validate_image
+from atelier.core.config import Settings
 from tests import hostile
 
 SETTINGS = Settings()  # the defaults: what `atelier up` runs with

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cli.client import ApiError, Client
+from atelier.cli.client import ApiError, Client
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_a_4xx_is_not_retried_and_names_the_detail(flaky):
 def test_demo_contact_sheet_shows_every_design_in_index_order(tmp_path):
     from PIL import Image
 
-    from cli.demo import contact_sheet
+    from atelier.cli.demo import contact_sheet
 
     colours = ["red", "green", "blue", "yellow", "white"] * 3
     for i, colour in enumerate(colours):

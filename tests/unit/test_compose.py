@@ -201,7 +201,7 @@ def _celery_app_problems(spec: str) -> str | None:
 
 
 def _check_celery(argv: list[str]) -> list[str]:
-    from workers.celery_app import QUEUES
+    from atelier.workers.celery_app import QUEUES
 
     spec = option(argv, "-A", "--app")
     if spec is None:
@@ -216,7 +216,9 @@ def _check_celery(argv: list[str]) -> list[str]:
         else:
             unknown = [q for q in queues.split(",") if q not in QUEUES]
             if unknown:
-                problems.append(f"queues {unknown} are not in workers.celery_app.QUEUES {list(QUEUES)}")
+                problems.append(
+                    f"queues {unknown} are not in atelier.workers.celery_app.QUEUES {list(QUEUES)}"
+                )
     return problems
 
 
@@ -235,7 +237,7 @@ def _check_uvicorn(argv: list[str]) -> list[str]:
 
 
 def _check_atelier(argv: list[str]) -> list[str]:
-    from cli.main import cli
+    from atelier.cli.main import cli
 
     command: click.Command = cli
     path, args = ["atelier"], argv[1:]
@@ -285,7 +287,7 @@ def test_every_command_of_our_images_names_real_code(services):
 
 
 def test_every_queue_has_a_worker_and_gpu_queues_run_on_gpus(services):
-    from workers.celery_app import QUEUES
+    from atelier.workers.celery_app import QUEUES
 
     workers = celery_workers(services)
     consumed = {q for queues in workers.values() for q in queues}
@@ -379,11 +381,11 @@ def test_long_running_services_restart_and_one_shots_do_not(services):
 def test_shared_environment_is_valid_production_settings(compose, services, monkeypatch):
     from sqlalchemy.engine import make_url
 
-    from core.config import Settings
+    from atelier.core.config import Settings
 
     env = compose["x-atelier-env"]
     unknown = [k for k in env if k.removeprefix("ATELIER_").lower() not in Settings.model_fields]
-    assert not unknown, f"x-atelier-env sets {unknown}, which are not fields of core.config.Settings"
+    assert not unknown, f"x-atelier-env sets {unknown}, which are not fields of atelier.core.config.Settings"
 
     for name in APP_SERVICES + ("migrate",):
         assert services[name].get("environment") == env, (
@@ -550,8 +552,8 @@ def test_object_store_is_the_embedded_seaweedfs_release(services):
 
 
 def test_presigned_urls_name_the_public_endpoint(compose):
-    from core.config import Settings
-    from core.storage import ObjectStore
+    from atelier.core.config import Settings
+    from atelier.core.storage import ObjectStore
 
     env = compose["x-atelier-env"]
     public = interpolate(env["ATELIER_S3_PUBLIC_ENDPOINT_URL"], {})

@@ -3,7 +3,7 @@ check for the whole stuck time, with the broker reachable."""
 
 import redis
 
-from workers.consumer_watchdog import LoopProbe, Watchdog, queue_keys
+from atelier.workers.consumer_watchdog import LoopProbe, Watchdog, queue_keys
 
 
 def _dog(waiting, busy):  # noqa: ANN001, ANN202

@@ -10,8 +10,8 @@ import zipfile
 import pytest
 from PIL import Image
 
-from core import deepfashion
-from core.synthetic import write_deepfashion_layout, zip_folder
+from atelier.catalogue import deepfashion
+from atelier.catalogue.synthetic import write_deepfashion_layout, zip_folder
 
 
 def append(path, text: str) -> None:  # noqa: ANN001
@@ -76,9 +76,9 @@ def test_crop_follows_the_box(tmp_path):
 
 
 def test_an_import_zip_is_checked_from_its_directory_and_extracted_under_the_caps(tmp_path):
-    from core.archives import extract_tree
-    from core.config import Settings
-    from core.imports import InvalidImport, check_source
+    from atelier.catalogue.archives import extract_tree
+    from atelier.catalogue.imports import InvalidImport, check_source
+    from atelier.core.config import Settings
 
     images = write_deepfashion_layout(tmp_path / "src", 1)
     data = zip_folder(tmp_path / "src", "DeepFashion/")
@@ -125,8 +125,8 @@ def test_an_import_zip_is_checked_from_its_directory_and_extracted_under_the_cap
 
 
 def test_extract_tree_refuses_unsafe_paths_and_rejects_nested_and_oversized_members(tmp_path):
-    from core.archives import extract_tree
-    from core.config import Settings
+    from atelier.catalogue.archives import extract_tree
+    from atelier.core.config import Settings
 
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:

@@ -9,11 +9,13 @@ import zipfile
 import pytest
 from pydantic import ValidationError
 
-from api.generation_schemas import GenerationRequest
-from api.schemas import JobOut
-from core import generation, registry, webhooks
-from core.config import Settings
-from core.models import GeneratedImage, Job, WorkUnit
+from atelier.api.schemas import JobOut
+from atelier.core.config import Settings
+from atelier.core.models import GeneratedImage, Job, WorkUnit
+from atelier.generation import service as generation
+from atelier.generation.schemas import GenerationRequest
+from atelier.training import registry
+from atelier.webhooks import payload as webhooks
 
 CLASSES = ["dress", "skirt", "hat"]
 
@@ -80,8 +82,8 @@ def version(session):
 @pytest.fixture
 def sent(monkeypatch):
     calls = []
-    monkeypatch.setattr("core.queue._background", None)  # send in the committing thread
-    monkeypatch.setattr("core.queue.send_task", lambda name, **kw: calls.append((name, kw)))
+    monkeypatch.setattr("atelier.core.queue._background", None)  # send in the committing thread
+    monkeypatch.setattr("atelier.core.queue.send_task", lambda name, **kw: calls.append((name, kw)))
     return calls
 
 
@@ -215,8 +217,8 @@ class FakeStore:
 
 
 def test_manifest_and_zip_stream_from_disk(session, version, sent, db_url, tmp_path, monkeypatch):
-    from core.config import get_settings
-    from workers.tasks.finalize import write_archive, write_manifest
+    from atelier.core.config import get_settings
+    from atelier.generation.finalize import write_archive, write_manifest
 
     job, _ = generation.submit(
         session=session,

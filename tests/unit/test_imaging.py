@@ -5,11 +5,11 @@ import zipfile
 import pytest
 from PIL import Image
 
-from core.archives import Member, expand
-from core.catalogue import normalize_category
-from core.config import Settings
-from core.imaging import RejectedImage, prepare_for_training, validate_image
-from core.synthetic import catalogue_zip, draw_garment, encode, make_catalogue
+from atelier.catalogue.archives import Member, expand
+from atelier.catalogue.photos import RejectedImage, prepare_for_training, validate_image
+from atelier.catalogue.service import normalize_category
+from atelier.catalogue.synthetic import catalogue_zip, draw_garment, encode, make_catalogue
+from atelier.core.config import Settings
 
 LIMITS = {"max_bytes": 5_000_000, "max_pixels": 4_000_000}
 

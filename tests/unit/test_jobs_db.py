@@ -7,9 +7,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.exc import IntegrityError
 
-from core import jobs
-from core.db import get_engine
-from core.models import Base, Job, ModelVersion, Schedule, ScheduleRun, utcnow
+from atelier.core import jobs
+from atelier.core.db import get_engine
+from atelier.core.models import Base, Job, ModelVersion, Schedule, ScheduleRun, utcnow
 
 
 def test_migrations_and_models_agree(db_url):

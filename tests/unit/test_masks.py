@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from core.colour import rgb_to_lab
-from core.masks import backdrop_colour, border_flood_mask, garment_mask
+from atelier.imaging.colour import rgb_to_lab
+from atelier.imaging.masks import backdrop_colour, border_flood_mask, garment_mask
 from tests.conftest import DATASET
 
 GARMENT = (40, 90, 200)  # a plain blue garment
@@ -74,7 +74,7 @@ def test_a_plain_garment_is_cut_from_a_textured_backdrop(kind, seed):
 def test_the_dominant_colour_of_the_trend_analysis_is_the_garments(kind):
     from datetime import UTC, datetime
 
-    from workers.trends import photo_features
+    from atelier.trends.analysis import photo_features
 
     img, _ = drawn_photo(kind, 7)
     features = photo_features("p", "t-shirt", datetime(2024, 1, 1, tzinfo=UTC), img)
@@ -136,7 +136,7 @@ def test_a_frame_filling_design_that_the_backdrop_model_misses_falls_back_to_one
     # A generated design often fills its frame, so every colour of the border band is also the
     # garment's and the backdrop model can claim the whole image: then the border's median colour
     # is the backdrop (seen on 6 of 69 designs of an early model: try-on answered "no garment").
-    from core import masks
+    from atelier.imaging import masks
 
     arr = np.full((32, 32, 3), (205, 175, 205), np.uint8)
     arr[4:28, 6:26] = (117, 93, 124)

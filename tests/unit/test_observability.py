@@ -19,14 +19,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def api(db_url, monkeypatch) -> TestClient:  # noqa: ANN001
-    from core.config import get_settings
-    from core.db import dispose_engine
+    from atelier.core.config import get_settings
+    from atelier.core.db import dispose_engine
 
     monkeypatch.setenv("ATELIER_DATABASE_URL", db_url)
     monkeypatch.setenv("ATELIER_METRICS_CACHE_SECONDS", "0")
     get_settings.cache_clear()
     dispose_engine()
-    from api.main import app
+    from atelier.api.main import app
 
     yield TestClient(app)
     get_settings.cache_clear()
@@ -45,8 +45,8 @@ def scrape(client: TestClient) -> dict[tuple[str, tuple], float]:
 
 
 def seed_work(session) -> None:  # noqa: ANN001
-    from core import jobs, units
-    from core.models import utcnow
+    from atelier.core import jobs, units
+    from atelier.core.models import utcnow
 
     gen = jobs.create_job(session=session, kind="generate", params={}, total=500, priority="interactive")
     gen.status, gen.progress_done = "running", 120
@@ -112,7 +112,7 @@ def test_request_latency_is_labelled_by_route_template_and_echoes_a_request_id(a
 
 
 def test_api_log_lines_are_json_with_the_request_id(api):
-    from core.logging import JsonFormatter
+    from atelier.core.logging import JsonFormatter
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -132,8 +132,8 @@ def test_api_log_lines_are_json_with_the_request_id(api):
 def test_worker_signals_tag_log_lines_and_count_tasks():
     from prometheus_client import REGISTRY
 
-    from core.logging import JsonFormatter
-    from workers import metrics
+    from atelier.core.logging import JsonFormatter
+    from atelier.workers import metrics
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -161,7 +161,7 @@ def exposed_series(client: TestClient) -> set[str]:
     """Every sample name the API and a worker can expose, including labelled series not yet set."""
     from prometheus_client import REGISTRY
 
-    import workers.metrics  # noqa: F401 - registers the worker series
+    import atelier.workers.metrics  # noqa: F401 - registers the worker series
 
     names = {s.name for f in text_string_to_metric_families(client.get("/metrics").text) for s in f.samples}
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"], "gauge": [""]}

@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from core.config import Settings
-from core.outbound import RefusedDestination, check_destination, post_webhook, redact_url
+from atelier.core.config import Settings
+from atelier.webhooks.outbound import RefusedDestination, check_destination, post_webhook, redact_url
 
 DEFAULT = Settings()
 OPEN = Settings(webhook_allow_networks="127.0.0.0/8,::1/128")

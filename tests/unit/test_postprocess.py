@@ -1,4 +1,4 @@
-"""Post-processing and encoding of generated designs (workers.imaging), on small drawn images."""
+"""Post-processing and encoding of generated designs (generation/postprocess.py), on small drawn images."""
 
 import io
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from workers import imaging
+from atelier.generation import postprocess as imaging
 
 
 def garment(size: int = 32, backdrop=(242, 240, 238), colour=(150, 60, 40), seed: int = 0) -> Image.Image:

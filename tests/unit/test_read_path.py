@@ -5,17 +5,17 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from core import auth, jobs, units
-from core.db import dispose_engine, get_engine, session_scope
-from core.models import ApiKey, Job, utcnow
+from atelier.core import auth, jobs, units
+from atelier.core.db import dispose_engine, get_engine, session_scope
+from atelier.core.models import ApiKey, Job, utcnow
 
 
 @pytest.fixture
 def api(db_url, monkeypatch):
     """The app on the test database; settings from the environment as in production."""
-    from api import key_cache
-    from api.main import app
-    from core.config import get_settings
+    from atelier.api import key_cache
+    from atelier.api.main import app
+    from atelier.core.config import get_settings
 
     def configure(**env):
         for name, value in {"DATABASE_URL": db_url, **env}.items():
@@ -111,7 +111,7 @@ def test_no_free_connection_is_a_quick_503_with_retry_after(api):
 def test_too_many_requests_in_flight_are_answered_503_at_once():
     import asyncio
 
-    from api.overload import ConcurrencyLimit
+    from atelier.api.overload import ConcurrencyLimit
 
     release = asyncio.Event()
 

@@ -3,12 +3,12 @@ from datetime import datetime
 import pytest
 from pydantic import ValidationError
 
-from core import jobs
-from core.auth import create_key, has_scope, hash_key
-from core.config import Settings
-from core.models import ApiKey
-from core.models.base import utcnow
-from core.pagination import BadCursor, decode_cursor, encode_cursor
+from atelier.core import jobs
+from atelier.core.auth import create_key, has_scope, hash_key
+from atelier.core.config import Settings
+from atelier.core.models import ApiKey
+from atelier.core.models.base import utcnow
+from atelier.core.pagination import BadCursor, decode_cursor, encode_cursor
 
 
 def test_production_refuses_development_secrets(monkeypatch):

@@ -1,12 +1,13 @@
 import pytest
 from pydantic import ValidationError
 
-from core import schedules, training
-from core.schedules import RetrainParams
+from atelier.training import schedules
+from atelier.training import service as training
+from atelier.training.schedules import RetrainParams
 
 
 def test_presets_and_archs_match_the_gan_package():
-    from workers.gan.config import ARCHS, PRESETS
+    from atelier.gan.config import ARCHS, PRESETS
 
     assert set(training.PRESETS) == set(PRESETS)
     assert {name: PRESETS[name]["resolution"] for name in PRESETS} == training.PRESETS
@@ -34,7 +35,7 @@ def test_steps_out_of_range():
     ],
 )
 def test_kid_gate_both_ways(new, prod, tol, promoted):
-    from workers.evaluation import kid_gate
+    from atelier.training.evaluation import kid_gate
 
     ok, reason = kid_gate(new, prod, tol, "v1")
     assert ok is promoted

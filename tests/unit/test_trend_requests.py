@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from api.generation_schemas import GenerationRequest
-from core import jobs, trends
-from core.config import Settings
+from atelier.core import jobs
+from atelier.core.config import Settings
+from atelier.generation.schemas import GenerationRequest
+from atelier.trends import service as trends
 
 
 def test_split_count_is_exact_and_proportional():
@@ -54,7 +55,7 @@ def test_generation_follows_only_a_succeeded_report(session):
 def test_periods_are_consecutive_ordinals_with_calendar_labels():
     from datetime import date
 
-    from core.periods import label, ordinal, span
+    from atelier.catalogue.periods import label, ordinal, span
 
     assert label(ordinal(date(2025, 12, 31), "week"), "week") == "2026-W01"  # ISO weeks cross years
     assert label(ordinal(date(2026, 1, 5), "week"), "week") == "2026-W02"

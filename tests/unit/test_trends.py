@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from core.synthetic import SHAPES
-from workers import trend_charts
-from workers.trends import build_trend_report, forecast, photo_features
+from atelier.catalogue.synthetic import SHAPES
+from atelier.trends import charts as trend_charts
+from atelier.trends.analysis import build_trend_report, forecast, photo_features
 
 CATEGORIES = ("dress", "t-shirt", "pants", "skirt")
 RED = (205, 25, 35)

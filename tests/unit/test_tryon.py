@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from core import tryon
-from core.synthetic import SHAPES
-from workers.imaging import encode, read_provenance
+from atelier.catalogue.synthetic import SHAPES
+from atelier.generation.postprocess import encode, read_provenance
+from atelier.tryon import renderer as tryon
 
 GREEN = (0, 255, 0)  # a backdrop no garment here has: any green in a preview is leaked backdrop
 RED = (200, 40, 60)

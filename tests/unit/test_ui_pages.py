@@ -12,20 +12,20 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import String, case, cast, insert, literal, select
 
-from core.pagination import encode_cursor
+from atelier.core.pagination import encode_cursor
 
 N = 100_000
 
 
 @pytest.fixture
 def ui(db_url, monkeypatch):  # noqa: ANN001, ANN201
-    from core.config import get_settings
-    from core.db import dispose_engine
+    from atelier.core.config import get_settings
+    from atelier.core.db import dispose_engine
 
     monkeypatch.setenv("ATELIER_DATABASE_URL", db_url)
     get_settings.cache_clear()
     dispose_engine()
-    from api.main import app
+    from atelier.api.main import app
 
     yield TestClient(app)
     get_settings.cache_clear()
@@ -34,9 +34,9 @@ def ui(db_url, monkeypatch):  # noqa: ANN001, ANN201
 
 def make_key(scopes: list[str], *, owns: str | None = None) -> str:
     """A key's secret; `owns` makes that job the key's (jobs belong to the key that submitted them)."""
-    from core import auth
-    from core.db import session_scope
-    from core.models import Job
+    from atelier.core import auth
+    from atelier.core.db import session_scope
+    from atelier.core.models import Job
 
     with session_scope() as session:
         key, secret = auth.create_key(session=session, name="designer", scopes=scopes)
@@ -75,7 +75,7 @@ def test_sign_in_gives_an_httponly_strict_cookie_without_the_key(ui):
 
 
 def test_forms_need_the_csrf_token_and_scopes_hold(ui, session):
-    from core import jobs
+    from atelier.core import jobs
 
     job = jobs.create_job(session=session, kind="ingest", params={})
     session.commit()
@@ -95,8 +95,8 @@ def test_forms_need_the_csrf_token_and_scopes_hold(ui, session):
 
 def test_a_trend_report_is_requested_with_the_csrf_token_and_listed(ui, monkeypatch):
     sent = []
-    monkeypatch.setattr("core.queue._background", None)  # send in the committing thread, to a list
-    monkeypatch.setattr("core.queue.send_task", lambda name, **kw: sent.append(name))
+    monkeypatch.setattr("atelier.core.queue._background", None)  # send in the committing thread, to a list
+    monkeypatch.setattr("atelier.core.queue.send_task", lambda name, **kw: sent.append(name))
     sign_in(ui, make_key(["read", "submit"]))
     listing = ui.get("/ui/trends")
     assert listing.status_code == 200 and 'href="/ui/trends"' in listing.text  # in the nav
@@ -123,8 +123,8 @@ def test_a_trend_report_is_requested_with_the_csrf_token_and_listed(ui, monkeypa
 
 
 def test_a_session_ends_with_its_key(ui):
-    from core.db import session_scope
-    from core.models import ApiKey, utcnow
+    from atelier.core.db import session_scope
+    from atelier.core.models import ApiKey, utcnow
 
     secret = make_key(["read"])
     sign_in(ui, secret)
@@ -135,9 +135,9 @@ def test_a_session_ends_with_its_key(ui):
 
 
 def test_a_job_of_100000_images_pages_by_cursor_and_filters_without_loading_all(ui, session):
-    from core import jobs
-    from core.models import GeneratedImage, utcnow
-    from core.models.base import UTCDateTime
+    from atelier.core import jobs
+    from atelier.core.models import GeneratedImage, utcnow
+    from atelier.core.models.base import UTCDateTime
 
     cats = [("dress", 60_000), ("hat", 40_000)]
     job = jobs.create_job(
@@ -187,7 +187,7 @@ def test_a_job_of_100000_images_pages_by_cursor_and_filters_without_loading_all(
 
 
 def test_thumbnails_are_small_webp_files_not_the_originals():
-    from api.ui.thumbs import make_thumbnail, thumb_key
+    from atelier.api.ui.thumbs import make_thumbnail, thumb_key
 
     original = io.BytesIO()
     Image.effect_mandelbrot((512, 512), (-2, -1.5, 1, 1.5), 100).convert("RGB").save(original, "PNG")

@@ -1,4 +1,4 @@
-"""The leased-work core (core.units) against SQL (SQLite, and PostgreSQL when configured): claims,
+"""The leased-work core (atelier.core.units) against SQL (SQLite, and PostgreSQL when configured): claims,
 fenced heartbeats, give-back without using deliveries, the reconciler's suspicion before re-queueing,
 the finalize and webhook units, and cancel racing completion."""
 
@@ -6,18 +6,18 @@ from datetime import timedelta
 
 import pytest
 
-from core import jobs, units
-from core.config import get_settings
-from core.models import Job, JobEvent, WorkUnit, utcnow
+from atelier.core import jobs, units
+from atelier.core.config import get_settings
+from atelier.core.models import Job, JobEvent, WorkUnit, utcnow
 
 
 @pytest.fixture
 def sent(monkeypatch):
     """Records the messages sent (the broker itself is covered by integration tests)."""
     calls = []
-    monkeypatch.setattr("core.queue._background", None)  # send in the committing thread
+    monkeypatch.setattr("atelier.core.queue._background", None)  # send in the committing thread
     monkeypatch.setattr(
-        "core.queue.send_task", lambda name, *, kwargs, queue: calls.append((name, kwargs, queue))
+        "atelier.core.queue.send_task", lambda name, *, kwargs, queue: calls.append((name, kwargs, queue))
     )
     return calls
 

@@ -8,9 +8,10 @@ from datetime import timedelta
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from core import auth, webhook_signing
-from core.models import ApiKey
-from core.models.base import utcnow
+from atelier.core import auth
+from atelier.core.models import ApiKey
+from atelier.core.models.base import utcnow
+from atelier.webhooks import signing as webhook_signing
 
 BODY = b'{"id":"j1","status":"succeeded"}'
 

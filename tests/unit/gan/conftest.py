@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from workers.gan.config import preset_config
-from workers.gan.data import prepare_images
+from atelier.gan.config import preset_config
+from atelier.gan.data import prepare_images
 
 REAL_DATASET = Path(__file__).resolve().parents[3] / ".." / "shared" / "datasets" / "clothing-small"
 CATEGORIES = ["dress", "hat", "pants"]

@@ -3,8 +3,8 @@ import json
 from click.testing import CliRunner
 from PIL import Image
 
-from cli.bench_model import bench_generate_bare
-from cli.gan import gan
+from atelier.cli.bench.model import bench_generate_bare
+from atelier.cli.gan import gan
 
 from .conftest import CATEGORIES, draw_garment
 
@@ -46,7 +46,7 @@ def test_train_sample_eval_round_trip(tmp_path):
     for name in ("checkpoint.pt", "grid.png", "losses.png", "judge.pt"):
         assert (out / name).stat().st_size > 0
     # the sweep chose the model's default truncation, as a training job's evaluation does
-    from workers.gan.training import checkpoint_from_bytes
+    from atelier.gan.training import checkpoint_from_bytes
 
     trained = checkpoint_from_bytes((out / "checkpoint.pt").read_bytes())
     chosen = json.loads(res.output.strip().splitlines()[-1])["default_truncation"]
@@ -126,7 +126,7 @@ def test_precision_bf16_train_and_sample_and_default_truncation(tmp_path):
 
 
 def test_gpu_check_smoke_on_cpu_prints_one_json_object(tmp_path):
-    from cli.bench_model import bench
+    from atelier.cli.bench.model import bench
 
     data = _catalogue(tmp_path / "data")
     res = CliRunner().invoke(
@@ -157,7 +157,7 @@ def test_finetune_from_a_parent_and_the_gate_verdict(tmp_path):
     assert res.exit_code == 0, res.output
     assert "fine-tuning" in res.output
     # the fine-tune counts its own steps and keeps the parent's image count (the EMA ramp goes on)
-    from workers.gan.training import checkpoint_from_bytes
+    from atelier.gan.training import checkpoint_from_bytes
 
     child = checkpoint_from_bytes((tmp_path / "child" / "checkpoint.pt").read_bytes())
     before = checkpoint_from_bytes(parent.read_bytes())
@@ -184,7 +184,7 @@ def test_set_overrides_a_preset_field_and_names_what_is_wrong(tmp_path):
     base = _quick_train(data, "--out", str(out))
     res = CliRunner().invoke(gan, [*base, "--set", "aux_weight=0.2", "--set", "class_balance=0.5"])
     assert res.exit_code == 0, res.output
-    from workers.gan.training import checkpoint_from_bytes
+    from atelier.gan.training import checkpoint_from_bytes
 
     cfg = checkpoint_from_bytes((out / "checkpoint.pt").read_bytes())["config"]
     assert cfg["aux_weight"] == 0.2 and cfg["class_balance"] == 0.5
@@ -214,7 +214,7 @@ def test_set_on_a_resumed_run_is_refused_and_on_a_finetune_applies_training_fiel
     tune = [*base, "--out", str(child), "--finetune-from", parent]
     res = runner.invoke(gan, [*tune, "--set", "aux_weight=0.5"])
     assert res.exit_code == 0, res.output
-    from workers.gan.training import checkpoint_from_bytes
+    from atelier.gan.training import checkpoint_from_bytes
 
     assert checkpoint_from_bytes((child / "checkpoint.pt").read_bytes())["config"]["aux_weight"] == 0.5
     shape = runner.invoke(gan, [*tune, "--no-resume", "--set", "w_dim=64"])

@@ -4,10 +4,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from workers.gan.data import dataset_from_bytes, dataset_to_bytes, load_folder, pad_to_square, prepare_images
-from workers.gan.figures import loss_curve_png, sample_grid_png
-from workers.gan.sampling import load_generator
-from workers.gan.training import new_state, state_to_checkpoint, train
+from atelier.gan.data import dataset_from_bytes, dataset_to_bytes, load_folder, pad_to_square, prepare_images
+from atelier.gan.figures import loss_curve_png, sample_grid_png
+from atelier.gan.sampling import load_generator
+from atelier.gan.training import new_state, state_to_checkpoint, train
 
 from .conftest import CATEGORIES, draw_garment, make_catalogue, real_dataset_or_skip, tiny_config
 

@@ -2,9 +2,9 @@
 
 import torch
 
-from workers.evaluation import promotion_gate
-from workers.gan.config import preset_config
-from workers.gan.training import finetune_state, new_state, state_to_checkpoint, train
+from atelier.gan.config import preset_config
+from atelier.gan.training import finetune_state, new_state, state_to_checkpoint, train
+from atelier.training.evaluation import promotion_gate
 
 from .conftest import CATEGORIES, tiny_config
 

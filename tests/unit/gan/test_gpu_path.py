@@ -8,11 +8,11 @@ channels_last weights, exactly as ``precision="bf16", channels_last=True`` does 
 import pytest
 import torch
 
-from workers.gan.judge import train_judge
-from workers.gan.metrics import evaluate
-from workers.gan.networks import Discriminator, Generator, minibatch_stddev, minibatch_stddev_by_label
-from workers.gan.sampling import generate, interpolate, load_generator, variations
-from workers.gan.training import new_state, state_to_checkpoint, train, train_step
+from atelier.gan.judge import train_judge
+from atelier.gan.metrics import evaluate
+from atelier.gan.networks import Discriminator, Generator, minibatch_stddev, minibatch_stddev_by_label
+from atelier.gan.sampling import generate, interpolate, load_generator, variations
+from atelier.gan.training import new_state, state_to_checkpoint, train, train_step
 
 from .conftest import CATEGORIES, tiny_config
 
@@ -169,7 +169,7 @@ def test_unknown_precision_is_refused():
 
 
 def test_ada_raises_p_when_d_is_sure_of_the_reals_and_lowers_it_otherwise():
-    from workers.gan.training import _ada_update
+    from atelier.gan.training import _ada_update
 
     state = new_state(_cfg(ada_interval=2, ada_kimg=1.0), CATEGORIES, seed=0)
     p0 = float(state.aug_p)

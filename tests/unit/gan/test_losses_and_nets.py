@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from workers.gan.config import PRESETS, GanConfig, preset_config
-from workers.gan.losses import d_loss, g_loss
-from workers.gan.networks import build_networks
+from atelier.gan.config import PRESETS, GanConfig, preset_config
+from atelier.gan.losses import d_loss, g_loss
+from atelier.gan.networks import build_networks
 
 from .conftest import tiny_config
 
@@ -62,7 +62,7 @@ def test_preset_config_validates():
 
 
 def test_mbstd_by_label_sees_collapse_within_a_label():
-    from workers.gan.networks import minibatch_stddev_by_label
+    from atelier.gan.networks import minibatch_stddev_by_label
 
     labels = torch.tensor([0, 0, 1, 1, 2])
     x = torch.randn(5, 3, 4, 4)

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from workers.gan.judge import judge_from_bytes, judge_to_bytes, train_judge
-from workers.gan.metrics import evaluate, gan_test_accuracy, kid, novelty, precision_recall
-from workers.gan.training import new_state, train
+from atelier.gan.judge import judge_from_bytes, judge_to_bytes, train_judge
+from atelier.gan.metrics import evaluate, gan_test_accuracy, kid, novelty, precision_recall
+from atelier.gan.training import new_state, train
 
 from .conftest import CATEGORIES, tiny_config
 
@@ -97,7 +97,7 @@ def test_judge_answers_as_if_every_category_were_equally_likely(tiny_dataset):
 
 
 def test_truncation_sweep_keeps_diversity_and_does_not_refuse_for_noise(monkeypatch):
-    from workers.gan import metrics
+    from atelier.gan import metrics
 
     # rows measured on one tiny model (aux 0.3, seed 0; a judge without the prior correction):
     # truncation buys GAN-test and costs recall
@@ -137,7 +137,7 @@ NEAR_F = REAL_F + 0.05 * torch.randn(200, 8, generator=torch.Generator().manual_
 def _sweep(monkeypatch, hits: dict, fake_f: dict, **kwargs) -> dict:
     """truncation_sweep over 1.0 and 0.8 with these per-image verdicts and KID features. 0.8 as one
     value for every category costs too much recall (0.5 against 0.9): the global default stays 1.0."""
-    from workers.gan import metrics
+    from atelier.gan import metrics
 
     def fake_evaluate(G, judge, dataset, truncation, keep_samples=False, **kw):
         h = hits[truncation]
@@ -196,7 +196,7 @@ def test_truncation_sweep_gives_a_category_back_when_the_mix_loses_diversity(mon
 
 
 def test_swept_metrics_reports_the_choice_on_seeds_it_never_saw(monkeypatch):
-    from workers.gan import metrics
+    from atelier.gan import metrics
 
     calls = []
 

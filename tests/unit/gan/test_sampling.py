@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from workers.gan.sampling import encode_png, generate, interpolate, load_generator, to_hwc, variations
-from workers.gan.training import new_state, state_to_checkpoint, train
+from atelier.gan.sampling import encode_png, generate, interpolate, load_generator, to_hwc, variations
+from atelier.gan.training import new_state, state_to_checkpoint, train
 
 from .conftest import CATEGORIES, tiny_config
 

@@ -1,6 +1,6 @@
 import torch
 
-from workers.gan.training import (
+from atelier.gan.training import (
     checkpoint_from_bytes,
     checkpoint_to_bytes,
     finetune_state,

@@ -1,0 +1,86 @@
+"""API keys looked up once and trusted for a few seconds, so that a poller costs no key query.
+
+Keyed by the SHA-256 of the secret (the secret itself is never kept). Only keys that were found are
+cached: a new key works at once, a revoked one stops working within the TTL
+(ATELIER_API_KEY_CACHE_SECONDS; 0 turns the cache off).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from atelier.core import auth
+from atelier.core.db import session_scope
+
+MAX_ENTRIES = 10_000
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What the routes use of an API key: its id (owner of jobs), name and scopes."""
+
+    id: str
+    name: str
+    scopes: tuple[str, ...]
+    expires_at: datetime | None = None
+
+
+class KeyCache:
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, KeyInfo]] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, secret: str, *, ttl: float) -> KeyInfo | None:
+        key_hash = auth.hash_key(secret)
+        now = time.monotonic()
+        entry = self._entries.get(key_hash)
+        if entry is not None and entry[0] > now and self.cached(secret) is not None:
+            return entry[1]
+        with session_scope(readonly=True) as session:
+            key = auth.find_key(session=session, secret=secret)
+            info = (
+                None
+                if key is None
+                else KeyInfo(id=key.id, name=key.name, scopes=tuple(key.scopes), expires_at=key.expires_at)
+            )
+        with self._lock:
+            if info is None or ttl <= 0:
+                self._entries.pop(key_hash, None)
+            else:
+                if len(self._entries) >= MAX_ENTRIES:  # many keys: start over rather than grow
+                    self._entries.clear()
+                self._entries[key_hash] = (now + ttl, info)
+        return info
+
+    def cached(self, secret: str) -> KeyInfo | None:
+        """The cached key if it is still fresh, without touching the database."""
+        entry = self._entries.get(auth.hash_key(secret))
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        info = entry[1]
+        if info.expires_at is not None and info.expires_at <= datetime.now(UTC):
+            return None  # an expiry takes effect on time, cache or not
+        return info
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+keys = KeyCache()
+
+
+async def resolve(secret: str) -> KeyInfo | None:
+    """The key for a secret: from the cache on the event loop, else read on a thread (and cached)."""
+    from anyio import to_thread
+
+    from atelier.core.config import get_settings
+
+    key = keys.cached(secret)
+    if key is None:
+        ttl = get_settings().api_key_cache_seconds
+        key = await to_thread.run_sync(lambda: keys.lookup(secret, ttl=ttl))
+    return key

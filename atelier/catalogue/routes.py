@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+
+from atelier.api.deps import CatalogueKey, ReadKey, SessionDep, SettingsDep, StoreDep, invalid
+from atelier.api.schemas import CatalogueImageOut, CataloguePage, CatalogueStats, JobOut, UploadResult, errors
+from atelier.catalogue import imports
+from atelier.catalogue import service as catalogue
+from atelier.catalogue.periods import PERIODS
+from atelier.core import jobs, units
+from atelier.core.models import CatalogueImage
+from atelier.core.pagination import MAX_LIMIT, BadCursor, page
+from atelier.core.params import IngestParams
+
+router = APIRouter(prefix="/v1/catalogue", tags=["catalogue"], responses=errors(401, 403, 413, 422))
+
+
+@router.post(
+    "/images",
+    status_code=201,
+    response_model=UploadResult,
+    # a 422 is a bad field, or no file accepted: then `rejected` (an extra field) says why
+    responses=errors(400, 413, 422),
+)
+def upload_images(
+    key: CatalogueKey,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    files: Annotated[
+        list[UploadFile], File(description="JPEG/PNG/WebP photos, or ZIPs of category folders", min_length=1)
+    ],
+    category: Annotated[str | None, Form()] = None,
+    captured_at: Annotated[
+        str | None, Form(description="ISO 8601 date or datetime the photos were taken; default: now")
+    ] = None,
+):
+    try:
+        captured = catalogue.parse_captured_at(captured_at)
+    except ValueError as exc:
+        raise invalid("body", "captured_at", msg=str(exc)) from exc
+    # The body arrived within ATELIER_MAX_REQUEST_BYTES (api/limits.py) and each file is spooled on disk
+    # by the multipart parser: from here on one photo at a time is in memory.
+    if len(files) > settings.max_upload_files:
+        raise HTTPException(
+            413,
+            detail=f"{len(files)} files in one request, the limit is {settings.max_upload_files} "
+            "(ATELIER_MAX_UPLOAD_FILES)",
+        )
+    uploads = [catalogue.UploadFile(f.filename or "upload", f.file) for f in files]
+    try:
+        result = catalogue.ingest_uploads(
+            session=session,
+            store=store,
+            settings=settings,
+            uploads=uploads,
+            category=category,
+            captured_at=captured,
+        )
+    except ValueError as exc:
+        raise invalid("body", "category", msg=str(exc)) from exc
+    job = None
+    if result.new_ids:
+        job = jobs.create_job(
+            session=session,
+            kind="ingest",
+            params=IngestParams(image_ids=result.new_ids).model_dump(),
+            total=len(result.new_ids),
+            api_key_id=key.id,
+        )
+        units.start_work(session, job)
+    body = UploadResult(
+        accepted=result.accepted, rejected=result.rejected, job=JobOut.of(job, key) if job else None
+    )
+    if not result.accepted:
+        session.commit()
+        return JSONResponse(
+            {"detail": "no file was accepted", **body.model_dump(mode="json")}, status_code=422
+        )
+    return body
+
+
+@router.post("/imports", status_code=202, response_model=JobOut, responses=errors(413, 422))
+def import_dataset(
+    key: CatalogueKey,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="a ZIP of the data set in its layout")],
+    format: Annotated[Literal["deepfashion"], Form(description="the layout of the ZIP")] = "deepfashion",  # noqa: A002
+    mapping: Annotated[
+        str | None,
+        Form(description="JSON object: data set category -> catalogue category (null skips)"),
+    ] = None,
+    partitions: Annotated[
+        str | None, Form(description="comma-separated: train, val, test; default: every photo")
+    ] = None,
+    crop: Annotated[bool, Form(description="crop each photo to its bounding box, where it has one")] = True,
+    captured_at: Annotated[
+        str | None, Form(description="ISO 8601 date or datetime the photos were taken; default: now")
+    ] = None,
+):
+    """An `ingest` job that imports a data set ZIP (DeepFashion's Category and Attribute Prediction
+    layout): photos go through the uploads' validation, dedupe and metadata stripping; malformed
+    annotation lines are listed in the job's result and do not stop it."""
+    try:
+        captured = catalogue.parse_captured_at(captured_at)
+    except ValueError as exc:
+        raise invalid("body", "captured_at", msg=str(exc)) from exc
+    try:
+        job = imports.submit(
+            session=session,
+            store=store,
+            settings=settings,
+            fileobj=file.file,
+            fmt=format,
+            mapping=mapping,
+            partitions=partitions,
+            crop=crop,
+            captured_at=captured,
+            api_key_id=key.id,
+        )
+    except imports.InvalidImport as exc:
+        raise invalid("body", exc.field, msg=str(exc)) from exc
+    return JobOut.of(job, key)
+
+
+@router.get("/images", response_model=CataloguePage)
+def list_images(
+    _: ReadKey,
+    session: SessionDep,
+    store: StoreDep,
+    category: str | None = None,
+    since: str | None = Query(None, description="ISO 8601 date or datetime; images created at or after"),
+    limit: int = Query(100, ge=1, le=MAX_LIMIT),
+    cursor: str | None = None,
+):
+    stmt = select(CatalogueImage)
+    if category:
+        stmt = stmt.where(CatalogueImage.category == category.strip().lower())
+    try:
+        since_at = catalogue.parse_since(since)
+    except ValueError as exc:
+        raise invalid("query", "since", msg=str(exc)) from exc
+    if since_at:
+        stmt = stmt.where(CatalogueImage.created_at >= since_at)
+    try:
+        rows, next_cursor = page(
+            stmt,
+            session=session,
+            time_col=CatalogueImage.created_at,
+            id_col=CatalogueImage.id,
+            limit=limit,
+            cursor=cursor,
+        )
+    except BadCursor as exc:
+        raise invalid("query", "cursor", msg=str(exc)) from exc
+    return CataloguePage(
+        items=[CatalogueImageOut.of(r, store.presign(r.key)) for r in rows], next_cursor=next_cursor
+    )
+
+
+@router.get("/stats", response_model=CatalogueStats)
+def catalogue_stats(
+    _: ReadKey,
+    session: SessionDep,
+    period: str = Query("month", description="groups `per_period` by captured_at: week, month or season"),
+):
+    if period not in PERIODS:
+        raise invalid("query", "period", msg=f"unknown period {period!r}; one of {', '.join(PERIODS)}")
+    return CatalogueStats(**catalogue.stats(session=session, period=period))

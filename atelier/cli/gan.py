@@ -1,0 +1,430 @@
+"""`atelier gan ...`: train, sample and evaluate on a local folder, without the stack.
+
+    atelier gan train  --data DIR --preset tiny --minutes 10 --out OUT  -> checkpoint.pt, grid.png, losses.png
+                                     (then a truncation sweep with OUT/judge.pt chooses the default)
+    atelier gan sample --checkpoint F --per-category 70 --out OUT        -> OUT/<category>/<index>.png
+    atelier gan eval   --checkpoint F --data DIR [--sweep]               -> JSON metrics on stdout
+                                     (--sweep: choose the default truncation, store it in F)
+
+--precision bf16 runs the GPU numerics (bf16 autocast; channels_last is the default everywhere) on any
+device: on the CPU it is slower, but it is how a CUDA worker's code path is tried without a GPU.
+
+torch is imported inside the commands so that `atelier` itself starts on machines without it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+def _load_dataset(data: str, resolution: int, cache: str | None):
+    from atelier.gan.data import dataset_from_bytes, dataset_to_bytes, prepare_folder
+
+    cache_file = Path(cache) / f"{Path(data).resolve().name}-{resolution}.pt" if cache else None
+    if cache_file and cache_file.exists():
+        return dataset_from_bytes(cache_file.read_bytes())
+    d = prepare_folder(data, resolution)
+    if cache_file:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        cache_file.write_bytes(dataset_to_bytes(d))
+    return d
+
+
+def _judge(judge_path: str | Path | None, dataset: dict, epochs: int, seconds: float | None):  # noqa: ANN202
+    """The judge in ``judge_path`` if it exists and knows these categories, else one trained (and saved
+    there) on ``dataset`` for ``epochs`` (``seconds`` caps the time)."""
+    from atelier.gan.judge import judge_from_bytes, judge_to_bytes, train_judge
+
+    if judge_path and Path(judge_path).exists():
+        judge = judge_from_bytes(Path(judge_path).read_bytes())
+        if judge.num_classes == len(dataset["class_names"]):
+            return judge
+        click.echo(f"{judge_path} judges other categories: training a new one", err=True)
+    click.echo(f"training the judge ({epochs} epochs)", err=True)
+    judge, info = train_judge(dataset, seed=0, epochs=epochs, seconds=seconds)
+    click.echo(
+        f"judge: {info['heldout_accuracy']:.3f} on held-out photos after {info['epochs']} epochs", err=True
+    )
+    if judge_path:
+        Path(judge_path).write_bytes(judge_to_bytes(judge))
+    return judge
+
+
+def _judge_options(f):
+    f = click.option("--judge-seconds", type=float, default=None, help="cap on the judge's training time")(f)
+    f = click.option(
+        "--judge-epochs",
+        type=click.IntRange(1),
+        default=25,
+        show_default=True,
+        help="the judge's epochs (cosine schedule: the same ruler on any machine)",
+    )(f)
+    return click.option(
+        "--judge",
+        "judge_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="judge file: loaded if it exists and knows the categories, else trained and saved there",
+    )(f)
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _precision_option(f):
+    return click.option(
+        "--precision",
+        type=click.Choice(["bf16", "fp32"]),
+        default=None,
+        help="autocast precision of the G and D passes (default: bf16 on CUDA, fp32 on the CPU)",
+    )(f)
+
+
+@click.group()
+def gan():
+    """Train, sample and evaluate GANs locally (no API, queue or S3)."""
+
+
+# Fields that --set must not change behind the option or data that decides them (a preset's widths and
+# R1 gamma follow --preset and --resolution; the categories come from DATA).
+_OWN_OPTIONS = {
+    "preset": "use --preset",
+    "arch": "use --arch",
+    "resolution": "use --resolution",
+    "num_classes": "the categories are DATA's folders",
+}
+
+
+def _parse_overrides(cfg, overrides: tuple[str, ...]) -> dict:  # noqa: ANN001 - GanConfig
+    """`FIELD=VALUE` pairs over a preset, each VALUE parsed as the field's current type."""
+    values = cfg.to_dict()
+    parsed: dict = {}
+    for item in overrides:
+        name, sep, raw = item.partition("=")
+        if not sep or name not in values:
+            known = ", ".join(sorted(values))
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {known}")
+        if name in _OWN_OPTIONS:
+            raise ValueError(f"--set {name}: {_OWN_OPTIONS[name]}")
+        current = values[name]
+        if isinstance(current, bool):
+            parsed[name] = raw.lower() in ("1", "true", "yes", "on")
+        elif isinstance(current, (int, float)):
+            try:
+                parsed[name] = type(current)(raw)
+            except ValueError:
+                raise ValueError(f"--set {name}: {raw!r} is not a {type(current).__name__}") from None
+        elif isinstance(current, str):
+            parsed[name] = raw
+        else:
+            raise ValueError(f"--set {name}: only number, flag and text fields can be set here")
+    if "augment" in parsed:
+        from atelier.gan.augment import parse_policy
+
+        try:
+            parse_policy(parsed["augment"])
+        except ValueError as exc:
+            raise ValueError(f"--set augment: {exc}") from None
+    return parsed
+
+
+def _with_overrides(cfg, overrides: tuple[str, ...]):  # noqa: ANN001, ANN202 - GanConfig
+    from atelier.gan.config import GanConfig
+
+    return GanConfig.from_dict({**cfg.to_dict(), **_parse_overrides(cfg, overrides)})
+
+
+@gan.command()
+@click.option(
+    "--data", required=True, type=click.Path(exists=True, file_okay=False), help="one folder per category"
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--preset", default="tiny", show_default=True, type=click.Choice(["tiny", "small", "base"]))
+@click.option("--arch", default="atelier", show_default=True, type=click.Choice(["atelier", "dcgan"]))
+@click.option("--resolution", type=int, default=None, help="power of two, 16..256 (default: the preset's)")
+@click.option("--minutes", type=float, default=None, help="wall-clock budget")
+@click.option("--steps", type=int, default=None, help="step budget (whichever of minutes/steps ends first)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--resume/--no-resume", default=True, show_default=True, help="continue OUT/checkpoint.pt if present"
+)
+@click.option(
+    "--finetune-from",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="a parent checkpoint to continue on DATA as the nightly retrain does (its G_ema, Adam moments "
+    "and weight shapes; the preset's training settings)",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="override one preset field for an ablation, e.g. --set aux_weight=0.2 (repeatable)",
+)
+@click.option(
+    "--cache", type=click.Path(file_okay=False), default=None, help="folder for the prepared tensor file"
+)
+@click.option(
+    "--sweep/--no-sweep",
+    default=True,
+    show_default=True,
+    help="after training, choose the model's default truncation with the judge (default: OUT/judge.pt), "
+    "as a training job does",
+)
+@_judge_options
+@click.option("--threads", type=int, default=None, help="torch CPU threads")
+@click.option("--device", default=None, help="cpu or cuda (default: cuda when available)")
+@_precision_option
+def train(
+    data, out, preset, arch, resolution, minutes, steps, seed, resume, finetune_from, overrides, cache,
+    sweep, judge_path, judge_epochs, judge_seconds, threads, device, precision,
+):  # fmt: skip
+    """Train a GAN on DATA and write checkpoint.pt, grid.png and losses.png to OUT."""
+    import torch
+
+    from atelier.gan.config import preset_config
+    from atelier.gan.figures import loss_curve_png, sample_grid_png
+    from atelier.gan.sampling import load_generator
+    from atelier.gan.training import (
+        checkpoint_from_bytes,
+        checkpoint_to_bytes,
+        finetune_state,
+        new_state,
+        state_from_checkpoint,
+        state_to_checkpoint,
+    )
+    from atelier.gan.training import train as train_loop
+
+    _set_threads(threads)
+    if minutes is None and steps is None:
+        minutes = 10.0
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / "checkpoint.pt"
+    try:
+        cfg = _with_overrides(preset_config(preset, resolution, arch), overrides)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    dataset = _load_dataset(data, cfg.resolution, cache)
+    names = dataset["class_names"]
+    click.echo(f"{dataset['images'].shape[0]} images, {len(names)} categories: {', '.join(names)}", err=True)
+    fast = {"precision": precision}  # channels_last: the device default (NHWC on CPU and CUDA)
+    if resume and ckpt_path.exists():
+        if overrides:
+            # A resumed run keeps the config it started with: a silently ignored --set would mislabel
+            # an ablation.
+            raise click.BadParameter(
+                f"{ckpt_path} exists and is resumed with its own config; use --no-resume to train "
+                "a new model with these settings",
+                param_hint="--set",
+            )
+        state = state_from_checkpoint(checkpoint_from_bytes(ckpt_path.read_bytes()), device=device, **fast)
+        if state.class_names != names:
+            raise click.ClickException(f"{ckpt_path} was trained on other categories; use --no-resume")
+        click.echo(f"resuming at step {state.step}", err=True)
+    elif finetune_from:
+        parent = checkpoint_from_bytes(Path(finetune_from).read_bytes())
+        try:
+            state = finetune_state(
+                parent, names, seed=seed, device=device, overrides=_parse_overrides(cfg, overrides), **fast
+            )
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--set") from exc
+        click.echo(f"fine-tuning {finetune_from} (its step {parent['step']}) on {data}", err=True)
+    else:
+        state = new_state(cfg, names, seed=seed, device=device, **fast)
+
+    def progress(p):
+        click.echo(
+            f"step {p['step']}  loss_d {p['loss_d']:.3f}  loss_g {p['loss_g']:.3f}  "
+            f"{p['steps_per_s']:.2f} steps/s  cpu {p['cpu_s']:.0f}s",
+            err=True,
+        )
+
+    train_loop(
+        state,
+        dataset,
+        steps=steps,
+        seconds=None if minutes is None else minutes * 60,
+        progress_fn=progress,
+        progress_every=100,
+    )
+    ckpt = state_to_checkpoint(state)
+    ckpt_path.write_bytes(checkpoint_to_bytes(ckpt))
+    G, _, _ = load_generator(ckpt, device, **fast)
+    truncation = 1.0
+    if sweep:  # the trained checkpoint is already on disk: a failed sweep loses no training
+        from atelier.core.config import get_settings
+        from atelier.gan.metrics import SWEPT_CHECKPOINT_FIELDS, chosen_truncation, swept_metrics
+
+        judge = _judge(judge_path or out_dir / "judge.pt", dataset, judge_epochs, judge_seconds)
+        settings = get_settings()
+        click.echo(f"truncation sweep over {', '.join(map(str, settings.truncation_values))}", err=True)
+        # seeds 20,000+: neither `gan eval`'s (10,000+) nor `gan sample`'s (0+)
+        swept = swept_metrics(
+            G, judge, dataset, settings.truncation_values, n_per_class=settings.eval_per_class,
+            seed=20_000, max_real=settings.eval_max_real,
+        )  # fmt: skip
+        truncation = chosen_truncation(swept)
+        ckpt.update({k: swept[k] for k in SWEPT_CHECKPOINT_FIELDS})
+        ckpt_path.write_bytes(checkpoint_to_bytes(ckpt))
+    (out_dir / "grid.png").write_bytes(sample_grid_png(G, names, per_row=8, seed=seed, truncation=truncation))
+    (out_dir / "losses.png").write_bytes(loss_curve_png(state.history))
+    click.echo(
+        json.dumps(
+            {
+                "step": state.step,
+                "precision": state.precision,
+                "default_truncation": ckpt.get("default_truncation", 1.0),
+                "class_truncation": ckpt.get("class_truncation"),
+                "checkpoint": str(ckpt_path),
+                "grid": str(out_dir / "grid.png"),
+                "losses": str(out_dir / "losses.png"),
+            }
+        )
+    )
+
+
+@gan.command()
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--per-category", type=int, default=70, show_default=True)
+@click.option("--category", "categories", multiple=True, help="only these categories (repeatable)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--truncation",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="default: the model's own (chosen by the sweep of `atelier gan train` or `gan eval --sweep`)",
+)
+@click.option("--device", default=None)
+@_precision_option
+def sample(checkpoint, out, per_category, categories, seed, truncation, device, precision):
+    """Write OUT/<category>/<index>.png; image i (over the whole request) has seed SEED + i."""
+    import torch
+
+    from atelier.gan.sampling import encode_png, generate, load_generator, resolve_truncation
+    from atelier.gan.training import checkpoint_from_bytes
+    from atelier.generation.batches import run_batches
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    ckpt = checkpoint_from_bytes(Path(checkpoint).read_bytes())
+    G, cfg, names = load_generator(ckpt, device, precision)
+    truncation = resolve_truncation(G, truncation)  # None: the model's own, per category where chosen
+    unknown = [c for c in categories if c not in names]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown categories {unknown}; the model knows {names}", param_hint="--category"
+        )
+    chosen = [c for c in names if not categories or c in categories]
+    labels = [names.index(c) for c in chosen for _ in range(per_category)]
+    out_dir = Path(out)
+    for c in chosen:
+        (out_dir / c).mkdir(parents=True, exist_ok=True)
+
+    def produce(indices: list[int]):  # noqa: ANN202
+        return generate(
+            G, seeds=[seed + i for i in indices], labels=[labels[i] for i in indices], truncation=truncation
+        )
+
+    def encode(image, i: int) -> int:  # noqa: ANN001
+        y = labels[i]
+        text = {
+            "generator": f"atelier-{cfg.arch}",
+            "seed": seed + i,
+            "category": names[y],
+            "truncation": truncation[y] if isinstance(truncation, list) else truncation,
+        }
+        (out_dir / names[y] / f"{i}.png").write_bytes(encode_png(image, text=text))
+        return 1
+
+    # the worker's own generate-while-encoding loop: PNG encoding on every core meanwhile
+    done: list[int] = []
+    run_batches(range(len(labels)), produce=produce, encode=encode, consume=done.extend, batch=256)
+    written = len(done)
+    click.echo(json.dumps({"written": written, "out": str(out_dir), "categories": chosen}))
+
+
+@gan.command(name="eval")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False))
+@_judge_options
+@click.option("--n-per-class", type=int, default=100, show_default=True)
+@click.option("--seed", type=int, default=10_000, show_default=True)
+@click.option("--truncation", type=click.FloatRange(0.0, 1.0), default=None, help="default: the model's own")
+@click.option(
+    "--sweep",
+    is_flag=True,
+    help="evaluate truncation 1.0/0.9/0.8/0.7, store the chosen default in the checkpoint",
+)
+@click.option("--cache", type=click.Path(file_okay=False), default=None)
+@click.option("--threads", type=int, default=None)
+def eval_cmd(
+    checkpoint,
+    data,
+    judge_path,
+    judge_epochs,
+    judge_seconds,
+    n_per_class,
+    seed,
+    truncation,
+    sweep,
+    cache,
+    threads,
+):
+    """Print JSON metrics: judge accuracy, GAN-test accuracy, KID, precision/recall, novelty."""
+    from atelier.gan.metrics import SWEPT_CHECKPOINT_FIELDS, evaluate, swept_metrics
+    from atelier.gan.sampling import load_generator
+    from atelier.gan.training import checkpoint_from_bytes, checkpoint_to_bytes
+
+    _set_threads(threads)
+    ckpt = checkpoint_from_bytes(Path(checkpoint).read_bytes())
+    G, cfg, names = load_generator(ckpt, "cpu")
+    dataset = _load_dataset(data, cfg.resolution, cache)
+    if dataset["class_names"] != names:
+        raise click.ClickException(f"categories differ: checkpoint {names}, data {dataset['class_names']}")
+    judge = _judge(judge_path, dataset, judge_epochs, judge_seconds)
+    if sweep:
+        metrics = swept_metrics(G, judge, dataset, n_per_class=n_per_class, seed=seed)
+        ckpt.update({k: metrics[k] for k in SWEPT_CHECKPOINT_FIELDS})
+        Path(checkpoint).write_bytes(checkpoint_to_bytes(ckpt))
+    else:
+        metrics = evaluate(G, judge, dataset, n_per_class=n_per_class, seed=seed, truncation=truncation)
+    metrics.update(
+        step=ckpt["step"], arch=cfg.arch, preset=cfg.preset, resolution=cfg.resolution, categories=names
+    )
+    json.dump(metrics, sys.stdout)
+    sys.stdout.write("\n")
+
+
+@gan.command()
+@click.option("--candidate", required=True, type=click.File(), help="its `atelier gan eval` JSON")
+@click.option("--production", required=True, type=click.File(), help="its `atelier gan eval` JSON")
+@click.option("--kid-tolerance", type=float, default=0.0, show_default=True, help="added to the KID margin")
+@click.option("--sigmas", type=float, default=None, help="default: ATELIER_PROMOTION_SIGMAS")
+def gate(candidate, production, kid_tolerance, sigmas):
+    """Print the nightly promotion gate's verdict on two evaluations of the same judge and data."""
+    from atelier.core.config import get_settings
+    from atelier.training.evaluation import promotion_gate
+
+    sigmas = get_settings().promotion_sigmas if sigmas is None else sigmas
+    name = Path(production.name).name  # the file stands for the production model's id
+    promote, reason = promotion_gate(
+        json.load(candidate), json.load(production), name, tolerance=kid_tolerance, sigmas=sigmas
+    )
+    json.dump({"promote": promote, "reason": reason, "sigmas": sigmas}, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    gan()

@@ -1,0 +1,307 @@
+"""The `atelier` command: the embedded stack, the demo, keys, and a thin client of the HTTP API."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from atelier.cli.options import api_option, key_option, make_client
+
+
+@click.group()
+def cli() -> None:
+    """Atelier: turn a fashion catalogue into new clothing designs."""
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), default=Path(".atelier"), show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True, help="API port on 127.0.0.1")
+def up(data_dir: Path, port: int) -> None:
+    """Run the embedded stack in the foreground until Ctrl-C or SIGTERM."""
+    from atelier.cli.stack import Stack
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    t0 = time.monotonic()
+    stack = Stack(data_dir, api_port=port)
+    stack.start()
+    click.echo(f"Atelier is up in {time.monotonic() - t0:.1f} s")
+    click.echo(f"  API       {stack.api_url}   (docs at {stack.api_url}/docs)")
+    click.echo(f"  admin key {stack.data_dir / 'admin.key'}")
+    click.echo(f"  S3        {stack.s3_url}  bucket {stack.settings.s3_bucket}")
+    click.echo(f"  broker    {stack.broker_url}")
+    click.echo(f"  gallery   {stack.api_url}/ui   (sign in with the admin key)")
+    click.echo(f"  metrics   {stack.api_url}/metrics, " + ", ".join(stack.metrics_urls().values()))
+    click.echo(f"  logs      {stack.data_dir / 'logs'}/<process>.log (JSON lines)")
+    try:
+        while not stop.wait(1.0):
+            for name in stack.supervise_once():
+                click.echo(f"  restarted {name} (exited unexpectedly)")
+    finally:
+        click.echo("Stopping ...")
+        stack.stop()
+        click.echo("Stopped.")
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="default: a new temp dir")
+@click.option("--per-category", type=int, default=40, show_default=True)
+@click.option("--train-steps", type=int, default=300, show_default=True)
+@click.option("--keep", is_flag=True, help="leave the stack and the /ui gallery running afterwards")
+def demo(data_dir: Path | None, per_category: int, train_steps: int, keep: bool) -> None:
+    """Run the main job end to end on the embedded stack with a drawn catalogue; the designs and a
+    contact sheet land in DATA_DIR/designs."""
+    from atelier.cli.demo import run_demo
+
+    sys.exit(run_demo(data_dir, per_category, train_steps, keep=keep))
+
+
+@cli.command()
+def migrate() -> None:
+    """Bring the database of ATELIER_DATABASE_URL to the newest schema."""
+    from atelier.core.config import get_settings
+    from atelier.core.db import session_scope
+    from atelier.migrations import upgrade
+    from atelier.training import schedules
+
+    upgrade(get_settings().database_url)
+    with session_scope() as session:
+        schedules.ensure_defaults(session=session)
+    click.echo("database is at the newest revision")
+
+
+@cli.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@click.option("--name", required=True)
+@click.option(
+    "--scopes", default="read,submit", show_default=True, help="comma-separated: read,submit,catalogue,admin"
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="use the database of an `atelier up` data dir instead of ATELIER_DATABASE_URL",
+)
+def keys_create(name: str, scopes: str, data_dir: Path | None) -> None:
+    """Create a key and print it (it is shown only once)."""
+    from atelier.core import auth
+    from atelier.core.config import get_settings
+    from atelier.core.db import session_scope
+
+    url = f"sqlite:///{data_dir.resolve() / 'atelier.db'}" if data_dir else get_settings().database_url
+    try:
+        with session_scope(url) as session:
+            key, secret = auth.create_key(
+                session=session, name=name, scopes=[s.strip() for s in scopes.split(",") if s.strip()]
+            )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scopes") from exc
+    click.echo(secret)
+
+
+def _keys_db_url(data_dir: Path | None) -> str:
+    from atelier.core.config import get_settings
+
+    return f"sqlite:///{data_dir.resolve() / 'atelier.db'}" if data_dir else get_settings().database_url
+
+
+@keys.command("list")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="as for `keys create`")
+def keys_list(data_dir: Path | None) -> None:
+    """List keys: id, name, scopes, state (active, revoked, expired), created, expires."""
+    from sqlalchemy import select
+
+    from atelier.core import auth
+    from atelier.core.db import session_scope
+    from atelier.core.models import ApiKey
+
+    with session_scope(_keys_db_url(data_dir), readonly=True) as session:
+        for k in session.scalars(select(ApiKey).order_by(ApiKey.created_at)):
+            state = "revoked" if k.revoked_at else ("active" if auth.is_active(k) else "expired")
+            expires = k.expires_at.isoformat() if k.expires_at else "-"
+            click.echo(
+                f"{k.id}  {state:8}  {','.join(k.scopes):28}  {k.created_at:%Y-%m-%d}  {expires}  {k.name}"
+            )
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="as for `keys create`")
+def keys_revoke(key_id: str, data_dir: Path | None) -> None:
+    """Revoke a key by id: it answers 401 from then on."""
+    from atelier.core import auth
+    from atelier.core.db import session_scope
+    from atelier.core.models import ApiKey
+
+    with session_scope(_keys_db_url(data_dir)) as session:
+        key = session.get(ApiKey, key_id)
+        if key is None:
+            raise click.BadParameter(f"no API key with id {key_id!r}", param_hint="KEY_ID")
+        auth.revoke_key(session=session, key=key)
+    click.echo(f"revoked {key_id}")
+
+
+@cli.group()
+def catalogue() -> None:
+    """Catalogue photos."""
+
+
+@catalogue.command("upload")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--batch", type=int, default=100, show_default=True)
+@click.option(
+    "--dates-from",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV `path,captured_at` (paths relative to DIRECTORY) dating each photo; scripts/date_catalogue.py "
+    "writes one. Photos it does not list are dated now.",
+)
+@api_option
+@key_option
+def catalogue_upload(
+    directory: Path, batch: int, dates_from: Path | None, api_url: str, key_file: Path | None
+) -> None:
+    """Upload DIRECTORY/<category>/<photo> files."""
+    client = make_client(api_url, key_file)
+    files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"})
+    dates = _read_dates(dates_from) if dates_from else {}
+    by_category: dict[tuple[str, str | None], list[Path]] = {}
+    for p in files:
+        by_category.setdefault((p.parent.name, dates.get(p.relative_to(directory).as_posix())), []).append(p)
+    accepted = rejected = 0
+    t0 = time.monotonic()
+    for (category, captured_at), paths in sorted(
+        by_category.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")
+    ):
+        for i in range(0, len(paths), batch):
+            chunk = [(p.name, p.read_bytes()) for p in paths[i : i + batch]]
+            result = client.upload(chunk, category, captured_at=captured_at)
+            accepted += len(result["accepted"])
+            rejected += len(result["rejected"])
+            for r in result["rejected"]:
+                click.echo(f"rejected {r['filename']}: {r['reason']}", err=True)
+    dt = time.monotonic() - t0
+    click.echo(
+        json.dumps(
+            {
+                "accepted": accepted,
+                "rejected": rejected,
+                "seconds": round(dt, 2),
+                "images_per_s": round(accepted / dt, 1) if dt else None,
+            }
+        )
+    )
+
+
+def _read_dates(path: Path) -> dict[str, str]:
+    import csv
+
+    with path.open(newline="") as f:
+        return {row["path"]: row["captured_at"] for row in csv.DictReader(f)}
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--watch", is_flag=True, help="follow the job until it ends")
+@api_option
+@key_option
+def status(job_id: str, watch: bool, api_url: str, key_file: Path | None) -> None:
+    """Show a job (with --watch, a progress line until it ends)."""
+    from atelier.cli.progress import JobProgress
+
+    client = make_client(api_url, key_file)
+    if watch:  # the bar goes to stderr: stdout stays the job's JSON
+        with JobProgress(job_id[:8], unit="") as bar:
+            job = client.wait(job_id, timeout=7 * 24 * 3600, interval=1.0, on_update=bar.update)
+    else:
+        job = client.job(job_id)
+    click.echo(json.dumps(job, indent=2))
+
+
+@cli.group()
+def submit() -> None:
+    """Submit jobs (a thin client of the HTTP API)."""
+
+
+def _register_clients() -> None:
+    from atelier.cli.catalogue_cmds import catalogue_import
+    from atelier.cli.generation_cmds import download, generate
+    from atelier.cli.jobs_cmds import jobs
+    from atelier.cli.training_cmds import models, schedules, submit_train
+
+    submit.add_command(generate)
+    submit.add_command(submit_train)
+    cli.add_command(download)
+    cli.add_command(models)
+    cli.add_command(schedules)
+    catalogue.add_command(catalogue_import)
+    cli.add_command(jobs)
+
+
+_register_clients()
+
+
+def _register_optional() -> None:
+    # The local GAN commands and benchmarks need torch (the worker extra); the CLI starts without it.
+    try:
+        from atelier.cli.gan import gan
+
+        cli.add_command(gan)
+    except ImportError:
+        pass
+    try:
+        from atelier.cli.bench.model import bench
+        from atelier.cli.bench.system import bench_generate_system_cmd
+
+        bench.add_command(bench_generate_system_cmd)  # `bench generate`: bare_memory, bare_s3, system, ratio
+        cli.add_command(bench)
+        from atelier.cli.bench.api import bench_api_cmd
+
+        bench.add_command(bench_api_cmd)  # `bench api`: status polling under load
+        from atelier.cli.bench.chaos import bench_chaos_cmd
+
+        bench.add_command(bench_chaos_cmd)  # `bench chaos`: batches through worker, S3, broker, SQL faults
+    except ImportError:
+        pass
+
+
+_register_optional()
+
+
+def main() -> None:
+    """Errors the API answered (4xx, 5xx) or an unreachable API are one line on stderr, not a traceback."""
+    import httpx
+
+    from atelier.cli.client import ApiError
+
+    try:
+        code = cli(standalone_mode=False)  # an exit code when a command called ctx.exit(code)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ApiError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except httpx.TransportError as exc:
+        click.echo(f"error: cannot reach the API ({exc.__class__.__name__}: {exc})", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
