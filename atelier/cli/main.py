@@ -261,17 +261,9 @@ def _register_optional() -> None:
     except ImportError:
         pass
     try:
-        from atelier.cli.bench.model import bench
-        from atelier.cli.bench.system import bench_generate_system_cmd
+        from atelier.cli.bench import bench
 
-        bench.add_command(bench_generate_system_cmd)  # `bench generate`: bare_memory, bare_s3, system, ratio
         cli.add_command(bench)
-        from atelier.cli.bench.api import bench_api_cmd
-
-        bench.add_command(bench_api_cmd)  # `bench api`: status polling under load
-        from atelier.cli.bench.chaos import bench_chaos_cmd
-
-        bench.add_command(bench_chaos_cmd)  # `bench chaos`: batches through worker, S3, broker, SQL faults
     except ImportError:
         pass
 

@@ -3,6 +3,7 @@ expiry, and its own Standard Webhooks signing secret (see atelier/webhooks/signi
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 from datetime import datetime, timedelta
@@ -12,10 +13,15 @@ from sqlalchemy.orm import Session
 
 from atelier.core.models import ApiKey
 from atelier.core.models.base import utcnow
-from atelier.webhooks import signing as webhook_signing
 
 SCOPES = ("read", "submit", "catalogue", "admin")
 KEY_PREFIX = "atl_"
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks secret: `whsec_` + base64 of 32 random bytes."""
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def hash_key(secret: str) -> str:
@@ -39,7 +45,7 @@ def create_key(
         key_hash=hash_key(secret),
         scopes=sorted(set(scopes)),
         expires_at=expires_at,
-        webhook_secret=webhook_signing.new_secret(),
+        webhook_secret=new_webhook_secret(),
     )
     session.add(key)
     session.flush()
@@ -72,7 +78,7 @@ def revoke_key(*, session: Session, key: ApiKey) -> ApiKey:
 def rotate_webhook_secret(*, session: Session, key: ApiKey) -> str:
     """A new signing secret; the old one keeps signing for ATELIER_WEBHOOK_SECRET_OVERLAP_SECONDS."""
     key.webhook_secret_previous = key.webhook_secret
-    key.webhook_secret = webhook_signing.new_secret()
+    key.webhook_secret = new_webhook_secret()
     key.webhook_secret_rotated_at = utcnow()
     return key.webhook_secret
 

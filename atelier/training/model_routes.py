@@ -112,3 +112,8 @@ def promote_model(model_id: str, key: AdminKey, session: SessionDep):
         session=session, version_id=version.id, reason=f"promoted by key {key.name}", job_id=version.job_id
     )
     return ModelOut.of(promoted)
+
+
+def newest_models(key, session) -> list[ModelOut]:  # noqa: ANN001
+    """The newest 50 versions as GET /v1/models answers them: the gallery's model lists and pickers."""
+    return list_models(_=key, session=session, limit=50, cursor=None).items

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from atelier.api.deps import SessionDep, SettingsDep, StoreDep
-from atelier.api.ui import render
+from atelier.api.ui.render import render
 from atelier.api.ui.session import Csrf, UiRead, UiSubmit
 from atelier.core.models import Job
 from atelier.core.pagination import BadCursor, page

@@ -17,13 +17,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import secrets
 
-SECRET_PREFIX = "whsec_"
-
-
-def new_secret() -> str:
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+from atelier.core import auth
+from atelier.core.auth import WEBHOOK_SECRET_PREFIX as SECRET_PREFIX
+from atelier.core.models import ApiKey
 
 
 def _key_bytes(secret: str) -> bytes:
@@ -69,9 +66,6 @@ def deployment_secret(settings_secret: str) -> str:
 def headers_for_job(session, job, body: bytes, settings, *, now: float) -> dict[str, str]:  # noqa: ANN001
     """Content-Type, User-Agent and the Standard Webhooks headers for a job's finished webhook, signed
     with the secrets of the key that submitted it."""
-    from atelier.core import auth  # atelier.core.auth imports this module
-    from atelier.core.models import ApiKey
-
     key = session.get(ApiKey, job.api_key_id) if job.api_key_id else None
     found = auth.signing_secrets(key, overlap_seconds=settings.webhook_secret_overlap_seconds) if key else []
     signed = sign(found or [deployment_secret(settings.webhook_secret)], f"msg_{job.id}", int(now), body)

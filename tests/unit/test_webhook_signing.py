@@ -17,7 +17,7 @@ BODY = b'{"id":"j1","status":"succeeded"}'
 
 
 def test_reference_verifier_accepts_our_signature():
-    secret = webhook_signing.new_secret()
+    secret = auth.new_webhook_secret()
     headers = webhook_signing.sign(secret, "msg_j1", int(time.time()), BODY)
     assert Webhook(secret).verify(BODY, headers) == {"id": "j1", "status": "succeeded"}
     assert webhook_signing.verify(secret, headers, BODY, now=time.time())
@@ -25,14 +25,14 @@ def test_reference_verifier_accepts_our_signature():
 
 @pytest.mark.parametrize("tamper", ["body", "secret", "old", "id"])
 def test_tampered_other_or_replayed_deliveries_are_refused(tamper):
-    secret = webhook_signing.new_secret()
+    secret = auth.new_webhook_secret()
     ts = int(time.time()) - (600 if tamper == "old" else 0)  # past the 5-minute tolerance: a replay
     headers = webhook_signing.sign(secret, "msg_j1", ts, BODY)
     body, key = BODY, secret
     if tamper == "body":
         body = BODY.replace(b"succeeded", b"failed")
     elif tamper == "secret":
-        key = webhook_signing.new_secret()  # another receiver's secret cannot forge this one's
+        key = auth.new_webhook_secret()  # another receiver's secret cannot forge this one's
     elif tamper == "id":
         headers["webhook-id"] = "msg_other"
     with pytest.raises(WebhookVerificationError):
@@ -41,7 +41,7 @@ def test_tampered_other_or_replayed_deliveries_are_refused(tamper):
 
 
 def test_rotation_signs_with_both_secrets_during_the_overlap_only():
-    key = ApiKey(name="k", key_hash="h", scopes=["submit"], webhook_secret=webhook_signing.new_secret())
+    key = ApiKey(name="k", key_hash="h", scopes=["submit"], webhook_secret=auth.new_webhook_secret())
     old = key.webhook_secret
     new = auth.rotate_webhook_secret(session=None, key=key)
     signing = auth.signing_secrets(key, overlap_seconds=3600)

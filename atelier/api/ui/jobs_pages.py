@@ -21,7 +21,7 @@ from sqlalchemy import select
 from atelier.api.deps import SessionDep, SettingsDep, StoreDep
 from atelier.api.routes import jobs as job_routes
 from atelier.api.schemas import JobOut
-from atelier.api.ui import render
+from atelier.api.ui.render import render
 from atelier.api.ui.session import (
     COOKIE,
     Csrf,

@@ -9,7 +9,10 @@ machine without a GPU, `--device cpu --minutes 0.2` runs the same code end to en
 
 from __future__ import annotations
 
+import json
 import time
+
+import click
 
 
 def bench_gpu(
@@ -87,3 +90,53 @@ def bench_gpu(
         "bench_train": bench_train((preset,), archs=("atelier",), seconds=bench_seconds, device=str(dev)),
         "bench_generate": bench_generate_bare(preset, bench_count, device=str(dev)),
     }
+
+
+@click.command("gpu")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object (the only output format)")
+@click.option(
+    "--data",
+    default="../shared/datasets/clothing-small/train",
+    show_default=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="one folder per category",
+)
+@click.option("--device", default=None, help="default: cuda when available")
+@click.option("--minutes", type=float, default=10.0, show_default=True, help="training budget")
+@click.option("--preset", default="small", show_default=True, type=click.Choice(["tiny", "small", "base"]))
+@click.option("--resolution", type=int, default=None, help="default: the preset's")
+@click.option("--precision", type=click.Choice(["bf16", "fp32"]), default=None)
+@click.option("--judge-epochs", type=click.IntRange(1), default=25, show_default=True)
+@click.option("--judge-seconds", type=float, default=120.0, show_default=True, help="cap on the judge's time")
+@click.option("--per-category", type=int, default=100, show_default=True)
+@click.option("--bench-seconds", type=float, default=8.0, show_default=True)
+@click.option("--bench-count", type=int, default=2000, show_default=True)
+def bench_gpu_cmd(
+    as_json,
+    data,
+    device,
+    minutes,
+    preset,
+    resolution,
+    precision,
+    judge_epochs,
+    judge_seconds,
+    per_category,
+    bench_seconds,
+    bench_count,
+):
+    """The GPU check: train, sample, judge, both benches; `--device cpu --minutes 0.2` is a smoke run."""
+    out = bench_gpu(
+        data,
+        device=device,
+        minutes=minutes,
+        preset=preset,
+        resolution=resolution,
+        precision=precision,
+        judge_epochs=judge_epochs,
+        judge_seconds=judge_seconds,
+        per_category=per_category,
+        bench_seconds=bench_seconds,
+        bench_count=bench_count,
+    )
+    click.echo(json.dumps(out))

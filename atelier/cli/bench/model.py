@@ -4,7 +4,8 @@
     bench_generate_bare(preset, count) generate + PNG-encode in memory: the ceiling that the whole
                                        system's bulk generation is compared against
 
-`atelier bench train --json` / `atelier bench generate --json` print one JSON object. Models are
+`atelier bench train --json` prints one JSON object; `atelier bench generate` (bench/system.py) measures
+bare_memory with bench_generate_bare. Models are
 randomly initialised (throughput does not depend on the weights) unless a checkpoint is given.
 """
 
@@ -148,12 +149,7 @@ def bench_generate_bare(
     }
 
 
-@click.group()
-def bench():
-    """Benchmarks that print one JSON object."""
-
-
-@bench.command("train")
+@click.command("train")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (the only output format)")
 @click.option("--preset", "presets", multiple=True, type=click.Choice(["tiny", "small", "base"]))
 @click.option("--arch", "archs", multiple=True, type=click.Choice(["atelier", "dcgan"]))
@@ -168,71 +164,3 @@ def bench_train_cmd(as_json, presets, archs, seconds, device):
         device=device,
     )
     click.echo(json.dumps(out))
-
-
-@bench.command("generate")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object (the only output format)")
-@click.option("--preset", default="tiny", show_default=True, type=click.Choice(["tiny", "small", "base"]))
-@click.option("--count", type=int, default=2000, show_default=True)
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None)
-@click.option("--device", default=None)
-def bench_generate_cmd(as_json, preset, count, checkpoint, device):
-    """Bare generation: generate + PNG-encode in memory, one process."""
-    out = {"bare_memory": bench_generate_bare(preset, count, checkpoint=checkpoint, device=device)}
-    click.echo(json.dumps(out))
-
-
-@bench.command("gpu")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object (the only output format)")
-@click.option(
-    "--data",
-    default="../shared/datasets/clothing-small/train",
-    show_default=True,
-    type=click.Path(exists=True, file_okay=False),
-    help="one folder per category",
-)
-@click.option("--device", default=None, help="default: cuda when available")
-@click.option("--minutes", type=float, default=10.0, show_default=True, help="training budget")
-@click.option("--preset", default="small", show_default=True, type=click.Choice(["tiny", "small", "base"]))
-@click.option("--resolution", type=int, default=None, help="default: the preset's")
-@click.option("--precision", type=click.Choice(["bf16", "fp32"]), default=None)
-@click.option("--judge-epochs", type=click.IntRange(1), default=25, show_default=True)
-@click.option("--judge-seconds", type=float, default=120.0, show_default=True, help="cap on the judge's time")
-@click.option("--per-category", type=int, default=100, show_default=True)
-@click.option("--bench-seconds", type=float, default=8.0, show_default=True)
-@click.option("--bench-count", type=int, default=2000, show_default=True)
-def bench_gpu_cmd(
-    as_json,
-    data,
-    device,
-    minutes,
-    preset,
-    resolution,
-    precision,
-    judge_epochs,
-    judge_seconds,
-    per_category,
-    bench_seconds,
-    bench_count,
-):
-    """The GPU check: train, sample, judge, both benches; `--device cpu --minutes 0.2` is a smoke run."""
-    from atelier.cli.bench.gpu import bench_gpu
-
-    out = bench_gpu(
-        data,
-        device=device,
-        minutes=minutes,
-        preset=preset,
-        resolution=resolution,
-        precision=precision,
-        judge_epochs=judge_epochs,
-        judge_seconds=judge_seconds,
-        per_category=per_category,
-        bench_seconds=bench_seconds,
-        bench_count=bench_count,
-    )
-    click.echo(json.dumps(out))
-
-
-if __name__ == "__main__":
-    bench()

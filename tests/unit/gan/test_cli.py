@@ -126,7 +126,7 @@ def test_precision_bf16_train_and_sample_and_default_truncation(tmp_path):
 
 
 def test_gpu_check_smoke_on_cpu_prints_one_json_object(tmp_path):
-    from atelier.cli.bench.model import bench
+    from atelier.cli.bench import bench
 
     data = _catalogue(tmp_path / "data")
     res = CliRunner().invoke(

@@ -1,11 +1,7 @@
-"""Gallery pages for making designs and looking after models.
+"""Gallery pages for making designs.
 
-GET  /ui/generate                 the form: model, counts per category, seed, format, size, post-processing
-POST /ui/generate                 submit (also "variations of this" from an image page) -> the job page
-GET  /ui/models, /ui/models/{id}  metrics side by side; sample grid, loss curves, lineage
-POST /ui/models/{id}/promote      admins only
-GET  /ui/schedules                next and last runs
-GET  /ui/catalogue                counts per category and per day, drawn as bar charts
+GET  /ui/generate   the form: model, counts per category, seed, format, size, post-processing
+POST /ui/generate   submit (also "variations of this" from an image page) -> the job page
 """
 
 from __future__ import annotations
@@ -17,20 +13,15 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 
-from atelier.api.deps import SessionDep, SettingsDep, StoreDep
-from atelier.api.ui import render
-from atelier.api.ui.session import Csrf, UiAdmin, UiRead, UiSubmit
-from atelier.catalogue import routes as catalogue_routes
+from atelier.api.deps import SessionDep, SettingsDep
+from atelier.api.ui.render import render
+from atelier.api.ui.session import Csrf, UiSubmit
 from atelier.generation import routes as generation_routes
 from atelier.generation.schemas import GenerationRequest
-from atelier.training import model_routes, registry, schedule_routes
+from atelier.training import model_routes
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 POSTPROCESS = ("upscale", "background")
-
-
-def _models(key, session) -> list[model_routes.ModelOut]:  # noqa: ANN001
-    return model_routes.list_models(_=key, session=session, limit=50, cursor=None).items
 
 
 @router.get("/generate")
@@ -39,7 +30,7 @@ def generate_form(request: Request, key: UiSubmit, session: SessionDep, model: s
 
 
 def _form(request: Request, key, session, *, values: dict, error: str | None = None, status_code=200):  # noqa: ANN001, ANN202
-    versions = _models(key, session)
+    versions = model_routes.newest_models(key, session)
     chosen = next((v for v in versions if v.id == values.get("model")), None)
     chosen = (
         chosen or next((v for v in versions if v.production), None) or (versions[0] if versions else None)
@@ -117,49 +108,3 @@ def _detail_text(detail: Any) -> str:
     if isinstance(detail, list):
         return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}" for d in detail)
     return str(detail)
-
-
-@router.get("/models")
-def models_page(request: Request, key: UiRead, session: SessionDep):
-    return render(request, "models.html", key, versions=_models(key, session))
-
-
-@router.get("/models/{model_id}")
-def model_page(request: Request, model_id: str, key: UiRead, session: SessionDep, store: StoreDep):
-    version = model_routes.get_model(model_id=model_id, _=key, session=session, store=store)
-    return render(request, "model.html", key, model=version)
-
-
-@router.post("/models/{model_id}/promote")
-def promote(model_id: str, key: UiAdmin, _: Csrf, session: SessionDep) -> RedirectResponse:
-    try:
-        model_routes.promote_model(model_id=model_id, key=key, session=session)
-    except registry.ModelNotFound as exc:
-        raise HTTPException(404, detail=str(exc)) from exc
-    return RedirectResponse(f"/ui/models/{model_id}", status_code=303)
-
-
-@router.get("/schedules")
-def schedules_page(request: Request, key: UiRead, session: SessionDep):
-    return render(
-        request, "schedules.html", key, schedules=schedule_routes.list_schedules(_=key, session=session).items
-    )
-
-
-@router.get("/catalogue")
-def catalogue_page(request: Request, key: UiRead, session: SessionDep):
-    stats = catalogue_routes.catalogue_stats(_=key, session=session, period="month")
-    return render(
-        request,
-        "catalogue.html",
-        key,
-        stats=stats,
-        by_category=_bars(stats.per_category),
-        by_day=_bars(dict(list(stats.per_day.items())[-60:])),
-    )
-
-
-def _bars(counts: dict[str, int]) -> list[dict[str, Any]]:
-    """Rows for an SVG bar chart: label, count and width as a percentage of the largest."""
-    top = max(counts.values(), default=0) or 1
-    return [{"label": k, "n": n, "pct": round(100 * n / top, 1)} for k, n in counts.items()]
