@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # two test processes: the tests of one shared stack stay in one of them (tests/integration/conftest.py)
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo up test lint format clean lock
+.PHONY: install browser demo up test lint format clean lock
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,13 +20,27 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The gallery's browser tests drive Debian's chromium (never a downloaded browser build): installed here
+# when missing and allowed (root with apt-get), otherwise one line says what to run.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the gallery's browser tests"; \
+	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) \
+	      >/tmp/atelier-chromium-install.log 2>&1 \
+	      || { echo "installing chromium failed: see /tmp/atelier-chromium-install.log" >&2; exit 1; }; \
+	  else \
+	    echo "make test needs Debian's chromium for the gallery's browser tests: sudo apt-get install chromium" >&2; \
+	    exit 1; \
+	  fi; }
+
 demo: install
 	$(BIN)/atelier demo
 
 up: install
 	$(BIN)/atelier up --data-dir .atelier --port 8000
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: install

@@ -9,13 +9,21 @@ a client without a key has already streamed its gigabytes. This middleware runs 
                    └─ otherwise the app, whose dependencies check scopes (403) as before
 
 The limit is ATELIER_MAX_REQUEST_BYTES on the upload and import routes and ATELIER_MAX_JSON_BODY_BYTES
-everywhere else; each 413 names the setting. The key comes from
-api.key_cache (a miss is read on a thread).
+everywhere else; each 413 names the setting. The key comes from api.key_cache (a miss is read on a
+thread).
+
+An answer that leaves body bytes unread is sent whole, then the rest of the body is read and thrown
+away (up to ATELIER_OVERSIZE_DRAIN_BYTES and _SECONDS; a 401 drains at most the JSON limit) before
+the connection closes. Closing a socket whose receive buffer holds data makes the kernel send a
+reset, and ordinary clients, which send their whole body before they read, then see "connection
+reset" instead of the status: the drain is what lets them read the 413.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any
 
 from fastapi import HTTPException
@@ -48,22 +56,78 @@ def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-async def _send_json(send: Any, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
+def _answer(status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> tuple[dict, bytes]:
     body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            # the unread body stays on the socket: the connection must close after this answer
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        # the unread body stays on the socket: the connection closes after this answer (and the drain)
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            *headers,
+        ],
+    }
+    return start, body
+
+
+async def drain(receive: Any, max_bytes: int, seconds: float) -> int:
+    """Read and discard the request body until it ends, or max_bytes or seconds have passed."""
+    seen, deadline = 0, time.monotonic() + seconds
+    while seen <= max_bytes:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            message = await asyncio.wait_for(receive(), timeout=left)
+        except TimeoutError:
+            break
+        if message["type"] != "http.request":
+            break
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return seen
+
+
+async def _refuse(
+    send: Any,
+    receive: Any,
+    status: int,
+    detail: str,
+    headers: list[tuple[bytes, bytes]] = (),
+    *,
+    drain_bytes: int,
+) -> None:
+    start, body = _answer(status, detail, headers)
+    await send(start)
+    if drain_bytes <= 0:
+        await send({"type": "http.response.body", "body": body})
+        return
+    # the whole answer first (a client that reads early has it at once), the response kept open
+    # while the body is drained, then the end, which closes the connection
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+    await drain(receive, drain_bytes, get_settings().oversize_drain_seconds)
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """Content-Length, -1 when it is not a number, None when absent (chunked or empty)."""
+    declared = next((v for k, v in headers if k == b"content-length"), None)
+    if declared is None:
+        return None
+    try:
+        return int(declared)
+    except ValueError:
+        return -1
+
+
+def _drain_budget(declared: int | None, cap: int) -> int:
+    # a declared body past the cap is not worth reading: the client will see the reset either way
+    if declared is not None and declared > cap:
+        return 0
+    return cap if declared is None else declared
 
 
 class LimitsMiddleware:
@@ -74,46 +138,59 @@ class LimitsMiddleware:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
+        settings = get_settings()
         headers = scope["headers"]
+        declared = _declared_length(headers)
         secret = _bearer(headers)
+        unauthorized = None
         if secret is None:
-            await _send_json(
-                send,
-                401,
-                "missing API key: send `Authorization: Bearer <key>`",
-                [(b"www-authenticate", b"Bearer")],
-            )
-            return
-        if await key_cache.resolve(secret) is None:  # cached: the route's own check costs nothing more
-            await _send_json(
-                send, 401, "unknown, revoked or expired API key", [(b"www-authenticate", b"Bearer")]
+            unauthorized = "missing API key: send `Authorization: Bearer <key>`"
+        elif await key_cache.resolve(secret) is None:  # cached: the route's own check costs nothing more
+            unauthorized = "unknown, revoked or expired API key"
+        if unauthorized:
+            budget = _drain_budget(declared, min(settings.max_json_body_bytes, settings.oversize_drain_bytes))
+            await _refuse(
+                send, receive, 401, unauthorized, [(b"www-authenticate", b"Bearer")], drain_bytes=budget
             )
             return
         limit, setting = body_limit(scope["path"], scope["method"])
-        declared = next((v for k, v in headers if k == b"content-length"), None)
-        if declared is not None:
-            try:
-                too_large = int(declared) > limit
-            except ValueError:
-                await _send_json(send, 400, "Content-Length is not a number")
-                return
-            if too_large:
-                await _send_json(send, 413, BodyTooLarge(limit, setting).detail)
-                return
-        await self.app(scope, _counting(receive, limit, setting), send)
+        if declared == -1:
+            await _refuse(send, receive, 400, "Content-Length is not a number", drain_bytes=0)
+            return
+        if declared is not None and declared > limit:
+            budget = _drain_budget(declared, settings.oversize_drain_bytes)
+            await _refuse(send, receive, 413, BodyTooLarge(limit, setting).detail, drain_bytes=budget)
+            return
+        counting = _Counting(receive, limit, setting)
+        await self.app(scope, counting, counting.draining_send(send, settings.oversize_drain_bytes))
 
 
-def _counting(receive: Any, limit: int, setting: str) -> Any:
-    seen = 0
+class _Counting:
+    """The app's receive, counting body bytes: past the limit it raises BodyTooLarge, which FastAPI
+    answers with a 413; the app's answer is then held open while the rest of the body drains."""
 
-    async def wrapped() -> dict:
-        nonlocal seen
-        message = await receive()
+    def __init__(self, receive: Any, limit: int, setting: str):
+        self.receive, self.limit, self.setting = receive, limit, setting
+        self.seen = 0
+        self.overflowed = False
+
+    async def __call__(self) -> dict:
+        message = await self.receive()
         if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                # FastAPI re-raises an HTTPException met while reading the body: the client gets a 413
-                raise BodyTooLarge(limit, setting)
+            self.seen += len(message.get("body", b""))
+            if self.seen > self.limit:
+                self.overflowed = True
+                raise BodyTooLarge(self.limit, self.setting)
         return message
 
-    return wrapped
+    def draining_send(self, send: Any, drain_bytes: int) -> Any:
+        async def wrapped(message: dict) -> None:
+            last = message["type"] == "http.response.body" and not message.get("more_body", False)
+            if not (last and self.overflowed and drain_bytes > 0):
+                await send(message)
+                return
+            await send({**message, "more_body": True})
+            await drain(self.receive, drain_bytes, get_settings().oversize_drain_seconds)
+            await send({"type": "http.response.body", "body": b""})
+
+        return wrapped

@@ -7,10 +7,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from atelier.api.deps import CatalogueKey, ReadKey, SessionDep, SettingsDep, StoreDep, invalid
-from atelier.api.schemas import CatalogueImageOut, CataloguePage, CatalogueStats, JobOut, UploadResult, errors
+from atelier.api.schemas import JobOut, errors
 from atelier.catalogue import imports
 from atelier.catalogue import service as catalogue
 from atelier.catalogue.periods import PERIODS
+from atelier.catalogue.schemas import CatalogueImageOut, CataloguePage, CatalogueStats, UploadResult
 from atelier.core import jobs, units
 from atelier.core.models import CatalogueImage
 from atelier.core.pagination import MAX_LIMIT, BadCursor, page

@@ -119,6 +119,11 @@ class Settings(BaseSettings):
     # Hostile input: the JSON body limit (checked before a body is read, like max_request_bytes on the
     # upload route), how many files one upload may carry, and the caps of an archive as a whole.
     max_json_body_bytes: int = Field(1024 * 1024, ge=1024)
+    # After a 413 the API keeps reading (and discarding) the rest of the body for up to this many bytes
+    # and seconds before it closes: closing with unread bytes makes the kernel reset the connection,
+    # and clients such as urllib, requests and httpx then report the reset instead of the 413.
+    oversize_drain_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    oversize_drain_seconds: float = Field(10.0, ge=0)
     max_upload_files: int = Field(500, ge=1)
     max_archive_inflated_bytes: int = Field(2 * 1024**3, ge=1024)
     max_archive_ratio: float = Field(100.0, ge=2)

@@ -21,6 +21,7 @@ from tests.integration.conftest import BARE_ENV, make_key
 pytestmark = pytest.mark.integration
 
 MAX_REQUEST = int(BARE_ENV["ATELIER_MAX_REQUEST_BYTES"])
+DRAIN = 64 * 1024 * 1024  # ATELIER_OVERSIZE_DRAIN_BYTES' default
 
 
 def raw_post(
@@ -130,6 +131,62 @@ def test_a_declared_body_over_the_limit_gets_413_naming_the_setting(bare_stack, 
     assert healthy(bare_stack)
 
 
+FORTY_MB = b'{"count": 1, "seed": "' + b"7" * (40 * 1024 * 1024) + b'"}'
+
+
+def _urllib_post(url: str, headers: dict[str, str], body: bytes) -> tuple[int, dict]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _requests_post(url: str, headers: dict[str, str], body: bytes) -> tuple[int, dict]:
+    import requests
+
+    r = requests.post(url, data=body, headers=headers, timeout=30)
+    return r.status_code, r.json()
+
+
+def _httpx_post(url: str, headers: dict[str, str], body: bytes) -> tuple[int, dict]:
+    r = httpx.post(url, content=body, headers=headers, timeout=30)
+    return r.status_code, r.json()
+
+
+@pytest.mark.parametrize(
+    "client", [_urllib_post, _requests_post, _httpx_post], ids=["urllib", "requests", "httpx"]
+)
+def test_a_40_mb_json_body_gets_a_413_that_ordinary_clients_can_read(bare_stack, keys, client):
+    """Ordinary clients send the whole body before they read: the API answers, then drains the rest, so
+    they see the 413 and its reason rather than a reset connection."""
+    headers = {"Authorization": f"Bearer {keys['submit']}", "Content-Type": "application/json"}
+    for _ in range(3):  # a reset would show up as an exception here, on any of the tries
+        status, body = client(f"{bare_stack.api_url}/v1/generation-jobs", headers, FORTY_MB)
+        assert status == 413 and "ATELIER_MAX_JSON_BODY_BYTES" in body["detail"]
+    no_key = {"Content-Type": "application/json"}
+    status, body = client(
+        f"{bare_stack.api_url}/v1/generation-jobs", no_key, b'{"count": 1}' + b" " * 900_000
+    )
+    assert status == 401 and "missing API key" in body["detail"]
+    assert healthy(bare_stack)
+
+
+def test_a_chunked_body_over_the_limit_gets_a_readable_413(bare_stack, keys):
+    def chunks():
+        for _ in range(40):
+            yield b" " * (1024 * 1024)
+
+    headers = {"Authorization": f"Bearer {keys['submit']}", "Content-Type": "application/json"}
+    r = httpx.post(f"{bare_stack.api_url}/v1/generation-jobs", content=chunks(), headers=headers, timeout=30)
+    assert r.status_code == 413 and "ATELIER_MAX_JSON_BODY_BYTES" in r.json()["detail"]
+
+
 @pytest.mark.parametrize(
     ("path", "scope", "ctype", "limit", "setting"),
     [
@@ -145,10 +202,11 @@ def test_an_endless_chunked_body_is_cut_at_the_limit(bare_stack, keys, path, sco
     }
     first = FILE_PART if ctype == MULTIPART else b'{"count": "'
     status, body, sent = raw_post(bare_stack, path, headers, endless(chunked=True, first=first))
-    # the body never ends: an answer at all means the API stopped reading (loopback socket buffers
-    # absorb a few MB more, so `sent` is only bounded loosely)
+    # the body never ends: an answer at all means the API stopped reading (after the limit it drains
+    # up to ATELIER_OVERSIZE_DRAIN_BYTES, and loopback socket buffers absorb a few MB more, so `sent`
+    # is only bounded loosely)
     assert status == 413 and setting in body
-    assert sent < limit + 32 * 1024 * 1024
+    assert sent < limit + DRAIN + 32 * 1024 * 1024
     assert healthy(bare_stack)
 
 
