@@ -166,7 +166,14 @@ def bench():
     show_default=True,
     help="N > 1: one rank against N torch.distributed ranks at the same global batch (cli/bench_dist.py)",
 )
-def bench_train_cmd(as_json, presets, archs, seconds, device, nproc):
+@click.option(
+    "--repeats",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="with --nproc: runs of each, best kept",
+)
+def bench_train_cmd(as_json, presets, archs, seconds, device, nproc, repeats):
     """Bare training loop: steps/s and images/s per preset; with --nproc N, 1 rank against N ranks."""
     if nproc > 1:
         from cli.bench_dist import bench_train_distributed
@@ -179,6 +186,7 @@ def bench_train_cmd(as_json, presets, archs, seconds, device, nproc):
             arch=archs[0] if archs else "atelier",
             seconds=seconds or 20.0,
             device=device,
+            repeats=repeats,
         )
         click.echo(json.dumps(out))
         return
