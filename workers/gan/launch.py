@@ -5,7 +5,7 @@
     join_distributed(nproc=N, nnodes=M, node_rank=K, master_addr=A, master_port=P)
         -> the ranks of host K (K > 0) of a run whose rank 0 lives on host 0; needs no inputs
 
-Ranks are ``subprocess.Popen([python, "-m", "workers.gan.rank"])`` with torchrun's environment
+Ranks are ``subprocess.Popen([python, "-m", "workers.gan.rank"])`` (rank_group.py) with torchrun's environment
 (MASTER_ADDR, MASTER_PORT, RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK), never
 multiprocessing: a Celery prefork worker process is daemonic and may not have multiprocessing children.
 Every rank writes rank-<r>.log (and rank-<r>.pid) in the work folder. The launcher polls: a rank that
@@ -33,7 +33,11 @@ one host alone picks a free one). The ranks also open connections to each other 
 the hosts must reach each other on any TCP port; with several interfaces, set GLOO_SOCKET_IFNAME (and
 NCCL_SOCKET_IFNAME) in the environment of every launcher to the interface that carries that address.
 All hosts must start within ``pg_timeout_s`` of each other; rank 0 sends the segment's settings, the
-checkpoint and the dataset to every rank over the group, and only rank 0 writes anything but its log.
+checkpoint and the dataset to every rank over the group, and only rank 0 writes anything but its log
+(the checkpoint lands at host 0's ``checkpoint_path``). When a rank dies, its own host's launcher stops
+that host's other ranks and fails; the ranks on the other hosts fail on the closed connection (gloo at
+once) or, at the latest, at the group's timeout, and their launchers fail in turn. Rerun every host's
+command to resume from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -42,9 +46,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,31 +53,20 @@ from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
+from .rank_group import DistributedTrainingError, RankGroup, default_threads, free_port
+
+__all__ = [
+    "DistributedTrainingError",
+    "default_threads",
+    "free_port",
+    "join_distributed",
+    "run_distributed_segment",
+]
+
 DEFAULT_PG_TIMEOUT_S = 300.0  # rendezvous and every collective; a checkpoint write on rank 0 must fit in it
 STARTUP_ALLOWANCE_S = 120.0  # interpreter and torch start, rendezvous, input broadcast, DDP set-up
 STEPS_ONLY_TIMEOUT_S = 24 * 3600.0  # the bound of a segment given steps and no seconds nor timeout_s
-STOP_GRACE_S = 10.0  # between SIGTERM and SIGKILL of a rank
-POLL_S = 0.2
 VOTE_EVERY = 5  # steps between stop votes (time budget, abort): one tiny collective each
-
-_PACKAGE = __package__ or "workers.gan"
-RANK_MODULE = f"{_PACKAGE}.rank"
-_ROOT = Path(__file__).resolve().parents[len(_PACKAGE.split("."))]  # the folder holding the package
-
-
-class DistributedTrainingError(RuntimeError):
-    """A rank failed, or the segment ran past its time limit; the other ranks were stopped."""
-
-
-def free_port(host: str = "") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def default_threads(nproc: int) -> int:
-    """Torch threads per CPU rank: the host's cores shared out, at least one."""
-    return max(1, (os.cpu_count() or 1) // nproc)
 
 
 def _check_topology(nproc: int, nnodes: int, node_rank: int, master_port: int | None) -> None:
@@ -88,140 +78,6 @@ def _check_topology(nproc: int, nnodes: int, node_rank: int, master_port: int | 
         raise ValueError(f"node_rank must be in 0..{nnodes - 1}, got {node_rank}")
     if nnodes > 1 and not master_port:
         raise ValueError("master_port is required when nnodes > 1: every host must dial the same port")
-
-
-class RankGroup:
-    """This host's ranks as subprocesses: start, poll, stop; as a context manager nothing outlives it."""
-
-    def __init__(
-        self,
-        *,
-        nproc: int,
-        nnodes: int,
-        node_rank: int,
-        master_addr: str,
-        master_port: int,
-        workdir: Path,
-        device_type: str,
-        pg_timeout_s: float,
-        threads: int | None,
-        python: str = sys.executable,
-    ):
-        self.workdir = workdir
-        self.procs: list[tuple[int, subprocess.Popen]] = []
-        world = nproc * nnodes
-        base = dict(os.environ)
-        base["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), base.get("PYTHONPATH", "")) if p)
-        base.update(
-            MASTER_ADDR=master_addr,
-            MASTER_PORT=str(master_port),
-            WORLD_SIZE=str(world),
-            LOCAL_WORLD_SIZE=str(nproc),
-            GROUP_RANK=str(node_rank),
-            ATELIER_DIST_WORKDIR=str(workdir),
-            ATELIER_DIST_DEVICE=device_type,
-            ATELIER_DIST_TIMEOUT_S=str(pg_timeout_s),
-            ATELIER_DIST_PARENT=str(os.getpid()),
-            PYTHONUNBUFFERED="1",
-        )
-        base.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")  # a timed-out NCCL collective fails
-        if device_type == "cpu":
-            base["OMP_NUM_THREADS"] = str(threads or default_threads(nproc))
-        self._envs = []
-        for local in range(nproc):
-            rank = node_rank * nproc + local
-            self._envs.append((rank, {**base, "RANK": str(rank), "LOCAL_RANK": str(local)}))
-        self.python = python
-
-    def __enter__(self) -> RankGroup:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        try:
-            for rank, env in self._envs:
-                # appended: a rerun in the same folder keeps the story of the run it resumes
-                log = open(self.log_path(rank), "ab")  # noqa: SIM115 - the child holds it
-                try:
-                    p = subprocess.Popen(
-                        [self.python, "-m", RANK_MODULE],
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
-                finally:
-                    log.close()
-                self.procs.append((rank, p))
-                (self.workdir / f"rank-{rank}.pid").write_text(str(p.pid))
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def log_path(self, rank: int) -> Path:
-        return self.workdir / f"rank-{rank}.log"
-
-    def poll(self) -> bool:
-        """True when every rank exited 0; raises when one exited otherwise; False while they run."""
-        codes = [(rank, p.poll()) for rank, p in self.procs]
-        failed = [(rank, c) for rank, c in codes if c not in (None, 0)]
-        if failed:
-            self.stop()
-            # A killed rank first: the survivors' errors (a closed connection) are its consequence.
-            rank, code = sorted(failed, key=lambda rc: rc[1] >= 0)[0]
-            what = "; ".join(f"rank {r} {_describe(c)}" for r, c in failed)
-            raise DistributedTrainingError(
-                f"{what}; the other ranks were stopped (logs in {self.workdir})\n"
-                f"last lines of rank {rank}:\n{self.tail(rank)}"
-            )
-        return all(c == 0 for _, c in codes)
-
-    def stop(self) -> None:
-        alive = [p for _, p in self.procs if p.poll() is None]
-        for p in alive:
-            p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for p in alive:
-            try:
-                p.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=STOP_GRACE_S)
-
-    def tail(self, rank: int, lines: int = 15) -> str:
-        try:
-            text = self.log_path(rank).read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def wait(
-        self,
-        deadline: float,
-        tick: Callable[[], None] | None = None,
-    ) -> None:
-        while True:
-            if tick is not None:
-                tick()
-            if self.poll():
-                return
-            if time.monotonic() > deadline:
-                self.stop()
-                raise DistributedTrainingError(
-                    f"the ranks ran past their time limit (timeout_s) and were stopped "
-                    f"(logs in {self.workdir})"
-                )
-            time.sleep(POLL_S)
-
-
-def _describe(code: int) -> str:
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with status {code}"
 
 
 class _ProgressTail:

@@ -139,6 +139,31 @@ def test_every_rank_holds_the_same_weights_after_every_step(arch, kw, tiny_datas
         assert all(torch.isfinite(p).all() for p in net.parameters())
 
 
+def test_abort_fn_stops_every_rank_at_the_same_step_and_the_segment_ends_normally(tiny_dataset, tmp_path):
+    # As train() with abort_fn: the launcher polls it, rank 0 puts the stop to a vote, all ranks leave
+    # the loop at the same step boundary and rank 0 writes the checkpoint of that step.
+    state = new_state(tiny_config(), CATEGORIES, seed=3)
+    reports: list[dict] = []
+    run_distributed_segment(
+        state,
+        tiny_dataset,
+        nproc=2,
+        steps=100_000,
+        progress_fn=reports.append,
+        progress_every=1,
+        abort_fn=lambda: len(reports) >= 2,
+        checkpoint_path=tmp_path / "checkpoint.pt",
+        workdir=tmp_path / "ranks",
+        pg_timeout_s=PG_TIMEOUT_S,
+        timeout_s=240,
+    )
+    assert 2 <= state.step < 100_000 and state.step % launch.VOTE_EVERY == 0
+    assert reports[-1]["final"] and reports[-1]["step"] == state.step
+    assert checkpoint_from_bytes((tmp_path / "checkpoint.pt").read_bytes())["step"] == state.step
+    result = json.loads((tmp_path / "ranks" / "result.json").read_text())
+    assert result["step"] == state.step and result["replica_checks"] == 1
+
+
 def test_the_replica_digest_sees_one_changed_adam_moment(tiny_dataset):
     a = new_state(tiny_config(), CATEGORIES, seed=0)
     train(a, tiny_dataset, steps=1)
