@@ -6,6 +6,10 @@
     atelier gan eval   --checkpoint F --data DIR [--sweep]               -> JSON metrics on stdout
                                      (--sweep: choose the default truncation, store it in F)
 
+--nproc N trains as N torch.distributed ranks (subprocesses; gloo on the CPU, NCCL on CUDA) with the same
+global batch; --nnodes/--node-rank/--master-addr/--master-port span several hosts (atelier/gan/launch.py
+says what each host runs). --nproc 1 (the default) is the single-process loop.
+
 --precision bf16 runs the GPU numerics (bf16 autocast; channels_last is the default everywhere) on any
 device: on the CPU it is slower, but it is how a CUDA worker's code path is tried without a GPU.
 
@@ -142,11 +146,58 @@ def _with_overrides(cfg, overrides: tuple[str, ...]):  # noqa: ANN001, ANN202 - 
     return GanConfig.from_dict({**cfg.to_dict(), **_parse_overrides(cfg, overrides)})
 
 
+def _distributed_options(f):
+    f = click.option(
+        "--checkpoint-every",
+        type=click.IntRange(1),
+        default=None,
+        help="also write OUT/checkpoint.pt every N steps (a killed run resumes there)",
+    )(f)
+    f = click.option(
+        "--master-port", type=click.IntRange(1, 65535), default=None, help="default: a free one"
+    )(f)
+    f = click.option("--master-addr", default="127.0.0.1", show_default=True, help="node 0's address")(f)
+    f = click.option("--node-rank", type=click.IntRange(0), default=0, show_default=True)(f)
+    f = click.option("--nnodes", type=click.IntRange(1), default=1, show_default=True, help="hosts")(f)
+    return click.option(
+        "--nproc",
+        type=click.IntRange(1),
+        default=1,
+        show_default=True,
+        help="ranks on this host (batch_size is the global batch, split over nproc x nnodes ranks)",
+    )(f)
+
+
+def _join(nproc, nnodes, node_rank, master_addr, master_port, device):  # noqa: ANN001, ANN202
+    from atelier.gan.launch import DistributedTrainingError, join_distributed
+
+    if not master_port:
+        raise click.BadParameter(
+            "a host other than node 0 must be told node 0's port", param_hint="--master-port"
+        )
+    try:
+        out = join_distributed(
+            nproc=nproc,
+            nnodes=nnodes,
+            node_rank=node_rank,
+            master_addr=master_addr,
+            master_port=master_port,
+            device=device,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    except DistributedTrainingError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(out))
+
+
 @gan.command()
 @click.option(
-    "--data", required=True, type=click.Path(exists=True, file_okay=False), help="one folder per category"
+    "--data",
+    type=click.Path(exists=True, file_okay=False),
+    help="one folder per category (required, except on hosts other than node 0)",
 )
-@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), help="required, except on hosts other than node 0")
 @click.option("--preset", default="tiny", show_default=True, type=click.Choice(["tiny", "small", "base"]))
 @click.option("--arch", default="atelier", show_default=True, type=click.Choice(["atelier", "dcgan"]))
 @click.option("--resolution", type=int, default=None, help="power of two, 16..256 (default: the preset's)")
@@ -181,18 +232,27 @@ def _with_overrides(cfg, overrides: tuple[str, ...]):  # noqa: ANN001, ANN202 - 
     "as a training job does",
 )
 @_judge_options
-@click.option("--threads", type=int, default=None, help="torch CPU threads")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (per rank with --nproc)")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when available)")
 @_precision_option
+@_distributed_options
 def train(
     data, out, preset, arch, resolution, minutes, steps, seed, resume, finetune_from, overrides, cache,
     sweep, judge_path, judge_epochs, judge_seconds, threads, device, precision,
+    nproc, nnodes, node_rank, master_addr, master_port, checkpoint_every,
 ):  # fmt: skip
     """Train a GAN on DATA and write checkpoint.pt, grid.png and losses.png to OUT."""
     import torch
 
+    if node_rank > 0:  # this host only runs ranks; node 0 sends them settings, weights and data
+        return _join(nproc, nnodes, node_rank, master_addr, master_port, device)
+    for name, value in (("--data", data), ("--out", out)):
+        if not value:
+            raise click.UsageError(f"Missing option '{name}'.")
     from atelier.gan.config import preset_config
     from atelier.gan.figures import loss_curve_png, sample_grid_png
+    from atelier.gan.launch import DistributedTrainingError, run_distributed_segment
+    from atelier.gan.rank import write_atomic
     from atelier.gan.sampling import load_generator
     from atelier.gan.training import (
         checkpoint_from_bytes,
@@ -204,7 +264,9 @@ def train(
     )
     from atelier.gan.training import train as train_loop
 
-    _set_threads(threads)
+    distributed = nproc * nnodes > 1
+    if not distributed:
+        _set_threads(threads)
     if minutes is None and steps is None:
         minutes = 10.0
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -219,6 +281,12 @@ def train(
     names = dataset["class_names"]
     click.echo(f"{dataset['images'].shape[0]} images, {len(names)} categories: {', '.join(names)}", err=True)
     fast = {"precision": precision}  # channels_last: the device default (NHWC on CPU and CUDA)
+    device_for_ranks = device
+    if distributed:
+        # The ranks hold the model on their devices; this process keeps its copy in host memory.
+        from atelier.gan.training import default_precision
+
+        fast, device = {"precision": precision or default_precision(device)}, "cpu"
     if resume and ckpt_path.exists():
         if overrides:
             # A resumed run keeps the config it started with: a silently ignored --set would mislabel
@@ -251,16 +319,36 @@ def train(
             err=True,
         )
 
-    train_loop(
-        state,
-        dataset,
-        steps=steps,
-        seconds=None if minutes is None else minutes * 60,
-        progress_fn=progress,
-        progress_every=100,
-    )
+    seconds = None if minutes is None else minutes * 60
+    if distributed:
+        try:
+            run_distributed_segment(
+                state, dataset, nproc=nproc, nnodes=nnodes, master_addr=master_addr, master_port=master_port,
+                steps=steps, seconds=seconds, progress_fn=progress, progress_every=100,
+                device=device_for_ranks, checkpoint_path=ckpt_path, checkpoint_every=checkpoint_every,
+                threads=threads, seed=seed, workdir=out_dir / "ranks",
+            )  # fmt: skip
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from exc
+        except DistributedTrainingError as exc:
+            raise click.ClickException(
+                f"{exc}\nrun the same command again to resume from {ckpt_path}"
+            ) from exc
+    else:
+        start = state.step
+
+        def boundary() -> bool:  # the periodic checkpoint, at a step boundary
+            if checkpoint_every and state.step > start and state.step % checkpoint_every == 0:
+                write_atomic(ckpt_path, checkpoint_to_bytes(state_to_checkpoint(state)))
+            return False
+
+        train_loop(
+            state, dataset, steps=steps, seconds=seconds, progress_fn=progress, progress_every=100,
+            abort_fn=boundary if checkpoint_every else None,
+        )  # fmt: skip
     ckpt = state_to_checkpoint(state)
-    ckpt_path.write_bytes(checkpoint_to_bytes(ckpt))
+    if not distributed:  # with ranks, rank 0 has written it
+        ckpt_path.write_bytes(checkpoint_to_bytes(ckpt))
     G, _, _ = load_generator(ckpt, device, **fast)
     truncation = 1.0
     if sweep:  # the trained checkpoint is already on disk: a failed sweep loses no training
@@ -284,6 +372,7 @@ def train(
         json.dumps(
             {
                 "step": state.step,
+                **({"ranks": nproc * nnodes} if distributed else {}),
                 "precision": state.precision,
                 "default_truncation": ckpt.get("default_truncation", 1.0),
                 "class_truncation": ckpt.get("class_truncation"),

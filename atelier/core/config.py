@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     eval_per_class: int = Field(50, ge=1)
     eval_max_real: int = Field(2000, ge=10)
     # Truncations every new model version is evaluated at; the best one that keeps diversity becomes its
-    # stored default (workers/gan/metrics.py:truncation_sweep). "1.0" alone: no sweep, the default is 1.
+    # stored default (gan/metrics.py:truncation_sweep). "1.0" alone: no sweep, the default is 1.
     truncation_sweep: str = "1.0,0.9,0.8,0.7"
 
     webhook_secret: str = _DEV_WEBHOOK_SECRET

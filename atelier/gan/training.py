@@ -18,6 +18,10 @@ Precision: ``precision="bf16"`` runs the G and D passes under bf16 autocast (wei
 and the R1 gradient norm stay fp32); ``channels_last`` stores conv weights and activations NHWC. bf16
 is the default on CUDA and can be asked for on the CPU, which is how the tests prove the GPU path;
 channels_last is the default on both (GAN_NOTES.md round 6: +27 % steps/s for tiny on an AVX2 CPU).
+
+Across ranks: ``train(..., dist=Dist)`` runs the same step on one rank of a torch.distributed group
+(``distributed.py``: each rank keeps its rows of the global batch, DDP averages the gradients, buffers
+and losses are averaged after the step); ``dist=None`` is the single-process step, unchanged.
 """
 
 from __future__ import annotations
@@ -170,12 +174,14 @@ def class_balanced_weights(labels: torch.Tensor, num_classes: int, balance: floa
     return counts.clamp(min=1).pow(-balance)[labels]
 
 
-def _ada_update(state: TrainState, real_logits: torch.Tensor) -> None:
+def _ada_update(state: TrainState, real_logits: torch.Tensor, dist=None) -> None:
     """StyleGAN2-ADA: raise p when D is too sure of the reals (r_t = E[sign D(real)] > target)."""
     cfg = state.config
     signs = real_logits.detach().float().sign().sum()
     state.ada_acc += torch.stack([signs, torch.full_like(signs, len(real_logits))])  # no host -> device copy
     if state.step % cfg.ada_interval == cfg.ada_interval - 1:
+        if dist is not None:
+            dist.all_reduce_sum_(state.ada_acc)  # r_t over the global batch: the same p on every rank
         r_t = state.ada_acc[0] / state.ada_acc[1].clamp(min=1)
         adjust = (
             torch.sign(r_t - cfg.ada_target) * (cfg.batch_size * cfg.ada_interval) / (cfg.ada_kimg * 1000)
@@ -185,35 +191,49 @@ def _ada_update(state: TrainState, real_logits: torch.Tensor) -> None:
 
 
 def train_step(
-    state: TrainState, images: torch.Tensor, labels: torch.Tensor, sample_weights: torch.Tensor | None = None
+    state: TrainState,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    sample_weights: torch.Tensor | None = None,
+    dist=None,
 ) -> dict:
     """One D and one G step. ``images``/``labels``/``sample_weights`` live on the state's device; nothing
-    here reads a device value on the host, so on CUDA the step only queues kernels."""
+    here reads a device value on the host, so on CUDA the step only queues kernels.
+
+    ``dist`` (a ``distributed.Dist``): this rank computes its rows of the global batch of
+    ``cfg.batch_size``, G and D run through their DDP wrappers, and the losses returned are global."""
     cfg, G, D, gen, dev = state.config, state.G, state.D, state.train_gen, state.device
     policy = parse_policy(cfg.augment)
     n = cfg.batch_size
+    # The global batch's draws on every rank (the generators stay in lockstep), this rank's rows kept.
+    rows = slice(None) if dist is None else dist.rows(n)
+    G_fwd, D_fwd = (G, D) if dist is None else (dist.G, dist.D)
+    aug_gen = gen if dist is None else dist.aug_generator(state.step)
     if sample_weights is None:
         idx = torch.randint(images.shape[0], (n,), generator=state.data_gen, device=state.data_gen.device)
     else:
         idx = torch.multinomial(sample_weights, n, replacement=True, generator=state.data_gen)
-    idx = idx.to(dev)
+    idx_all = idx.to(dev)
+    idx = idx_all[rows]
     real = images_as_float(images[idx])
     y = labels[idx]
     if cfg.xflip:
-        flip = torch.rand(n, generator=gen, device=dev) < 0.5
+        flip = (torch.rand(n, generator=gen, device=dev) < 0.5)[rows]
         real = torch.where(flip[:, None, None, None], real.flip(3), real)
     if state.channels_last:
         real = real.contiguous(memory_format=torch.channels_last)
-    z = torch.randn(n, cfg.z_dim, generator=gen, device=dev)
+    z_all = torch.randn(n, cfg.z_dim, generator=gen, device=dev)
+    z = z_all[rows]
+    n_local = z.shape[0]
     adaptive = bool(policy) and cfg.ada_target > 0
     fixed_all = bool(policy) and not adaptive and cfg.augment_p >= 1.0
 
     def aug(t):
         if not policy:
             return t
-        out = diff_augment(t, policy, gen)
+        out = diff_augment(t, policy, aug_gen)
         if not fixed_all:  # each image augmented with probability p (ADA), the rest left alone
-            keep = torch.rand(n, 1, 1, 1, generator=gen, device=dev) < state.aug_p
+            keep = torch.rand(n_local, 1, 1, 1, generator=aug_gen, device=dev) < state.aug_p
             out = torch.where(keep, out, t)
         if state.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
@@ -224,15 +244,20 @@ def train_step(
     G.train()
     D.train()
     with cast:
-        fake = G(z, y, update_w_avg=True)
+        fake = G_fwd(z, y, update_w_avg=dist is None)
+    if dist is not None:
+        # G's running w_avg from the global batch (every rank holds its z and labels), as one rank tracks it:
+        # a per-class mean of per-rank means would weigh a class's few rows on one rank like many.
+        with torch.no_grad(), cast:
+            G.mapping(z_all, labels[idx_all], update_w_avg=True)
 
     # D step: L_D = softplus(-D(real)) + softplus(D(fake)), plus lazy R1 on the same real logits.
     D.requires_grad_(True)
     do_r1 = cfg.r1_gamma > 0 and state.step % cfg.r1_interval == 0
     real_in = aug(real).detach().requires_grad_(do_r1)
     with cast:
-        real_logits, real_cls = D(real_in, y, with_aux=True)
-        fake_logits = D(aug(fake.detach()), y)
+        real_logits, real_cls = D_fwd(real_in, y, with_aux=True)
+        fake_logits = D_fwd(aug(fake.detach()), y)
     real_logits, fake_logits = real_logits.float(), fake_logits.float()
     loss_d = d_loss(real_logits, fake_logits)
     total_d = loss_d
@@ -245,9 +270,10 @@ def train_step(
     total_d.backward()
     state.opt_D.step()
     if adaptive:
-        _ada_update(state, real_logits)
+        _ada_update(state, real_logits, dist)
 
-    # G step (non-saturating), through the freshly updated D; D's weights are frozen for speed.
+    # G step (non-saturating), through the freshly updated D; D's weights are frozen for speed (and, under
+    # DDP, so that no gradient hook of D fires: this pass calls the plain D, not its wrapper).
     D.requires_grad_(False)
     with cast:
         g_logits, g_cls = D(aug(fake), y, with_aux=True)
@@ -258,6 +284,8 @@ def train_step(
     state.opt_G.zero_grad(set_to_none=True)
     total_g.backward()
     state.opt_G.step()
+    if dist is not None:
+        loss_d, loss_g = dist.sync_step(state, loss_d, loss_g)  # before the EMA, which copies the buffers
 
     state.step += 1
     state.cur_nimg += n
@@ -275,11 +303,13 @@ def train(
     abort_fn: Callable[[], bool] | None = None,
     device: str | torch.device | None = None,
     progress_every: int = 20,
+    dist=None,
 ) -> TrainState:
     """Train ``steps`` more steps and/or for ``seconds``, whichever ends first; returns ``state``.
 
     ``abort_fn()`` is checked before every step; ``progress_fn`` gets a dict every ``progress_every``
-    steps and once at the end. The uint8 dataset is moved to the device once.
+    steps and once at the end. The uint8 dataset is moved to the device once. ``dist``: this process is
+    one rank of a distributed run (``rank.py`` passes it; every rank must stop at the same step).
     """
     if steps is None and seconds is None:
         raise ValueError("train() needs steps or seconds")
@@ -327,7 +357,7 @@ def train(
             break
         if abort_fn is not None and abort_fn():
             break
-        last = train_step(state, images, labels, weights)
+        last = train_step(state, images, labels, weights, dist)
         if state.step % HISTORY_EVERY == 0:
             state.pending.append((state.step, last["loss_d"], last["loss_g"]))
         if state.step % progress_every == 0:

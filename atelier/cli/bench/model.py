@@ -153,14 +153,43 @@ def bench_generate_bare(
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (the only output format)")
 @click.option("--preset", "presets", multiple=True, type=click.Choice(["tiny", "small", "base"]))
 @click.option("--arch", "archs", multiple=True, type=click.Choice(["atelier", "dcgan"]))
-@click.option("--seconds", type=float, default=8.0, show_default=True, help="per preset and arch")
+@click.option("--seconds", type=float, default=None, help="per preset and arch [8; 20 with --nproc]")
 @click.option("--device", default=None)
-def bench_train_cmd(as_json, presets, archs, seconds, device):
-    """Bare training loop: steps/s and images/s per preset."""
+@click.option(
+    "--nproc",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="N > 1: one rank against N torch.distributed ranks at the same global batch (cli/bench/dist.py)",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="with --nproc: runs of each, best kept",
+)
+def bench_train_cmd(as_json, presets, archs, seconds, device, nproc, repeats):
+    """Bare training loop: steps/s and images/s per preset; with --nproc N, 1 rank against N ranks."""
+    if nproc > 1:
+        from atelier.cli.bench.dist import bench_train_distributed
+
+        if len(presets) > 1 or len(archs) > 1:
+            raise click.BadParameter("with --nproc, one --preset and one --arch", param_hint="--preset")
+        out = bench_train_distributed(
+            nproc,
+            preset=presets[0] if presets else "tiny",
+            arch=archs[0] if archs else "atelier",
+            seconds=seconds or 20.0,
+            device=device,
+            repeats=repeats,
+        )
+        click.echo(json.dumps(out))
+        return
     out = bench_train(
         presets or ("tiny", "small", "base"),
         archs=archs or ("atelier", "dcgan"),
-        seconds=seconds,
+        seconds=seconds or 8.0,
         device=device,
     )
     click.echo(json.dumps(out))

@@ -1,0 +1,421 @@
+"""Training across ranks on the CPU (gloo): real rank processes started by the launcher, tiny networks.
+
+How close 2 ranks at per-rank batch B/2 follow 1 rank at batch B (8 steps, 16 px, B = 8, measured):
+  * with no layer that couples the samples of a batch (minibatch-stddev off, no BatchNorm) and no
+    augmentation, the two runs draw the same rows, flips and noise and differ only in float summation
+    order (a mean of two half-batch gradients against one mean, convolutions on 4 rows against 8): the
+    losses agree to 6 decimals and the weights to a relative L2 distance of about 1e-8 (asserted: 1e-5);
+  * with the tiny preset's per-category minibatch-stddev (it sees one rank's rows, not the global batch),
+    the classifier head and class balancing, the losses differ by up to about 0.01 and the weights by a
+    relative L2 distance below 1e-3 (asserted: losses 0.05, weights 5e-3). With augmentation on, each
+    rank also draws its augmentations from its own stream (and the single-process step draws augmentation
+    and noise from one generator), so the runs then agree in distribution, not sample by sample.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+from atelier.gan import launch
+from atelier.gan.distributed import Dist, replica_digest
+from atelier.gan.launch import DistributedTrainingError, free_port, run_distributed_segment
+from atelier.gan.sampling import encode_png, generate, load_generator
+from atelier.gan.training import (
+    checkpoint_from_bytes,
+    checkpoint_to_bytes,
+    new_state,
+    state_from_checkpoint,
+    state_to_checkpoint,
+    train,
+)
+
+from .conftest import CATEGORIES, make_catalogue, tiny_config
+
+PG_TIMEOUT_S = 20.0  # the group's timeout in these tests: a survivor of a dead peer fails within it
+
+
+def _copy(state):
+    return state_from_checkpoint(checkpoint_from_bytes(checkpoint_to_bytes(state_to_checkpoint(state))))
+
+
+def _relative_l2(a, b) -> float:
+    pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
+    num = sum(float((pa[k].detach() - pb[k].detach()).double().norm() ** 2) for k in pa)
+    den = sum(float(pa[k].detach().double().norm() ** 2) for k in pa)
+    return (num / den) ** 0.5
+
+
+def _one_and_two_ranks(cfg, dataset, steps, tmp_path, **kw):
+    start = new_state(cfg, CATEGORIES, seed=1, **kw)
+    one, two = _copy(start), _copy(start)
+    r1, r2 = [], []
+    train(one, dataset, steps=steps, progress_fn=r1.append, progress_every=1)
+    run_distributed_segment(
+        two,
+        dataset,
+        nproc=2,
+        steps=steps,
+        progress_fn=r2.append,
+        progress_every=1,
+        workdir=tmp_path,
+        pg_timeout_s=PG_TIMEOUT_S,
+        replica_check_every=1,
+    )
+    assert two.step == one.step == steps
+    steps_seen = [r["step"] for r in r2 if not r["final"]]
+    assert steps_seen == list(range(1, steps + 1))  # rank 0's reports reach progress_fn, one per step
+    losses = [
+        (abs(a["loss_d"] - b["loss_d"]), abs(a["loss_g"] - b["loss_g"])) for a, b in zip(r1, r2, strict=True)
+    ]
+    result = json.loads((tmp_path / "result.json").read_text())
+    return one, two, max(max(pair) for pair in losses), result
+
+
+def test_two_ranks_follow_one_rank_to_float_precision_without_batch_coupling(tiny_dataset, tmp_path):
+    # No minibatch-stddev groups, no BatchNorm, no augmentation: what is left is summation order. R1 at a
+    # large weight on every other step, so a wrongly reduced R1 gradient would show.
+    cfg = tiny_config(mbstd_group=1, mbstd_by_class=False, r1_gamma=1.0, r1_interval=2, augment="")
+    one, two, loss_diff, result = _one_and_two_ranks(cfg, tiny_dataset, 8, tmp_path)
+    assert loss_diff < 1e-5
+    for name in ("G", "D", "G_ema"):
+        assert _relative_l2(getattr(one, name), getattr(two, name)) < 1e-5, name
+    # w_avg is tracked from the global batch on every rank, as one rank tracks it
+    assert torch.allclose(one.G.mapping_net.w_avg, two.G.mapping_net.w_avg, rtol=1e-4, atol=1e-6)
+    assert result["world_size"] == 2 and result["replica_checks"] == 8
+
+
+def test_two_ranks_follow_one_rank_closely_with_the_tiny_presets_batch_statistics(tiny_dataset, tmp_path):
+    cfg = tiny_config()  # per-category minibatch-stddev, the classifier head, class balancing, R1
+    assert cfg.mbstd_by_class and cfg.aux_weight > 0 and cfg.class_balance > 0
+    one, two, loss_diff, _ = _one_and_two_ranks(cfg, tiny_dataset, 8, tmp_path)
+    assert loss_diff < 0.05
+    distances = {name: _relative_l2(getattr(one, name), getattr(two, name)) for name in ("G", "D", "G_ema")}
+    assert all(d < 5e-3 for d in distances.values()), distances
+    assert any(d > 0 for d in distances.values())  # the runs really differ where the docstring says
+
+
+@pytest.mark.parametrize(
+    "arch,kw",
+    [
+        # every optional piece on, in the GPU numerics: ADA (its counter reduced across ranks), per-rank
+        # DiffAugment, the classifier head, balancing, R1, EMA; bf16 autocast and channels_last
+        ("atelier", dict(precision="bf16", channels_last=True)),
+        ("dcgan", {}),  # BatchNorm in G and D: running statistics averaged across ranks
+    ],
+)
+def test_every_rank_holds_the_same_weights_after_every_step(arch, kw, tiny_dataset, tmp_path):
+    extra = dict(augment="color,translation,cutout", augment_p=0.5, ada_target=0.6, ada_interval=2)
+    cfg = tiny_config(arch, **(extra if arch == "atelier" else {}))
+    state = new_state(cfg, CATEGORIES, seed=2, **kw)
+    run_distributed_segment(
+        state,
+        tiny_dataset,
+        nproc=2,
+        steps=6,
+        workdir=tmp_path,
+        pg_timeout_s=PG_TIMEOUT_S,
+        replica_check_every=1,
+    )
+    result = json.loads((tmp_path / "result.json").read_text())
+    # a digest of G, D, G_ema, both Adam states, aug_p and the counters compared after each of the 6 steps
+    assert result["replica_checks"] == 6 and result["step"] == 6
+    assert state.step == 6 and state.precision == kw.get("precision", "fp32")
+    for net in (state.G, state.D, state.G_ema):
+        assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_abort_fn_stops_every_rank_at_the_same_step_and_the_segment_ends_normally(tiny_dataset, tmp_path):
+    # As train() with abort_fn: the launcher polls it, rank 0 puts the stop to a vote, all ranks leave
+    # the loop at the same step boundary and rank 0 writes the checkpoint of that step.
+    state = new_state(tiny_config(), CATEGORIES, seed=3)
+    reports: list[dict] = []
+    run_distributed_segment(
+        state,
+        tiny_dataset,
+        nproc=2,
+        steps=100_000,
+        progress_fn=reports.append,
+        progress_every=1,
+        abort_fn=lambda: len(reports) >= 2,
+        checkpoint_path=tmp_path / "checkpoint.pt",
+        workdir=tmp_path / "ranks",
+        pg_timeout_s=PG_TIMEOUT_S,
+        timeout_s=240,
+    )
+    assert 2 <= state.step < 100_000 and state.step % launch.VOTE_EVERY == 0
+    assert reports[-1]["final"] and reports[-1]["step"] == state.step
+    assert checkpoint_from_bytes((tmp_path / "checkpoint.pt").read_bytes())["step"] == state.step
+    result = json.loads((tmp_path / "ranks" / "result.json").read_text())
+    assert result["step"] == state.step and result["replica_checks"] == 1
+
+
+def test_the_replica_digest_sees_one_changed_adam_moment(tiny_dataset):
+    a = new_state(tiny_config(), CATEGORIES, seed=0)
+    train(a, tiny_dataset, steps=1)
+    b = _copy(a)
+    assert replica_digest(a) == replica_digest(b)
+    moment = next(iter(b.opt_D.state.values()))["exp_avg"]
+    moment.view(-1)[0] += 1e-7
+    assert replica_digest(a) != replica_digest(b)
+
+
+def test_rank_shares_are_disjoint_and_make_the_global_batch():
+    ranks = [Dist(rank=r, world_size=4, local_rank=r, device=torch.device("cpu")) for r in range(4)]
+    rows = [i for d in ranks for i in range(32)[d.rows(32)]]
+    assert rows == list(range(32))
+    with pytest.raises(ValueError, match="batch_size 30 is not divisible by the 4 ranks"):
+        ranks[0].rows(30)
+    # each rank's augmentation stream is its own, and the same again for the same step (a resume)
+    draws = [torch.rand(4, generator=d.aug_generator(7)) for d in ranks[:2]]
+    assert not torch.equal(draws[0], draws[1])
+    assert torch.equal(draws[0], torch.rand(4, generator=ranks[0].aug_generator(7)))
+
+
+def test_launcher_refuses_what_cannot_run(tiny_dataset):
+    state = new_state(tiny_config(batch_size=8), CATEGORIES)
+    with pytest.raises(ValueError, match="batch_size 8 is not divisible by 3 ranks"):
+        run_distributed_segment(state, tiny_dataset, nproc=3, steps=1)
+    with pytest.raises(ValueError, match="master_port is required when nnodes > 1"):
+        run_distributed_segment(state, tiny_dataset, nproc=1, nnodes=2, steps=1)
+    with pytest.raises(ValueError, match="needs steps or seconds"):
+        run_distributed_segment(state, tiny_dataset, nproc=2)
+
+
+def test_one_rank_is_the_single_process_loop_bit_for_bit(tiny_dataset, tmp_path):
+    start = new_state(tiny_config(), CATEGORIES, seed=4)
+    a, b = _copy(start), _copy(start)
+    train(a, tiny_dataset, steps=3)
+    run_distributed_segment(b, tiny_dataset, nproc=1, steps=3, checkpoint_path=tmp_path / "c.pt")
+    for name in ("G", "D", "G_ema"):
+        sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa), name
+    assert checkpoint_from_bytes((tmp_path / "c.pt").read_bytes())["step"] == 3
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _checkpoint_step(path) -> int:
+    try:
+        return checkpoint_from_bytes(path.read_bytes())["step"]
+    except (OSError, RuntimeError, EOFError, KeyError):
+        return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes; the launcher reaps its own children
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_a_killed_rank_fails_the_segment_quickly_and_a_rerun_resumes_from_the_last_checkpoint(
+    tiny_dataset, tmp_path
+):
+    ckpt = tmp_path / "checkpoint.pt"
+    work = tmp_path / "ranks"
+    state = new_state(tiny_config(), CATEGORIES, seed=5)
+    outcome: dict = {}
+
+    def segment():
+        try:
+            run_distributed_segment(
+                state,
+                tiny_dataset,
+                nproc=2,
+                steps=100_000,
+                checkpoint_path=ckpt,
+                checkpoint_every=2,
+                workdir=work,
+                pg_timeout_s=PG_TIMEOUT_S,
+                timeout_s=240,
+            )
+        except Exception as exc:  # noqa: BLE001 - handed to the test thread
+            outcome["error"] = exc
+        outcome["ended"] = time.monotonic()
+
+    runner = threading.Thread(target=segment, daemon=True)
+    runner.start()
+    _wait_for(lambda: _checkpoint_step(ckpt) >= 4, 120, "rank 0's checkpoint at step 4")
+    pids = {r: int((work / f"rank-{r}.pid").read_text()) for r in (0, 1)}
+    os.kill(pids[1], signal.SIGKILL)
+    killed_at = time.monotonic()
+    runner.join(timeout=60)
+    assert not runner.is_alive()
+    assert isinstance(outcome.get("error"), DistributedTrainingError)
+    assert "rank 1 was killed by SIGKILL" in str(outcome["error"])
+    assert outcome["ended"] - killed_at < 30  # the launcher noticed and stopped rank 0 (10 s grace at most)
+    assert not any(_alive(pid) for pid in pids.values())
+
+    saved = _checkpoint_step(ckpt)
+    assert saved >= 4 and saved % 2 == 0
+    resumed = state_from_checkpoint(checkpoint_from_bytes(ckpt.read_bytes()))
+    assert resumed.step == saved
+    run_distributed_segment(
+        resumed, tiny_dataset, nproc=2, steps=2, checkpoint_path=ckpt, workdir=work, pg_timeout_s=PG_TIMEOUT_S
+    )
+    assert resumed.step == saved + 2
+    assert checkpoint_from_bytes(ckpt.read_bytes())["step"] == saved + 2
+
+
+def test_a_frozen_rank_fails_the_others_by_the_groups_timeout(tiny_dataset, tmp_path):
+    # SIGSTOP keeps rank 1's sockets open: rank 0 learns nothing from the network and must give up when
+    # its collective passes the group's timeout; the launcher then kills the frozen rank too.
+    timeout = 10.0
+    work = tmp_path / "ranks"
+    state = new_state(tiny_config(), CATEGORIES, seed=7)
+    outcome: dict = {}
+
+    def segment():
+        try:
+            run_distributed_segment(
+                state,
+                tiny_dataset,
+                nproc=2,
+                steps=100_000,
+                checkpoint_path=tmp_path / "checkpoint.pt",
+                checkpoint_every=2,
+                workdir=work,
+                pg_timeout_s=timeout,
+                timeout_s=240,
+            )
+        except Exception as exc:  # noqa: BLE001 - handed to the test thread
+            outcome["error"] = exc
+        outcome["ended"] = time.monotonic()
+
+    runner = threading.Thread(target=segment, daemon=True)
+    runner.start()
+    _wait_for(lambda: _checkpoint_step(tmp_path / "checkpoint.pt") >= 2, 120, "a checkpoint at step 2")
+    pids = {r: int((work / f"rank-{r}.pid").read_text()) for r in (0, 1)}
+    os.kill(pids[1], signal.SIGSTOP)
+    frozen_at = time.monotonic()
+    runner.join(timeout=timeout + 45)
+    assert not runner.is_alive()
+    assert isinstance(outcome.get("error"), DistributedTrainingError)
+    assert "rank 0 exited with status" in str(outcome["error"])
+    waited = outcome["ended"] - frozen_at
+    assert timeout - 1 < waited < timeout + 30  # the group's timeout, then up to 10 s of SIGTERM grace
+    assert not any(_alive(pid) for pid in pids.values())
+
+
+def test_two_hosts_on_loopback_and_a_survivor_fails_by_itself_when_its_peer_dies(tiny_dataset, tmp_path):
+    """node 0 (run_distributed_segment) and node 1 (the documented `python -m atelier.gan.launch`), one
+    rank each: node 1 gets its settings, weights and data from rank 0 over the group. Once they train,
+    node 1's rank is killed; node 0's launcher sees only its own rank, which must fail on its own (the
+    closed connection, or at the latest the group's timeout) instead of hanging."""
+    port = free_port()
+    ckpt, work0, work1 = tmp_path / "checkpoint.pt", tmp_path / "node0", tmp_path / "node1"
+    state = new_state(tiny_config(), CATEGORIES, seed=6)
+    outcome: dict = {}
+
+    def node0():
+        try:
+            run_distributed_segment(
+                state,
+                tiny_dataset,
+                nproc=1,
+                nnodes=2,
+                master_port=port,
+                steps=100_000,
+                checkpoint_path=ckpt,
+                checkpoint_every=2,
+                workdir=work0,
+                pg_timeout_s=PG_TIMEOUT_S,
+                timeout_s=240,
+            )
+        except Exception as exc:  # noqa: BLE001 - handed to the test thread
+            outcome["error"] = exc
+        outcome["ended"] = time.monotonic()
+
+    runner = threading.Thread(target=node0, daemon=True)
+    runner.start()
+    node1 = subprocess.Popen(
+        [sys.executable, "-m", launch.__name__, "--nproc", "1", "--nnodes", "2", "--node-rank", "1"]
+        + ["--master-addr", "127.0.0.1", "--master-port", str(port), "--device", "cpu"]
+        + ["--workdir", str(work1), "--pg-timeout", str(PG_TIMEOUT_S), "--timeout", "240"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: _checkpoint_step(ckpt) >= 2, 120, "a checkpoint written by rank 0 on node 0")
+        assert "rank 1 of 2" in (work1 / "rank-1.log").read_text()
+        os.kill(int((work1 / "rank-1.pid").read_text()), signal.SIGKILL)
+        killed_at = time.monotonic()
+        _, err = node1.communicate(timeout=60)
+        runner.join(timeout=PG_TIMEOUT_S + 30)
+    finally:
+        if node1.poll() is None:
+            node1.kill()
+            node1.communicate(timeout=10)
+    assert node1.returncode != 0 and "rank 1 was killed by SIGKILL" in err
+    assert not runner.is_alive()
+    assert isinstance(outcome.get("error"), DistributedTrainingError)
+    assert "rank 0 exited with status" in str(outcome["error"])  # it failed by itself, not stopped
+    assert outcome["ended"] - killed_at < PG_TIMEOUT_S + 15
+
+
+def test_gan_train_with_two_ranks_writes_one_checkpoint_from_rank_0_that_gan_sample_reads(tmp_path):
+    from click.testing import CliRunner
+
+    from atelier.cli.gan import gan
+
+    data = tmp_path / "catalogue"
+    for i, (blob, label) in enumerate(make_catalogue(18)):
+        (data / CATEGORIES[label]).mkdir(parents=True, exist_ok=True)
+        (data / CATEGORIES[label] / f"{i}.png").write_bytes(blob)
+    out = tmp_path / "run"
+    small = ["--set", "channel_base=256", "--set", "channel_max=32", "--set", "z_dim=16", "--set", "w_dim=32"]
+    result = CliRunner().invoke(
+        gan,
+        ["train", "--data", str(data), "--out", str(out), "--resolution", "16", "--steps", "4"]
+        + ["--set", "batch_size=8", "--no-sweep", "--nproc", "2", "--checkpoint-every", "2"]
+        + small,
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["step"] == 4 and summary["ranks"] == 2
+    assert sorted(p.name for p in out.rglob("*.pt")) == ["checkpoint.pt"]
+    assert "wrote" in (out / "ranks" / "rank-0.log").read_text()
+    assert "wrote" not in (out / "ranks" / "rank-1.log").read_text()
+
+    ckpt = checkpoint_from_bytes((out / "checkpoint.pt").read_bytes())
+    G, cfg, names = load_generator(ckpt)
+    images = generate(G, seeds=[0, 1, 2], labels=[0, 1, 2])
+    decoded = Image.open(io.BytesIO(encode_png(images[0])))
+    assert decoded.size == (16, 16) and names == CATEGORIES
+    sampled = CliRunner().invoke(
+        gan,
+        [
+            "sample",
+            "--checkpoint",
+            str(out / "checkpoint.pt"),
+            "--per-category",
+            "1",
+            "--out",
+            str(tmp_path / "s"),
+        ],
+    )
+    assert sampled.exit_code == 0, sampled.output
+    assert json.loads(sampled.stdout.strip().splitlines()[-1])["written"] == 3
