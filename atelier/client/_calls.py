@@ -187,9 +187,17 @@ def cancel_job(job_id: str) -> Call[m.Job]:
     return Call("POST", f"/v1/jobs/{seg(job_id)}/cancel", model(m.Job), idempotent=True)
 
 
-def stream_job(job_id: str) -> Call[httpx.Response]:
+def stream_job(job_id: str, read_timeout: float | None = None) -> Call[httpx.Response]:
+    """The job's event stream; `read_timeout` (a wait's time left) bounds a silent connection."""
     headers = {"Accept": "text/event-stream"}
-    return Call("GET", f"/v1/jobs/{seg(job_id)}/stream", check, headers=headers, timeout=STREAM_TIMEOUT)
+    timeout = (
+        STREAM_TIMEOUT
+        if read_timeout is None
+        else httpx.Timeout(10.0, read=max(0.1, min(60.0, read_timeout)))
+    )
+    return Call(
+        "GET", f"/v1/jobs/{seg(job_id)}/stream", check, headers=headers, timeout=timeout, idempotent=True
+    )
 
 
 # ---------------------------------------------------------------- generation

@@ -54,6 +54,10 @@ class Follower:
     def expired(self) -> bool:
         return time.monotonic() > self.deadline
 
+    @property
+    def left(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
     def timed_out(self, job: m.Job) -> WaitTimeout:
         return WaitTimeout(f"job {self.job_id} still {job.status} after {self.timeout:.0f} s", job)
 

@@ -25,7 +25,7 @@ from atelier.client import models as m
 from atelier.client import requests as rq
 from atelier.client._config import resolve
 from atelier.client._transport import RetryPolicy, build, client_headers, unreachable
-from atelier.client.errors import ApiError, ChecksumMismatch, error_of
+from atelier.client.errors import ApiError, ChecksumMismatch, RateLimited, error_of
 
 T = TypeVar("T")
 
@@ -155,8 +155,8 @@ class AsyncJobs(_Resource):
     async def cancel(self, job_id: str) -> m.Job:
         return await self._c.send(calls.cancel_job(job_id))
 
-    async def stream(self, job_id: str) -> AsyncIterator[m.Job]:
-        response = await self._c._exchange(calls.stream_job(job_id), stream=True)
+    async def stream(self, job_id: str, *, read_timeout: float | None = None) -> AsyncIterator[m.Job]:
+        response = await self._c._exchange(calls.stream_job(job_id, read_timeout), stream=True)
         try:
             if response.status_code >= 400:
                 await response.aread()
@@ -180,13 +180,13 @@ class AsyncJobs(_Resource):
         follow = shared.Follower(job_id, timeout, on_update)
         while True:
             try:
-                async for job in self.stream(job_id):
+                async for job in self.stream(job_id, read_timeout=follow.left):
                     if follow.see(job):
                         return job
                     if follow.expired:
                         break
-            except (httpx.TransportError, ValueError):
-                pass
+            except (httpx.TransportError, ValueError, RateLimited):
+                pass  # a dropped stream, or this key's streams are all in use: poll once, then again
             job = await self.get(job_id)
             if follow.see(job):
                 return job

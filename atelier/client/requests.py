@@ -6,9 +6,9 @@ shapes follow the server's request schemas field for field (tests/unit/test_clie
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Body(BaseModel):
@@ -51,7 +51,7 @@ class Tryon(Body):
     template: str | None = None
 
 
-PostprocessOp = Upscale | Recolor | Background | Tryon | Literal["upscale", "background", "tryon"]
+PostprocessOp = Annotated[Upscale | Recolor | Background | Tryon, Field(discriminator="op")]
 
 
 class FollowReport(Body):
@@ -82,6 +82,12 @@ class GenerationRequest(Body):
     archive: bool | None = None
     chunk_size: int | None = None
     follow_report: FollowReport | None = None
+
+    @field_validator("postprocess", mode="before")
+    @classmethod
+    def _bare_names(cls, v: Any) -> Any:
+        # "upscale" is short for Upscale(): sent as {"op": "upscale"}, as the server's schema has it
+        return [{"op": item} if isinstance(item, str) else item for item in v] if isinstance(v, list) else v
 
 
 # ---------------------------------------------------------------- training and schedules

@@ -24,7 +24,7 @@ from atelier.client import models as m
 from atelier.client import requests as rq
 from atelier.client._config import resolve
 from atelier.client._transport import RetryPolicy, build, client_headers, unreachable
-from atelier.client.errors import ApiError, ChecksumMismatch, error_of
+from atelier.client.errors import ApiError, ChecksumMismatch, RateLimited, error_of
 
 T = TypeVar("T")
 
@@ -182,10 +182,10 @@ class Jobs(_Resource):
     def cancel(self, job_id: str) -> m.Job:
         return self._c.send(calls.cancel_job(job_id))
 
-    def stream(self, job_id: str) -> Iterator[m.Job]:
+    def stream(self, job_id: str, *, read_timeout: float | None = None) -> Iterator[m.Job]:
         """The job on every change, from its server-sent event stream, until it ends."""
-        response = self._c._exchange(calls.stream_job(job_id), stream=True)
-        with response:
+        response = self._c._exchange(calls.stream_job(job_id, read_timeout), stream=True)
+        try:
             if response.status_code >= 400:
                 response.read()
                 raise error_of(response)
@@ -194,6 +194,8 @@ class Jobs(_Resource):
                 job = decoder.feed(line)
                 if job is not None:
                     yield job
+        finally:
+            response.close()
 
     def wait(
         self,
@@ -209,13 +211,13 @@ class Jobs(_Resource):
         follow = shared.Follower(job_id, timeout, on_update)
         while True:
             try:
-                for job in self.stream(job_id):
+                for job in self.stream(job_id, read_timeout=follow.left):
                     if follow.see(job):
                         return job
                     if follow.expired:
                         break
-            except (httpx.TransportError, ValueError):
-                pass
+            except (httpx.TransportError, ValueError, RateLimited):
+                pass  # a dropped stream, or this key's streams are all in use: poll once, then again
             job = self.get(job_id)
             if follow.see(job):
                 return job
