@@ -263,8 +263,11 @@ def put_schedule(name: str, body: rq.ScheduleRequest) -> Call[m.Schedule]:
     return Call("PUT", f"/v1/schedules/{seg(name)}", model(m.Schedule), json=body.body(), idempotent=True)
 
 
-def run_schedule(name: str) -> Call[m.ScheduleRun]:
-    return Call("POST", f"/v1/schedules/{seg(name)}/run", model(m.ScheduleRun))
+def run_schedule(name: str, idempotency_key: str | None) -> Call[m.ScheduleRun]:
+    """Fire a schedule now; only with an Idempotency-Key is it repeated (a repeat finds the same run)."""
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    path = f"/v1/schedules/{seg(name)}/run"
+    return Call("POST", path, model(m.ScheduleRun), headers=headers, idempotent=bool(idempotency_key))
 
 
 # ---------------------------------------------------------------- catalogue

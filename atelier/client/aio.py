@@ -281,8 +281,8 @@ class AsyncSchedules(_Resource):
         body = rq.ScheduleRequest(cron=cron, enabled=enabled, params=calls.retrain_params(params))
         return await self._c.send(calls.put_schedule(name, body))
 
-    async def run(self, name: str) -> m.ScheduleRun:
-        return await self._c.send(calls.run_schedule(name))
+    async def run(self, name: str, *, idempotency_key: str | None = None) -> m.ScheduleRun:
+        return await self._c.send(calls.run_schedule(name, idempotency_key))
 
 
 class AsyncCatalogue(_Resource):

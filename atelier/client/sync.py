@@ -311,8 +311,8 @@ class Schedules(_Resource):
         body = rq.ScheduleRequest(cron=cron, enabled=enabled, params=calls.retrain_params(params))
         return self._c.send(calls.put_schedule(name, body))
 
-    def run(self, name: str) -> m.ScheduleRun:
-        return self._c.send(calls.run_schedule(name))
+    def run(self, name: str, *, idempotency_key: str | None = None) -> m.ScheduleRun:
+        return self._c.send(calls.run_schedule(name, idempotency_key))
 
 
 class Catalogue(_Resource):
