@@ -4,11 +4,13 @@ They are the contract: tests/unit/test_client_contract.py compares each with the
 server's OpenAPI document publishes, so a field added, dropped or retyped on either side fails a test.
 Fields the server adds later are ignored by an older client rather than refused.
 
-Results can also be read like the dicts the API sends (`job["status"]`), for scripts written that way.
+Results can also be read like the dicts the API sends, for scripts written that way: `job["status"]`,
+`"error" in job`, `job.get("error")`, `{**image}`, and `image == {...}` compares with the JSON form.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
@@ -23,16 +25,29 @@ T = TypeVar("T")
 
 
 class ApiModel(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore")
 
+    # ---- read like the JSON object it came from
     def __getitem__(self, name: str) -> Any:
-        try:
-            return getattr(self, name)
-        except AttributeError:
-            raise KeyError(name) from None
+        if name not in type(self).model_fields:
+            raise KeyError(name)
+        return getattr(self, name)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in type(self).model_fields
+
+    def keys(self) -> list[str]:
+        return list(type(self).model_fields)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return getattr(self, name) if name in type(self).model_fields else default
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self.model_dump(mode="json") == other
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 class Page(ApiModel, Generic[T]):
