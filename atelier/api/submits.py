@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Header, HTTPException
 
@@ -29,7 +29,10 @@ IdempotencyKey = Annotated[
     ),
 ]
 
-REPEATED = {200: {"description": "the same job, for a repeated Idempotency-Key"}}
+
+def repeated(model: type) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entry of a submit's 200: the first request's answer, for a repeated key."""
+    return {200: {"model": model, "description": "the same answer, for a repeated Idempotency-Key"}}
 
 
 def checked_webhook_url(url: object | None, settings: Settings, *loc: str) -> str | None:

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from atelier.api.deps import CatalogueKey, ReadKey, SessionDep, SettingsDep, StoreDep, invalid
 from atelier.api.schemas import JobOut, errors
-from atelier.api.submits import REPEATED, IdempotencyKey, checked_webhook_url, submit_errors
+from atelier.api.submits import IdempotencyKey, checked_webhook_url, repeated, submit_errors
 from atelier.catalogue import imports, ingest_jobs
 from atelier.catalogue import service as catalogue
 from atelier.catalogue.periods import PERIODS
@@ -98,7 +98,9 @@ def upload_images(
     return body
 
 
-@router.post("/imports", status_code=202, response_model=JobOut, responses=REPEATED | errors(409, 413, 422))
+@router.post(
+    "/imports", status_code=202, response_model=JobOut, responses=repeated(JobOut) | errors(409, 413, 422)
+)
 def import_dataset(
     key: CatalogueKey,
     session: SessionDep,

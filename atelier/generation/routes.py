@@ -21,7 +21,7 @@ from sqlalchemy import select
 from atelier.api.deps import ReadKey, SessionDep, SettingsDep, StoreDep, SubmitKey, invalid, too_many
 from atelier.api.routes.jobs import get_job_or_404
 from atelier.api.schemas import JobOut, errors
-from atelier.api.submits import REPEATED, IdempotencyKey, checked_webhook_url, submit_errors
+from atelier.api.submits import IdempotencyKey, checked_webhook_url, repeated, submit_errors
 from atelier.core import jobs
 from atelier.core.config import get_settings
 from atelier.core.db import session_factory
@@ -43,7 +43,7 @@ STREAM_KEEPALIVE_SECONDS = 15.0
     "/v1/generation-jobs",
     response_model=JobOut,
     status_code=202,
-    responses={200: {"model": JobOut, **REPEATED[200]}} | errors(409, 429),
+    responses=repeated(JobOut) | errors(409, 429),
 )
 def submit_generation(
     body: GenerationRequest,

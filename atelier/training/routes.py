@@ -4,7 +4,7 @@ from fastapi import APIRouter, Response
 
 from atelier.api.deps import SessionDep, SettingsDep, StoreDep, SubmitKey, invalid
 from atelier.api.schemas import JobOut, errors
-from atelier.api.submits import REPEATED, IdempotencyKey, checked_webhook_url, submit_errors
+from atelier.api.submits import IdempotencyKey, checked_webhook_url, repeated, submit_errors
 from atelier.training import service as training
 
 router = APIRouter(
@@ -12,7 +12,7 @@ router = APIRouter(
 )
 
 
-@router.post("", status_code=202, response_model=JobOut, responses=REPEATED)
+@router.post("", status_code=202, response_model=JobOut, responses=repeated(JobOut))
 def submit_training_job(
     body: training.TrainingRequest,
     key: SubmitKey,

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from atelier.api.deps import AdminKey, ReadKey, SessionDep, SettingsDep, StoreDep, invalid
 from atelier.api.schemas import errors
-from atelier.api.submits import REPEATED, IdempotencyKey, checked_webhook_url
+from atelier.api.submits import IdempotencyKey, checked_webhook_url, repeated
 from atelier.core import idempotency
 from atelier.core.models import Schedule, ScheduleRun
 from atelier.training import schedules
@@ -90,7 +90,7 @@ def put_schedule(name: str, body: ScheduleIn, key: AdminKey, session: SessionDep
     return _out(session, schedule)
 
 
-@router.post("/{name}/run", response_model=RunOut, status_code=202, responses=REPEATED)
+@router.post("/{name}/run", response_model=RunOut, status_code=202, responses=repeated(RunOut))
 def run_schedule(
     name: str,
     key: AdminKey,

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from atelier.api.deps import ReadKey, SessionDep, SettingsDep, StoreDep, SubmitKey, invalid
 from atelier.api.routes.jobs import get_job_or_404
 from atelier.api.schemas import JobOut, errors
-from atelier.api.submits import REPEATED, IdempotencyKey, checked_webhook_url, submit_errors
+from atelier.api.submits import IdempotencyKey, checked_webhook_url, repeated, submit_errors
 from atelier.trends import service as trends
 
 router = APIRouter(tags=["trend reports"], responses=errors(401, 403, 413, 422))
@@ -27,7 +27,9 @@ class TrendReportOut(BaseModel):
     charts: dict[str, str]
 
 
-@router.post("/v1/trend-reports", response_model=JobOut, status_code=202, responses=REPEATED | errors(409))
+@router.post(
+    "/v1/trend-reports", response_model=JobOut, status_code=202, responses=repeated(JobOut) | errors(409)
+)
 def submit_trend_report(
     body: trends.TrendParams,
     key: SubmitKey,
