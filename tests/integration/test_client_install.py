@@ -87,6 +87,8 @@ print(json.dumps({"model": version_id, "job": done.id, "images": len(images), "d
 """
 
 
+# what is under test is the package, not the database: one backend is enough
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 def test_the_client_installs_alone_and_drives_a_full_flow(stack, tmp_path):
     from atelier.catalogue.synthetic import make_catalogue
 
