@@ -181,7 +181,7 @@ def test_results_are_typed_and_read_like_the_dicts_the_api_sends(api):
     assert job.created_at.year == 2026
 
 
-def test_errors_are_typed_and_name_the_field(api):
+def test_errors_are_typed_and_name_the_field(api, monkeypatch):
     url, state = api
     with Client(url, "k", backoff=0.01) as client:
         with pytest.raises(InvalidRequest) as bad:
@@ -194,6 +194,7 @@ def test_errors_are_typed_and_name_the_field(api):
         with pytest.raises(NotFound) as missing:
             client.jobs.get("nope")
         assert missing.value.detail == "no route /v1/jobs/nope"
+    monkeypatch.delenv("ATELIER_API_KEY", raising=False)
     with pytest.raises(ValueError, match="no API key"):
         Client(url, "")
 
