@@ -8,10 +8,10 @@ import hashlib
 import json
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -19,7 +19,6 @@ import pytest
 from atelier.catalogue.synthetic import catalogue_zip, make_catalogue
 from atelier.cli import exits
 from atelier.client import Client
-from tests.integration.conftest import wait_for
 from tests.integration.test_generation import model  # noqa: F401 - the tiny 16 px model fixture
 
 pytestmark = pytest.mark.integration
@@ -161,9 +160,9 @@ def test_timeout_interrupt_and_cancel_have_their_own_codes(stack, catalogue):
             [sys.executable, "-m", "atelier.cli.main", "status", job_id, "--watch"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        with Client(stack.api_url, stack.admin_key) as client:
-            wait_for(lambda: client.jobs.get(job_id).status == "running", timeout=120, what="training to run")
-        time.sleep(1.5)  # the watcher is following the stream by now
+        ready, _, _ = select.select([watcher.stderr], [], [], 120)
+        first = watcher.stderr.readline() if ready else ""  # its first progress line: it follows the job
+        assert job_id in first, first
         watcher.send_signal(signal.SIGINT)
         _, err = watcher.communicate(timeout=30)
         assert watcher.returncode == exits.INTERRUPTED and "Aborted." in err and "Traceback" not in err
