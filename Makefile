@@ -7,14 +7,19 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 # two test processes: the tests of one shared stack stay in one of them (tests/integration/conftest.py)
 PYTEST_WORKERS ?= 2
+# Where torch 2.13.0 comes from (docs/install.md): empty takes it as pip finds it (the CPU build on local
+# disk on the development machines, the CUDA build from PyPI on an ordinary Linux x86_64 machine);
+# https://download.pytorch.org/whl/cpu takes the CPU build.
+TORCH_INDEX_URL ?=
 
 .PHONY: install browser demo up test lint format clean lock
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	@# torch first and pinned: a looser requirement elsewhere must not pull a multi-GB CUDA build
-	$(BIN)/python -m pip install -q torch==2.13.0
+	@# torch first and pinned, so that the extras' requirement finds it installed: which build that is
+	@# depends on where it comes from (TORCH_INDEX_URL above, docs/install.md), not on the order
+	$(BIN)/python -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 

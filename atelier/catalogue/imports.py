@@ -18,7 +18,7 @@ from typing import BinaryIO
 from sqlalchemy.orm import Session
 
 from atelier.catalogue import archives, deepfashion
-from atelier.core import jobs, units
+from atelier.core import idempotency, jobs, units
 from atelier.core.config import Settings
 from atelier.core.models import Job
 from atelier.core.params import ImportSource, IngestParams
@@ -96,8 +96,16 @@ def submit(
     crop: bool,
     captured_at: datetime | None,
     api_key_id: str | None,
-) -> Job:
-    """Check the import, store its ZIP, and queue the ingest job that reads it (sent after commit)."""
+    webhook_url: str | None = None,
+    scoped_key: str | None = None,
+    body_hash: str | None = None,
+) -> tuple[Job, bool]:
+    """Check the import, store its ZIP, and queue the ingest job that reads it (sent after commit).
+    Returns (job, created): a repeated Idempotency-Key (`scoped_key`, `body_hash`) answers with the
+    first import's job and stores nothing."""
+    earlier = idempotency.existing(session, scoped_key, body_hash)
+    if earlier is not None:
+        return earlier, False
     source = check_source(
         fileobj=fileobj,
         settings=settings,
@@ -109,11 +117,19 @@ def submit(
     )
     source.archive_key = archive_key()
     store.put_file(source.archive_key, fileobj, content_type="application/zip")  # before the row
-    job = jobs.create_job(
-        session=session,
-        kind="ingest",
-        params=IngestParams(source=source).model_dump(mode="json"),
-        api_key_id=api_key_id,
+    job, created = idempotency.create_once(
+        session,
+        scoped_key,
+        body_hash,
+        lambda: jobs.create_job(
+            session=session,
+            kind="ingest",
+            params=IngestParams(source=source, webhook_url=webhook_url).model_dump(mode="json"),
+            api_key_id=api_key_id,
+            idempotency_key=scoped_key,
+            request_hash=body_hash,
+        ),
     )
-    units.start_work(session, job)
-    return job
+    if created:
+        units.start_work(session, job)
+    return job, created

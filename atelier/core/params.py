@@ -40,6 +40,7 @@ class ImportSource(_Params):
 class IngestParams(_Params):
     image_ids: list[str] = Field(default_factory=list)
     source: ImportSource | None = None  # an import: the photos come from this archive
+    webhook_url: str | None = None  # notified when the job ends (atelier.webhooks), as for every kind
 
 
 class TrainParams(_Params):
@@ -55,6 +56,7 @@ class TrainParams(_Params):
     snapshot_id: str
     class_names: list[str]
     retrain: bool = False
+    webhook_url: str | None = None
 
 
 class GenerateSource(_Params):

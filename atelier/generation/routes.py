@@ -12,24 +12,23 @@ from __future__ import annotations
 import asyncio
 import time
 from types import SimpleNamespace
-from typing import Annotated
 
 from anyio import to_thread
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 from sqlalchemy import select
 
 from atelier.api.deps import ReadKey, SessionDep, SettingsDep, StoreDep, SubmitKey, invalid, too_many
 from atelier.api.routes.jobs import get_job_or_404
 from atelier.api.schemas import JobOut, errors
-from atelier.core import jobs, quotas
+from atelier.api.submits import IdempotencyKey, checked_webhook_url, repeated, submit_errors
+from atelier.core import jobs
 from atelier.core.config import get_settings
 from atelier.core.db import session_factory
 from atelier.core.models import GeneratedImage, Job
 from atelier.core.pagination import MAX_LIMIT, BadCursor, page_after
 from atelier.generation import service as generation
 from atelier.generation.schemas import GenerationRequest, ImageOut, ImagePage
-from atelier.webhooks import outbound
 
 router = APIRouter(tags=["generation"], responses=errors(401, 403, 404, 413, 422))
 
@@ -44,8 +43,7 @@ STREAM_KEEPALIVE_SECONDS = 15.0
     "/v1/generation-jobs",
     response_model=JobOut,
     status_code=202,
-    responses={200: {"model": JobOut, "description": "the same job, for a repeated Idempotency-Key"}}
-    | errors(409, 429),
+    responses=repeated(JobOut) | errors(409, 429),
 )
 def submit_generation(
     body: GenerationRequest,
@@ -53,41 +51,23 @@ def submit_generation(
     session: SessionDep,
     settings: SettingsDep,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: IdempotencyKey = None,
 ):
-    images = body.count if body.count is not None else sum((body.per_category or {}).values())
-    if not images and body.follow_report is not None:
-        images = body.follow_report.count or 0
-    if body.priority == "interactive" and images > settings.interactive_max_images:
-        raise invalid(
-            "body",
-            "priority",
-            msg=f"interactive jobs are at most {settings.interactive_max_images} images "
-            f"(ATELIER_INTERACTIVE_MAX_IMAGES), asked for {images}: use bulk",
-        )
-    if body.webhook_url is not None:
-        try:
-            outbound.check_destination(str(body.webhook_url), settings)
-        except outbound.RefusedDestination as exc:
-            raise invalid("body", "webhook_url", msg=str(exc)) from exc
+    checked_webhook_url(body.webhook_url, settings, "body", "webhook_url")
     try:
-        quotas.check_submit(session=session, key=key, settings=settings, images=images)
-    except quotas.QuotaExceeded as exc:
-        raise too_many(str(exc), exc.retry_after) from exc
-    try:
-        job, created = generation.submit(
-            session=session,
-            spec=body,
-            settings=settings,
-            api_key_id=key.id,
-            idempotency_key=idempotency_key,
-            request_hash=body.request_hash(),
-            model_given="model" in body.model_fields_set,
-        )
+        with submit_errors():
+            job, created = generation.submit(
+                session=session,
+                spec=body,
+                settings=settings,
+                api_key_id=key.id,
+                idempotency_key=idempotency_key,
+                request_hash=body.request_hash(),
+                model_given="model" in body.model_fields_set,
+                quota_key=key,
+            )
     except generation.InvalidRequest as exc:
         raise invalid("body", exc.field, msg=str(exc)) from exc
-    except generation.IdempotencyConflict as exc:
-        raise HTTPException(409, detail=str(exc)) from exc
     if not created:
         response.status_code = 200
     return JobOut.of(job, key)

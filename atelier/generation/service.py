@@ -13,10 +13,9 @@ import secrets
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from atelier.core import jobs, units
+from atelier.core import idempotency, jobs, quotas, units
 from atelier.core.config import Settings
 from atelier.core.models import GeneratedImage, Job
 from atelier.core.params import GenerateParams, GenerateSource
@@ -44,8 +43,7 @@ class InvalidRequest(ValueError):
         self.field = field
 
 
-class IdempotencyConflict(Exception):
-    pass
+IdempotencyConflict = idempotency.IdempotencyConflict
 
 
 # ---------------------------------------------------------------- planning
@@ -141,6 +139,12 @@ def plan(
             extra = {"seed": source.seed, "image_id": spec.image_id, "strength": spec.strength}
         extra["category"] = source.category
     count = sum(n for _, n in per_category)
+    if spec.priority == "interactive" and count > settings.interactive_max_images:
+        raise InvalidRequest(
+            "priority",
+            f"interactive jobs are at most {settings.interactive_max_images} images "
+            f"(ATELIER_INTERACTIVE_MAX_IMAGES), asked for {count}: use bulk",
+        )
 
     seed = spec.seed if spec.seed is not None else secrets.randbelow(2**30)
     if seed + count - 1 > MAX_SEED:
@@ -232,33 +236,36 @@ def submit(
     idempotency_key: str | None = None,
     request_hash: str | None = None,
     model_given: bool = True,
+    quota_key=None,  # noqa: ANN001 - the submitting key (its `id`): quotas are checked for it
 ) -> tuple[Job, bool]:
     """Create the job and every chunk unit in the caller's transaction; one message goes out after its
     commit (atelier.core.units.dispatch_new_job). Returns (job, created); a repeated idempotency key returns
-    the first job."""
-    scoped_key = f"{api_key_id}:{idempotency_key}"[:255] if idempotency_key else None
-    if scoped_key:
-        existing = _by_idempotency_key(session, scoped_key, request_hash)
-        if existing is not None:
-            return existing, False
+    the first job. The image count is computed once, by `plan`, whatever the mode (a variations job
+    without `count` makes 8), and that count is what the hourly quota is checked against."""
+    scoped_key = idempotency.scoped(api_key_id, idempotency_key)
+    earlier = idempotency.existing(session, scoped_key, request_hash)
+    if earlier is not None:
+        return earlier, False
     params = plan(session=session, spec=spec, settings=settings, model_given=model_given)
-    try:
-        with session.begin_nested():
-            job = jobs.create_job(
-                session=session,
-                kind="generate",
-                params=params.model_dump(mode="json"),
-                total=params.count,
-                priority=params.priority,
-                api_key_id=api_key_id,
-                idempotency_key=scoped_key,
-                request_hash=request_hash,
-            )
-    except IntegrityError:  # a concurrent request with the same key won
-        existing = _by_idempotency_key(session, scoped_key, request_hash) if scoped_key else None
-        if existing is None:
-            raise
-        return existing, False
+    if quota_key is not None:
+        quotas.check_submit(session=session, key=quota_key, settings=settings, images=params.count)
+    job, created = idempotency.create_once(
+        session,
+        scoped_key,
+        request_hash,
+        lambda: jobs.create_job(
+            session=session,
+            kind="generate",
+            params=params.model_dump(mode="json"),
+            total=params.count,
+            priority=params.priority,
+            api_key_id=api_key_id,
+            idempotency_key=scoped_key,
+            request_hash=request_hash,
+        ),
+    )
+    if not created:
+        return job, False
     size = params.chunk_size
     starts = range(0, params.count, size)
     for i, start in enumerate(starts):
@@ -280,12 +287,3 @@ def submit(
     )
     units.dispatch_new_job(session, job)
     return job, True
-
-
-def _by_idempotency_key(session: Session, key: str, request_hash: str | None) -> Job | None:
-    job = session.scalars(select(Job).where(Job.idempotency_key == key)).one_or_none()
-    if job is not None and request_hash is not None and job.request_hash != request_hash:
-        raise IdempotencyConflict(
-            f"Idempotency-Key was already used for job {job.id} with a different request body"
-        )
-    return job

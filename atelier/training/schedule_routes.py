@@ -3,12 +3,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from atelier.api.deps import AdminKey, ReadKey, SessionDep, StoreDep, invalid
+from atelier.api.deps import AdminKey, ReadKey, SessionDep, SettingsDep, StoreDep, invalid
 from atelier.api.schemas import errors
+from atelier.api.submits import IdempotencyKey, checked_webhook_url, repeated
+from atelier.core import idempotency
 from atelier.core.models import Schedule, ScheduleRun
 from atelier.training import schedules
 
@@ -18,7 +20,11 @@ router = APIRouter(prefix="/v1/schedules", tags=["schedules"], responses=errors(
 class ScheduleIn(BaseModel):
     cron: str = Field(..., examples=["0 2 * * *"])
     enabled: bool = True
-    params: dict[str, Any] = Field(default_factory=dict, description="retrain parameters")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="retrain parameters; `webhook_url` is notified when each retrain ends, signed with "
+        "the webhook secret of the admin key that set it",
+    )
 
 
 class RunOut(BaseModel):
@@ -70,28 +76,47 @@ def list_schedules(_: ReadKey, session: SessionDep):
 
 
 @router.put("/{name}", response_model=ScheduleOut)
-def put_schedule(name: str, body: ScheduleIn, _: AdminKey, session: SessionDep):
+def put_schedule(name: str, body: ScheduleIn, key: AdminKey, session: SessionDep, settings: SettingsDep):
+    params = {k: v for k, v in body.params.items() if k != "webhook_key_id"}  # set here, never by a client
+    if params.get("webhook_url") is not None:
+        checked_webhook_url(params["webhook_url"], settings, "body", "params", "webhook_url")
+        params["webhook_key_id"] = key.id
     try:
         schedule = schedules.put_schedule(
-            session=session, name=name, cron=body.cron, enabled=body.enabled, params=body.params
+            session=session, name=name, cron=body.cron, enabled=body.enabled, params=params
         )
     except schedules.InvalidSchedule as exc:
         raise invalid("body", *exc.field.split("."), msg=str(exc)) from exc
     return _out(session, schedule)
 
 
-@router.post("/{name}/run", response_model=RunOut, status_code=202)
-def run_schedule(name: str, _: AdminKey, session: SessionDep, store: StoreDep):
+@router.post("/{name}/run", response_model=RunOut, status_code=202, responses=repeated(RunOut))
+def run_schedule(
+    name: str,
+    key: AdminKey,
+    session: SessionDep,
+    store: StoreDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+):
     schedule = session.get(Schedule, name)
     if schedule is None:
         raise HTTPException(404, detail=f"no schedule named {name!r}")
-    run = schedules.fire(
-        session=session,
-        store=store,
-        schedule=schedule,
-        scheduled_for=schedules.utcnow(),
-        run_key=schedules.manual_run_key(name),
+    # with an Idempotency-Key the run key is derived from it: a repeat finds the run it started
+    scoped = idempotency.scoped(key.id, idempotency_key)
+    run_key = (
+        f"{name}:manual:{idempotency.request_hash(scoped)[:32]}" if scoped else schedules.manual_run_key(name)
     )
+    run = session.get(ScheduleRun, run_key) if scoped else None
+    if run is not None:
+        response.status_code = 200
+    else:
+        run = schedules.fire(
+            session=session, store=store, schedule=schedule, scheduled_for=schedules.utcnow(), run_key=run_key
+        )
+    if run is None and scoped:  # a concurrent repeat started it
+        run = session.get(ScheduleRun, run_key)
+        response.status_code = 200
     if run is None:
         raise HTTPException(409, detail="a run with this key already exists; try again")
     return RunOut(

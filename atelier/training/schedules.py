@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from croniter import croniter
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, HttpUrl, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -39,6 +39,9 @@ class RetrainParams(BaseModel):
     categories: list[str] | None = None
     kid_tolerance: float = Field(0.0, ge=0.0)
     auto_promote: bool = True
+    webhook_url: HttpUrl | None = Field(None, description="POSTed a signed job event when a retrain ends")
+    # the admin key that set webhook_url: its signing secret signs the retrain's webhook (set by the API)
+    webhook_key_id: str | None = None
 
 
 class InvalidSchedule(ValueError):
@@ -57,7 +60,7 @@ def put_schedule(
     if not croniter.is_valid(cron):
         raise InvalidSchedule("cron", f"{cron!r} is not a cron expression (e.g. '0 2 * * *')")
     try:
-        checked = RetrainParams(**params).model_dump()
+        checked = RetrainParams(**params).model_dump(mode="json")
     except ValidationError as exc:
         first = exc.errors()[0]
         raise InvalidSchedule(".".join(["params", *map(str, first["loc"])]), first["msg"]) from exc
@@ -121,9 +124,17 @@ def _start_retrain(*, session: Session, store: ObjectStore, params: RetrainParam
         arch=current.arch if current else params.arch,
         promote="if_better" if params.auto_promote else "never",
         kid_tolerance=params.kid_tolerance,
+        webhook_url=params.webhook_url,
     )
     try:
-        job = training.submit_training(session=session, store=store, request=request, extra={"retrain": True})
+        job = training.submit_training(
+            session=session,
+            store=store,
+            request=request,
+            extra={"retrain": True},
+            # a retrain that notifies belongs to the admin key that asked for it, whose secret signs
+            api_key_id=params.webhook_key_id if params.webhook_url else None,
+        )
     except training.InvalidRequest as exc:
         return f"skipped: {exc}", None
     units.start_work(session, job)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, HttpUrl, field_validator
 from sqlalchemy.orm import Session
 
-from atelier.core import jobs
+from atelier.core import idempotency, jobs, quotas, units
+from atelier.core.config import Settings
 from atelier.core.models import Job
 from atelier.core.params import ArchName, PresetName, TrainParams
 from atelier.core.storage import ObjectStore
@@ -38,6 +39,7 @@ class TrainingRequest(BaseModel):
     promote: Literal["if_better", "always", "never"] = "if_better"
     kid_tolerance: float = Field(0.0, ge=0.0, description="promote when new KID <= production KID + this")
     seed: int = Field(0, ge=0, lt=2**31)
+    webhook_url: HttpUrl | None = Field(None, description="POSTed a signed job event when the job ends")
 
     @field_validator("resolution")
     @classmethod
@@ -54,6 +56,8 @@ def submit_training(
     request: TrainingRequest,
     api_key_id: str | None = None,
     extra: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
 ) -> Job:
     """Freeze the dataset, resolve the base model and queue the job (the caller dispatches and commits)."""
     known = snapshots.known_categories(session=session)
@@ -81,7 +85,7 @@ def submit_training(
         raise InvalidRequest("categories", str(exc)) from exc
     params = TrainParams(
         **{
-            **request.model_dump(),
+            **request.model_dump(mode="json"),
             "resolution": resolution,
             "base_model": base.id if base else None,
             "snapshot_id": snapshot.id,
@@ -96,4 +100,41 @@ def submit_training(
         total=request.steps,
         priority="bulk",
         api_key_id=api_key_id,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
     )
+
+
+def submit(
+    *,
+    session: Session,
+    store: ObjectStore,
+    settings: Settings,
+    request: TrainingRequest,
+    key,  # noqa: ANN001 - the submitting API key (its `id`)
+    idempotency_key: str | None = None,
+) -> tuple[Job, bool]:
+    """POST /v1/training-jobs: (job, created). A repeated Idempotency-Key answers with the first job
+    (before the quota is counted); a new job is checked against the key's quota, then queued."""
+    scoped = idempotency.scoped(key.id, idempotency_key)
+    body_hash = idempotency.request_hash(request.model_dump(mode="json")) if scoped else None
+    earlier = idempotency.existing(session, scoped, body_hash)
+    if earlier is not None:
+        return earlier, False
+    quotas.check_submit(session=session, key=key, settings=settings)
+    job, created = idempotency.create_once(
+        session,
+        scoped,
+        body_hash,
+        lambda: submit_training(
+            session=session,
+            store=store,
+            request=request,
+            api_key_id=key.id,
+            idempotency_key=scoped,
+            request_hash=body_hash,
+        ),
+    )
+    if created:
+        units.start_work(session, job)
+    return job, created

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -75,7 +75,9 @@ async def trends_submit(request: Request, key: UiSubmit, _: Csrf, session: Sessi
     form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
     try:
         body = TrendParams.model_validate(_request_body(form))
-        job = trend_routes.submit_trend_report(body=body, key=key, session=session, settings=settings)
+        job = trend_routes.submit_trend_report(
+            body=body, key=key, session=session, settings=settings, response=Response()
+        )
     except ValidationError as exc:
         msg = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         return _list(request, key, session, settings, values=form, error=msg, status_code=422)

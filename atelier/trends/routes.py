@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Response
 from pydantic import BaseModel
 
 from atelier.api.deps import ReadKey, SessionDep, SettingsDep, StoreDep, SubmitKey, invalid
 from atelier.api.routes.jobs import get_job_or_404
 from atelier.api.schemas import JobOut, errors
+from atelier.api.submits import IdempotencyKey, checked_webhook_url, repeated, submit_errors
 from atelier.trends import service as trends
 
 router = APIRouter(tags=["trend reports"], responses=errors(401, 403, 413, 422))
@@ -26,12 +27,31 @@ class TrendReportOut(BaseModel):
     charts: dict[str, str]
 
 
-@router.post("/v1/trend-reports", response_model=JobOut, status_code=202)
-def submit_trend_report(body: trends.TrendParams, key: SubmitKey, session: SessionDep, settings: SettingsDep):
+@router.post(
+    "/v1/trend-reports", response_model=JobOut, status_code=202, responses=repeated(JobOut) | errors(409)
+)
+def submit_trend_report(
+    body: trends.TrendParams,
+    key: SubmitKey,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+):
+    checked_webhook_url(body.webhook_url, settings, "body", "webhook_url")
     try:
-        job = trends.submit(session=session, settings=settings, params=body, api_key_id=key.id)
+        with submit_errors():
+            job, created = trends.submit(
+                session=session,
+                settings=settings,
+                params=body,
+                api_key_id=key.id,
+                idempotency_key=idempotency_key,
+            )
     except trends.InvalidRequest as exc:
         raise invalid("body", exc.field, msg=str(exc)) from exc
+    if not created:
+        response.status_code = 200
     return JobOut.of(job, key)
 
 

@@ -11,11 +11,11 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, HttpUrl, field_validator
 from sqlalchemy.orm import Session
 
 from atelier.catalogue.service import normalize_category
-from atelier.core import jobs, units
+from atelier.core import idempotency, jobs, units
 from atelier.core.config import Settings
 from atelier.core.models import Job
 from atelier.core.storage import ObjectStore
@@ -33,6 +33,7 @@ class TrendParams(BaseModel):
     horizon: int = Field(3, ge=1, description="periods to forecast; at most ATELIER_TREND_MAX_HORIZON")
     since: datetime | None = Field(None, description="photos captured at or after")
     until: datetime | None = Field(None, description="photos captured before")
+    webhook_url: HttpUrl | None = Field(None, description="POSTed a signed job event when the report ends")
 
     @field_validator("categories")
     @classmethod
@@ -85,7 +86,21 @@ def report_key(job_id: str, name: str) -> str:
     return f"trends/{job_id}/{name}"
 
 
-def submit(*, session: Session, settings: Settings, params: TrendParams, api_key_id: str | None) -> Job:
+def submit(
+    *,
+    session: Session,
+    settings: Settings,
+    params: TrendParams,
+    api_key_id: str | None,
+    idempotency_key: str | None = None,
+) -> tuple[Job, bool]:
+    """(job, created); a repeated Idempotency-Key answers with the first job."""
+    scoped = idempotency.scoped(api_key_id, idempotency_key)
+    body = params.model_dump(mode="json")
+    body_hash = idempotency.request_hash(body) if scoped else None
+    earlier = idempotency.existing(session, scoped, body_hash)
+    if earlier is not None:
+        return earlier, False
     if params.horizon > settings.trend_max_horizon:
         raise InvalidRequest(
             "horizon",
@@ -93,11 +108,22 @@ def submit(*, session: Session, settings: Settings, params: TrendParams, api_key
         )
     if params.since and params.until and params.since >= params.until:
         raise InvalidRequest("until", "until must be later than since")
-    job = jobs.create_job(
-        session=session, kind="trend", params=params.model_dump(mode="json"), api_key_id=api_key_id
+    job, created = idempotency.create_once(
+        session,
+        scoped,
+        body_hash,
+        lambda: jobs.create_job(
+            session=session,
+            kind="trend",
+            params=body,
+            api_key_id=api_key_id,
+            idempotency_key=scoped,
+            request_hash=body_hash,
+        ),
     )
-    units.start_work(session, job)
-    return job
+    if created:
+        units.start_work(session, job)
+    return job, created
 
 
 def view(*, job: Job, store: ObjectStore) -> dict[str, Any]:

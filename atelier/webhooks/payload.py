@@ -1,5 +1,6 @@
-"""The webhook body: the job object, in the shape of atelier.api.schemas.JobOut (core cannot import the API; a
-unit test keeps the two equal), serialised once so that its bytes are what is signed.
+"""The job object of a webhook, in the shape of atelier.api.schemas.JobOut (a feature does not import the
+API's schemas; a unit test keeps the two equal). It is the `data` of the event envelope
+(atelier.webhooks.events), serialised once so that its bytes are what is signed.
 
 Signing (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature with the submitting
 key's secret) is webhooks.signing; the destination policy and the POST are webhooks.outbound; the
@@ -8,7 +9,6 @@ delivery itself is the webhook unit of the outbox (webhooks/tasks.py).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from atelier.core.models import Job
@@ -23,9 +23,9 @@ def job_payload(job: Job) -> dict[str, Any]:
         "priority": job.priority,
         "progress": {"done": job.progress_done, "total": job.progress_total, "info": info},
         "eta_seconds": round(job.eta_seconds, 1) if job.eta_seconds is not None else None,
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
         "params": job.params or {},
         "result": job.result,
         "error": job.error,
@@ -34,10 +34,6 @@ def job_payload(job: Job) -> dict[str, Any]:
     }
 
 
-def _iso(value) -> str | None:  # noqa: ANN001
+def iso(value) -> str | None:  # noqa: ANN001
     # pydantic's JSON form of an aware UTC datetime ends in "Z"
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
-
-
-def body_of(job: Job) -> bytes:
-    return json.dumps(job_payload(job), separators=(",", ":"), sort_keys=True).encode()

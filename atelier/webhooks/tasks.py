@@ -1,5 +1,6 @@
-"""`atelier.deliver_webhook`, on the io queue: the webhook unit of an ended job (the outbox row that
-atelier.core.units.end_job adds in the job's own terminal transaction).
+"""`atelier.deliver_webhook`, on the io queue: the webhook unit of an ended job of any kind (the outbox
+row that atelier.core.units.end_job adds in the job's own terminal transaction). The body is the event
+envelope of atelier.webhooks.events.
 
 One attempt per delivery of the unit: the destination policy is checked on the address really dialled
 (atelier.webhooks.outbound) and the body signed the Standard Webhooks way with the submitting key's secret
@@ -18,8 +19,7 @@ from atelier.core import units
 from atelier.core.config import get_settings
 from atelier.core.models import Job
 from atelier.core.queue import DELIVER_WEBHOOK
-from atelier.webhooks import outbound
-from atelier.webhooks import payload as webhooks
+from atelier.webhooks import events, outbound
 from atelier.webhooks import signing as webhook_signing
 from atelier.workers.celery_app import task
 from atelier.workers.leases import Lease, lease_unit
@@ -50,7 +50,7 @@ def run_webhook(lease: Lease) -> str:
         url = (job.params or {}).get("webhook_url") if job is not None else None
         if not url:
             return None, b"", {}
-        body = webhooks.body_of(job)
+        body = events.body_of(job)
         return url, body, webhook_signing.headers_for_job(session, job, body, settings, now=time.time())
 
     url, body, headers = lease.sql(read, what="reading the job")

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from atelier.cli.client import Client
 from atelier.cli.stack import Stack
+from atelier.client import Client
 from tests.conftest import _backends, new_database_url
 
 pytestmark = pytest.mark.integration

@@ -238,6 +238,43 @@ def test_quotas_answer_429_with_retry_after_then_recover(api, bare_stack_db, mod
     assert api("POST", "/v1/generation-jobs", hourly, json={"model": model, "count": 200}).status_code == 202
 
 
+def test_variations_and_interpolations_without_count_count_against_the_hourly_quota(
+    api, bare_stack_db, model
+):
+    from atelier.core import jobs as job_states
+    from atelier.core.db import session_scope
+    from atelier.core.models import GeneratedImage
+
+    with session_scope(bare_stack_db.env["ATELIER_DATABASE_URL"]) as session:  # two made images to vary
+        source = job_states.create_job(session=session, kind="generate", params={}, total=2)
+        for i in range(2):
+            session.add(
+                GeneratedImage(
+                    job_id=source.id,
+                    index=i,
+                    seed=i,
+                    category="dress",
+                    key=f"generated/{source.id}/{i}.png",
+                    sha256="0" * 64,
+                    format="png",
+                    width=16,
+                    height=16,
+                    size_bytes=1,
+                    model_version_id=model,
+                )  # fmt: skip
+            )
+        ids = [f"{source.id}:0", f"{source.id}:1"]
+    key = make_key(bare_stack_db, ["submit"])
+    assert api("POST", "/v1/generation-jobs", key, json={"model": model, "count": 985}).status_code == 202
+    variations = api("POST", "/v1/generation-jobs", key, json={"mode": "variations", "image_id": ids[0]})
+    assert variations.status_code == 202 and variations.json()["progress"]["total"] == 8  # 993 of 1000
+    interpolate = {"mode": "interpolate", "image_ids": ids}
+    over = api("POST", "/v1/generation-jobs", key, json=interpolate)  # 10 more: 1003
+    assert over.status_code == 429, over.text
+    assert "10 more would pass the limit of 1000 (ATELIER_QUOTA_IMAGES_PER_HOUR)" in over.json()["detail"]
+    assert api("POST", "/v1/generation-jobs", key, json={**interpolate, "count": 7}).status_code == 202
+
+
 def test_interactive_is_for_small_jobs(api, keys, model):
     r = api(
         "POST",

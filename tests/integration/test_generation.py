@@ -252,7 +252,9 @@ def test_webhook_is_signed_retried_and_delivered(stack, admin, model):
     with session_scope() as session:  # the submitting key's own signing secret
         secret = auth.find_key(session=session, secret=stack.admin_key).webhook_secret
     Webhook(secret).verify(body, headers)  # the Standard Webhooks reference verifier; raises if invalid
-    sent = json.loads(body)
+    sent = json.loads(body)  # the event envelope of every job kind
+    assert sent["type"] == "job.succeeded" and sent["timestamp"] == sent["data"]["finished_at"]
+    sent = sent["data"]
     assert sent["id"] == job_id and sent["status"] == "succeeded" and sent["result"]["archive_key"]
     kinds = wait_for(
         lambda: (k := event_kinds(admin, job_id)) and "webhook_delivered" in k and k, timeout=10, what="event"

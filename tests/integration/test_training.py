@@ -19,7 +19,7 @@ CATS = ("dress", "hat", "pants")
 @pytest.fixture(scope="module")
 def catalogue(stack):
     """A small drawn catalogue, uploaded once for this module."""
-    from atelier.cli.client import Client
+    from atelier.client import Client
 
     client = Client(stack.api_url, stack.admin_key)
     upload = client.upload(

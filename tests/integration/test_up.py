@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from atelier.catalogue.synthetic import catalogue_zip, make_catalogue
-from atelier.cli.client import Client
 from atelier.cli.stack import free_port
+from atelier.client import Client
 from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration

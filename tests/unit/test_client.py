@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from atelier.cli.client import ApiError, Client
+from atelier.client import ApiError, Client
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from atelier.core.models import GeneratedImage, Job, WorkUnit
 from atelier.generation import service as generation
 from atelier.generation.schemas import GenerationRequest
 from atelier.training import registry
-from atelier.webhooks import payload as webhooks
+from atelier.webhooks import events as webhook_events
 
 CLASSES = ["dress", "skirt", "hat"]
 
@@ -195,7 +195,7 @@ def test_submit_creates_chunks_and_honours_idempotency(session, version, sent):
         )
 
 
-def test_webhook_body_is_the_api_job_object(session, version, sent):
+def test_webhook_data_is_the_api_job_object(session, version, sent):
     job, _ = generation.submit(
         session=session,
         spec=GenerationRequest(model=version.id, count=3),
@@ -204,8 +204,8 @@ def test_webhook_body_is_the_api_job_object(session, version, sent):
     )
     session.commit()
     session.refresh(job)
-    # what is signed (tests/unit/test_webhook_signing.py) is exactly what the API shows of the job
-    assert json.loads(webhooks.body_of(job)) == json.loads(JobOut.of(job).model_dump_json())
+    # the `data` of what is signed (tests/unit/test_webhook_signing.py) is exactly what the API shows
+    assert json.loads(webhook_events.body_of(job))["data"] == json.loads(JobOut.of(job).model_dump_json())
 
 
 class FakeStore:

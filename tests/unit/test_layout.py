@@ -138,3 +138,48 @@ def test_the_api_process_never_loads_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_client_imports_nothing_of_the_server():
+    """atelier.client is what `pip install atelier` (no extras) serves: it may import httpx, pydantic and
+    the standard library, and nothing else of atelier."""
+    allowed_third_party = {"httpx", "pydantic"}
+    graph = import_graph()
+    outside = {f"{m} -> {t}" for m, targets in graph.items() if _room(m) == "atelier.client" for t in targets}
+    outside = {edge for edge in outside if _room(edge.split(" -> ")[1]) != "atelier.client"}
+    assert not outside, sorted(outside)
+    for path in (PACKAGE / "client").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top in allowed_third_party or top in sys.stdlib_module_names or top == "atelier", (
+                    path,
+                    name,
+                )
+
+
+def test_the_client_commands_load_without_the_server_packages():
+    """The `atelier` command of the client-only install: its client commands are there, and importing it
+    loads none of the server's packages (tests/integration/test_client_install.py installs it for real)."""
+    blocked = {"torch", "celery", "sqlalchemy", "boto3", "fastapi", "PIL", "kombu"}
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {blocked!r}:\n"
+        "            raise ModuleNotFoundError(name, name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from atelier.client import Client, AsyncClient\n"
+        "from atelier.cli.main import cli\n"
+        "print(sorted(cli.commands))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    for command in ("download", "jobs", "keys", "models", "schedules", "status", "submit"):
+        assert f"'{command}'" in out.stdout, out.stdout

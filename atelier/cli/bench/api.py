@@ -263,8 +263,8 @@ def register_model(stack, *, preset: str = "tiny", resolution: int = 64) -> str:
 def bench_api(
     *, pollers: int, seconds: float, batch: int, closed_clients: int, closed_seconds: float, conditional: bool
 ) -> dict:
-    from atelier.cli.client import Client
     from atelier.cli.stack import Stack
+    from atelier.client import Client
 
     out: dict = {"benchmark": "api", "cpu_count": os.cpu_count(), "loadavg_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="atelier-bench-api-") as tmp, Stack(Path(tmp)) as stack:

@@ -126,7 +126,7 @@ class Chaos:
     opts: Options
     model_id: str
     rng: random.Random
-    client: object = None  # atelier.cli.client.Client
+    client: object = None  # atelier.client.Client
     poller: Poller | None = None
     events: list[str] = field(default_factory=list)
 
@@ -160,7 +160,7 @@ class Chaos:
 
     def job(self, job_id: str) -> dict | None:
         try:
-            return self.client.job(job_id)
+            return self.client.jobs.get(job_id).model_dump(mode="json")  # a dict: the report edits it
         except Exception:  # noqa: BLE001 - the API may be briefly unable to answer during a fault
             return None
 
@@ -381,8 +381,8 @@ def run_chaos(
 ) -> dict:  # noqa: ANN001
     """Run `faults` in order on `stack` (default: a new embedded stack in data_dir or a temp dir)."""
     from atelier.cli.bench.api import register_model
-    from atelier.cli.client import Client
     from atelier.cli.stack import Stack
+    from atelier.client import Client
 
     out: dict = {"benchmark": "chaos", "cpu_count": os.cpu_count(), "loadavg_before": os.getloadavg(),
                  "options": opts.__dict__, "fast_reconcile": fast_reconcile}  # fmt: skip

@@ -71,8 +71,8 @@ def _bare(ckpt: bytes, count: int, *, batch: int, store=None, prefix: str = "") 
 def bench_generate_system(preset: str = "tiny", resolution: int = 64, count: int = 10_000) -> dict:
     from datetime import datetime
 
-    from atelier.cli.client import Client
     from atelier.cli.stack import Stack
+    from atelier.client import Client
 
     ckpt, cfg = _model(preset, resolution, classes=4)
     batch = 256 if _device_is_cuda() else 64
