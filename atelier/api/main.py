@@ -9,6 +9,7 @@ from atelier.api.limits import LimitsMiddleware
 from atelier.api.observability import ObservabilityMiddleware
 from atelier.api.routes import health, jobs, keys
 from atelier.catalogue import routes as catalogue
+from atelier.core.config import get_settings
 from atelier.core.logging import configure_logging
 from atelier.core.queue import send_in_background
 from atelier.generation import routes as generation
@@ -22,7 +23,17 @@ from atelier.tryon import routes as tryon
 def create_app() -> FastAPI:
     configure_logging("api")
     send_in_background()  # a request never waits on the broker: the reconciler covers a failed send
-    app = FastAPI(title="Atelier", version="0.1.0", description="GAN training and bulk design generation")
+    # In production the interactive docs and the schema are off unless ATELIER_PUBLIC_DOCS: they map
+    # every route for whoever asks. app.openapi() still builds the schema for the client's tests.
+    docs = get_settings().docs_enabled
+    app = FastAPI(
+        title="Atelier",
+        version="0.1.0",
+        description="GAN training and bulk design generation",
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.include_router(health.router)
     app.include_router(catalogue.router)
     app.include_router(jobs.router)

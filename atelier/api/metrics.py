@@ -20,12 +20,14 @@ each worker's own endpoint: atelier/workers/metrics.py.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import threading
 import time
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
@@ -173,7 +175,19 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
 REGISTRY.register(SqlCollector())
 
 
+def token_accepted(authorization: str | None, token: str | None) -> bool:
+    """No ATELIER_METRICS_TOKEN: open (development); otherwise `Bearer <token>`, compared in constant time."""
+    if not token:
+        return True
+    return hmac.compare_digest((authorization or "").encode(), f"Bearer {token}".encode())
+
+
+UNAUTHORIZED = "GET /metrics needs Authorization: Bearer <ATELIER_METRICS_TOKEN>"
+
+
 @router.get("/metrics", include_in_schema=False)
-def metrics() -> Response:
-    """Unauthenticated, like /healthz: expose it on the internal network only (compose does)."""
+def metrics(request: Request) -> Response:
+    """Prometheus scrapes it with the metrics token (production requires one), not an API key."""
+    if not token_accepted(request.headers.get("authorization"), get_settings().metrics_token):
+        return JSONResponse({"detail": UNAUTHORIZED}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

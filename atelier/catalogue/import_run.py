@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ from atelier.core import jobs, units
 from atelier.core.config import get_settings
 from atelier.core.db import session_scope
 from atelier.core.params import ImportSource
+from atelier.core.scratch import scratch_dir
 from atelier.core.storage import get_store
 from atelier.workers.leases import Cancelled, Lease, StepAside
 
@@ -47,7 +47,7 @@ def run_import(lease: Lease, source: ImportSource, *, prepare: Callable[[list[st
     segment = min(settings.import_segment_seconds, settings.task_soft_time_limit / 2)
     spec = dict(lease.unit.spec or {})
     start, counts = int(spec.get("next", 0)), _counts(spec)
-    with tempfile.TemporaryDirectory(prefix="atelier-import-") as tmp:
+    with scratch_dir("atelier-import-") as tmp:
         archive = Path(tmp) / "archive.zip"
         lease.retrying(lambda: store.download_file(source.archive_key, str(archive)), what="archive read")
         tree = Path(tmp) / "tree"

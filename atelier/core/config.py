@@ -10,12 +10,16 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _DEV_S3_SECRET = "atelier-dev-secret"
 _DEV_WEBHOOK_SECRET = "atelier-dev-webhook-secret"
+# Passwords that an attacker tries first: the compose file's old default, the images' defaults.
+_WEAK_PASSWORDS = {"", "atelier", "postgres", "password", "guest", "changeme", "secret"}
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 
 
 class Settings(BaseSettings):
@@ -184,6 +188,15 @@ class Settings(BaseSettings):
     ui_session_hours: float = Field(12.0, gt=0, le=24 * 30)
     ui_page_size: int = Field(60, ge=1, le=500)
     thumb_size: int = Field(160, ge=32, le=512)
+    # When set, GET /metrics (the API's and each worker's) asks for `Authorization: Bearer <token>`;
+    # production requires it. /docs, /redoc and /openapi.json are served outside production, and in
+    # production only with public_docs.
+    metrics_token: str | None = None
+    public_docs: bool = False
+    # Where workers write their scratch files (a finalize's manifest and ZIP, an import's archive):
+    # a volume of its own in compose, since a 20 GB archive does not fit a container's /tmp. Unset,
+    # the system temporary directory.
+    work_dir: str | None = None
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:
@@ -203,7 +216,41 @@ class Settings(BaseSettings):
                 raise ValueError("ATELIER_S3_SECRET_KEY must be set in production")
             if self.webhook_secret == _DEV_WEBHOOK_SECRET:
                 raise ValueError("ATELIER_WEBHOOK_SECRET must be set in production")
+            self._refuse_open_production_endpoints()
         return self
+
+    @property
+    def docs_enabled(self) -> bool:
+        return self.env != "production" or self.public_docs
+
+    def _refuse_open_production_endpoints(self) -> None:
+        """What a default install leaves open: each refusal names the setting to change."""
+        db = urlsplit(self.database_url)
+        if db.scheme.startswith("postgresql") and (db.password or "") in _WEAK_PASSWORDS:
+            raise ValueError(
+                "ATELIER_DATABASE_URL: the PostgreSQL password is empty or a well-known default "
+                "(such as 'atelier'); set a strong POSTGRES_PASSWORD in production"
+            )
+        # kombu accepts several broker URLs separated by ';' (fail-over); each needs a password.
+        for url in filter(None, (u.strip() for u in self.broker_url.split(";"))):
+            broker = urlsplit(url)
+            if broker.scheme in {"memory", "filesystem"}:
+                continue
+            if (broker.password or "") in _WEAK_PASSWORDS:
+                raise ValueError(
+                    f"ATELIER_BROKER_URL: {broker.scheme}://{broker.hostname}... has no password or a "
+                    "well-known default one; production needs e.g. redis://:PASSWORD@host:6379/0"
+                )
+        public = self.s3_public_endpoint_url or self.s3_endpoint_url
+        if public and (urlsplit(public).hostname or "").lower() in _LOOPBACK_HOSTS:
+            raise ValueError(
+                f"ATELIER_S3_PUBLIC_ENDPOINT_URL: presigned URLs would name {public!r}, which only "
+                "this host resolves; set the address browsers reach the object store at"
+            )
+        if not self.metrics_token:
+            raise ValueError(
+                "ATELIER_METRICS_TOKEN must be set in production: /metrics would be public otherwise"
+            )
 
 
 @lru_cache

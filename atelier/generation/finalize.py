@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import shutil
-import tempfile
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +32,7 @@ from atelier.core.db import session_factory
 from atelier.core.models import Job, WorkUnit
 from atelier.core.params import GenerateParams
 from atelier.core.queue import FINALIZE
+from atelier.core.scratch import scratch_dir
 from atelier.core.storage import ObjectStore, get_store
 from atelier.generation import service as generation
 from atelier.generation.generated import iter_images
@@ -56,7 +56,7 @@ def run_finalize(lease: Lease) -> None:
     job_id = lease.job_id
     params = GenerateParams.model_validate(lease.params)
     store = get_store()
-    with tempfile.TemporaryDirectory(prefix="atelier-finalize-") as tmp:
+    with scratch_dir("atelier-finalize-") as tmp:
         manifest_path = Path(tmp) / "manifest.jsonl"
         summary = lease.retrying(lambda: write_manifest(job_id, manifest_path, params.count), what="manifest")
         mkey = generation.manifest_key(job_id)

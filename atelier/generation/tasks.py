@@ -35,6 +35,7 @@ from atelier.generation.batches import run_batches
 from atelier.generation.service import image_key
 from atelier.tryon import renderer as tryon
 from atelier.workers.celery_app import task
+from atelier.workers.device import worker_device
 from atelier.workers.leases import Cancelled, Lease, StepAside, lease_unit
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def generate_chunk(unit_id: int) -> None:
 def device():  # noqa: ANN201
     import torch
 
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(worker_device())
 
 
 def preload_model(unit_id: int) -> None:

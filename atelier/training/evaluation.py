@@ -85,13 +85,12 @@ def promotion_decision(
         )
     if set(prod["class_names"]) - set(dataset["class_names"]):
         return False, f"production {prod['id']} knows categories this dataset lacks"
-    import torch
-
     from atelier.gan.sampling import load_generator
     from atelier.gan.training import checkpoint_from_bytes
+    from atelier.workers.device import worker_device
 
     # On the worker's device, as the candidate was evaluated: same precision, same ruler.
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = worker_device()
     G_prod, _, prod_names = load_generator(checkpoint_from_bytes(store.get(prod["key"])), device)
     prod_metrics = evaluate_version(
         _remap_labels(G_prod, prod_names, list(dataset["class_names"])), judge, dataset

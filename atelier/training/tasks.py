@@ -32,6 +32,7 @@ from atelier.core.queue import TRAIN_SEGMENT
 from atelier.core.storage import ObjectStore, get_store
 from atelier.training import registry, snapshots
 from atelier.workers.celery_app import task
+from atelier.workers.device import worker_device
 from atelier.workers.leases import Cancelled, Lease, lease_unit
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,6 @@ def _initial_state(params: TrainParams, class_names: list[str], store: ObjectSto
 
 
 def run_segment(lease: Lease) -> None:
-    import torch
-
     from atelier.gan.training import (
         checkpoint_from_bytes,
         checkpoint_to_bytes,
@@ -109,7 +108,7 @@ def run_segment(lease: Lease) -> None:
     started = time.monotonic()
     settings = get_settings()
     store = get_store()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = worker_device()
     params = TrainParams.model_validate(lease.params)
     segment, delivery = lease.unit.seq + 1, lease.unit.deliveries
 

@@ -5,7 +5,8 @@
       celeryd_after_setup: remember name          start the clock
       worker_ready: serve /metrics on           task_postrun: latency and outcome, GPU memory
         ATELIER_WORKER_METRICS_PORT,            task_retry:   count it
-        the sum over every child                worker_process_shutdown: drop the child's files
+        the sum over every child (behind        worker_process_shutdown: drop the child's files
+        ATELIER_METRICS_TOKEN when set)         record_device: the device a task picked (device.py)
 
 A prefork worker runs tasks in child processes, so the series use prometheus-client's multiprocess
 mode: each child writes its values to files under PROMETHEUS_MULTIPROC_DIR and the main process
@@ -18,12 +19,16 @@ logging through the `setup_logging` signal, so Celery never installs handlers of
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from atelier.core.config import get_settings
 
@@ -67,6 +72,12 @@ GPU_MEMORY = Gauge(
     ["device", "kind"],
     multiprocess_mode="livemax",
 )
+DEVICE_INFO = Gauge(
+    "atelier_worker_device_info",
+    "1 for the device this worker's GAN tasks run on; reason says why a CUDA build runs on the CPU",
+    ["device", "reason"],
+    multiprocess_mode="livemax",
+)
 
 _worker_name = os.environ.get("HOSTNAME", "")
 _started: dict[str, tuple[float, dict]] = {}
@@ -102,14 +113,49 @@ def _fresh_metrics(**_kwargs) -> None:
             stale.unlink(missing_ok=True)
 
 
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *_args) -> None:  # noqa: ANN002 - a scrape every 15 s is not news
+        pass
+
+
+def metrics_app(registry: CollectorRegistry, token: str | None):  # noqa: ANN201
+    """prometheus-client's WSGI app, behind `Authorization: Bearer <token>` when a token is set."""
+    from prometheus_client import make_wsgi_app
+
+    inner = make_wsgi_app(registry)
+    expected = f"Bearer {token}".encode()
+
+    def app(environ, start_response):  # noqa: ANN001, ANN202
+        given = environ.get("HTTP_AUTHORIZATION", "").encode()
+        if token and not hmac.compare_digest(given, expected):
+            start_response(
+                "401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")]
+            )
+            return [b"GET /metrics needs Authorization: Bearer <ATELIER_METRICS_TOKEN>\n"]
+        return inner(environ, start_response)
+
+    return app
+
+
+def serve_metrics(port: int, token: str | None, host: str = "0.0.0.0") -> WSGIServer:  # noqa: S104
+    server = make_server(
+        host, port, metrics_app(worker_registry(), token), _ThreadingServer, handler_class=_QuietHandler
+    )
+    threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()
+    return server
+
+
 @worker_ready.connect
 def _serve_metrics(**_kwargs) -> None:
     if not _PORT:
         return
-    from prometheus_client import start_http_server
-
-    start_http_server(_PORT, registry=worker_registry())
-    log.info("worker metrics on port %s", _PORT)
+    token = get_settings().metrics_token
+    serve_metrics(_PORT, token)
+    log.info("worker metrics on port %s%s", _PORT, " (token required)" if token else "")
 
 
 def _unit(task, args, kwargs) -> tuple[str | None, str]:  # noqa: ANN001
@@ -151,6 +197,10 @@ def _child_gone(pid=None, **_kw) -> None:  # noqa: ANN001
 
         with contextlib.suppress(Exception):
             multiprocess.mark_process_dead(pid or os.getpid())
+
+
+def record_device(device: str, reason: str) -> None:
+    DEVICE_INFO.labels(device, reason).set(1)
 
 
 def record_gpu_memory() -> None:

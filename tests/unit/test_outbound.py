@@ -73,12 +73,22 @@ def test_a_name_with_any_internal_address_is_refused_whole():
         )
 
 
+PRODUCTION = Settings(
+    env="production",
+    s3_secret_key="x",
+    webhook_secret="y",
+    broker_url="redis://:pw@redis:6379/0",
+    s3_public_endpoint_url="https://s3.example.com",
+    metrics_token="t",
+)
+
+
 @pytest.mark.parametrize(
     ("url", "settings", "reason"),
     [
         ("ftp://example.com/", DEFAULT, "http or https"),
         ("http://user:pw@example.com/", DEFAULT, "user name or password"),
-        ("http://example.com/", Settings(env="production", s3_secret_key="x", webhook_secret="y"), "https"),
+        ("http://example.com/", PRODUCTION, "https"),
     ],
 )
 def test_scheme_rules(url, settings, reason):
