@@ -21,9 +21,11 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
+# /var/lib/atelier/work: the workers' scratch files (ATELIER_WORK_DIR, a volume in compose, which
+# takes this directory's owner when it is first mounted).
 RUN groupadd --system --gid 10001 atelier \
  && useradd --system --uid 10001 --gid atelier --create-home --home-dir /home/atelier atelier \
- && mkdir /app && chown atelier:atelier /app
+ && mkdir -p /app /var/lib/atelier/work && chown atelier:atelier /app /var/lib/atelier/work
 
 # ---------------------------------------------------------------------------------------------------
 # Only what the distribution needs. README.m[d]: the readme is copied when present (a wildcard that
@@ -68,10 +70,15 @@ RUN pip install --no-deps . && python -c "import torch, atelier.workers.celery_a
 
 # ---------------------------------------------------------------------------------------------------
 FROM base AS worker
-# Which GPUs a container sees comes from compose's device reservation (device_ids), never from the
-# image: NVIDIA_VISIBLE_DEVICES=all here would hand every replica every GPU.
+# Which GPUs a container sees comes from compose's device reservation, never from the image
+# (NVIDIA_VISIBLE_DEVICES=all here would hand every GPU to any container); a gpu-worker replica then
+# takes one of them with atelier-gpu-slot.
 ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility
 COPY --from=build-worker /opt/venv /opt/venv
+# The gpu-worker entry point: one GPU per replica under `--scale gpu-worker=N` (flock is util-linux's).
+COPY --chmod=755 docker/gpu-slot.sh /usr/local/bin/atelier-gpu-slot
+RUN mkdir -p /run/atelier/gpu-slots && chown atelier:atelier /run/atelier/gpu-slots \
+ && command -v flock > /dev/null
 USER atelier
 WORKDIR /app
 CMD ["celery", "-A", "atelier.workers.celery_app", "worker", "-Q", "io", "--concurrency", "2"]

@@ -9,8 +9,12 @@ the Dockerfile must have the targets, args and files that compose and the packag
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -20,13 +24,17 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
+WORKERS_COMPOSE = REPO / "docker-compose.workers.yml"
+GPU_SLOT = REPO / "docker" / "gpu-slot.sh"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 
 EXPECTED_SERVICES = {
     "api",
-    "worker-gpu",
+    "gpu-worker",
+    "worker-cpu-gan",
     "worker-cpu",
+    "worker-control",
     "beat",
     "flower",
     "redis",
@@ -34,9 +42,29 @@ EXPECTED_SERVICES = {
     "seaweedfs",
     "migrate",
 }
-APP_SERVICES = ("api", "worker-gpu", "worker-cpu", "beat")
+APP_SERVICES = ("api", "gpu-worker", "worker-cpu-gan", "worker-cpu", "worker-control", "beat")
 GPU_QUEUES = {"train", "generate.interactive", "generate.bulk"}
-REQUIRED_SECRETS = {"ATELIER_S3_SECRET_KEY", "ATELIER_WEBHOOK_SECRET"}
+# What `docker compose up` needs from the operator (`${X:?...}`), with values a real install might use.
+REQUIRED = {
+    "POSTGRES_PASSWORD": "Vq7x-long-pg-pw",
+    "ATELIER_REDIS_PASSWORD": "r3dis-long-pw",
+    "ATELIER_S3_SECRET_KEY": "s3-secret-key-24-chars",
+    "ATELIER_S3_PUBLIC_ENDPOINT_URL": "https://s3.example.com",
+    "ATELIER_WEBHOOK_SECRET": "webhook-secret",
+    "ATELIER_METRICS_TOKEN": "scrape-token",
+    "FLOWER_BASIC_AUTH": "ops:flower-pw",
+}
+# docker-compose.workers.yml on another host: the first host's addresses, and the shared secrets.
+WORKERS_REQUIRED = {
+    "ATELIER_DATABASE_URL": "postgresql+psycopg://atelier:Vq7x-long-pg-pw@10.0.0.1:5432/atelier",
+    "ATELIER_BROKER_URL": "redis://:r3dis-long-pw@10.0.0.1:6379/0",
+    "ATELIER_S3_ENDPOINT_URL": "http://10.0.0.1:8333",
+    "ATELIER_S3_PUBLIC_ENDPOINT_URL": "https://s3.example.com",
+    "ATELIER_S3_SECRET_KEY": "s3-secret-key-24-chars",
+    "ATELIER_WEBHOOK_SECRET": "webhook-secret",
+    "ATELIER_METRICS_TOKEN": "scrape-token",
+}
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_AUTH\b")
 LONG_RUNNING_RESTARTS = {"always", "unless-stopped"}
 
 
@@ -50,6 +78,12 @@ def compose() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def workers_compose() -> dict[str, Any]:
+    yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read docker-compose.workers.yml")
+    return yaml.safe_load(WORKERS_COMPOSE.read_text())
 
 
 class MissingVariable(Exception):
@@ -286,30 +320,38 @@ def test_every_command_of_our_images_names_real_code(services):
     assert not problems, "\n".join(problems)
 
 
-def test_every_queue_has_a_worker_and_gpu_queues_run_on_gpus(services):
+def test_plain_up_runs_every_queue_and_the_gpu_profile_runs_the_gpu_queues_on_gpus(services):
+    """`docker compose up` on a host without the NVIDIA runtime starts nothing that needs it and still
+    serves every queue; `--profile gpu` adds GPU workers for the GPU queues."""
     from atelier.workers.celery_app import QUEUES
 
     workers = celery_workers(services)
-    consumed = {q for queues in workers.values() for q in queues}
+    default = {n: q for n, q in workers.items() if not services[n].get("profiles")}
+    consumed = {q for queues in default.values() for q in queues}
     assert set(QUEUES) <= consumed, (
-        f"queues {sorted(set(QUEUES) - consumed)} have no worker; workers consume {workers}"
+        f"without a profile, queues {sorted(set(QUEUES) - consumed)} have no worker; {default}"
     )
-    for name, queues in workers.items():
-        on_gpu = GPU_QUEUES & set(queues)
-        assert not on_gpu or reserves_nvidia_gpu(services[name]), (
-            f"service {name!r} consumes GPU queues {sorted(on_gpu)} but reserves no NVIDIA GPU"
-        )
+    needs_gpu = [n for n, s in services.items() if reserves_nvidia_gpu(s) and not s.get("profiles")]
+    assert not needs_gpu, f"services {needs_gpu} need the NVIDIA runtime outside a profile"
+    on_gpus = {q for n, queues in workers.items() if "gpu" in services[n].get("profiles", []) for q in queues}
+    assert on_gpus >= GPU_QUEUES, f"the gpu profile does not serve {sorted(GPU_QUEUES - on_gpus)}"
+    for name, queues in default.items():
+        if GPU_QUEUES & set(queues):  # the CPU fallback: a GPU host turns it off without editing the file
+            replicas = str(services[name].get("deploy", {}).get("replicas", ""))
+            assert interpolate(replicas, {}) == "1", f"{name!r}: replicas {replicas!r}"
+            assert interpolate(replicas, {"ATELIER_CPU_GAN_WORKERS": "0"}) == "0", replicas
 
 
-def test_worker_gpu_reserves_one_nvidia_gpu_and_runs_one_process(services):
-    service = services["worker-gpu"]
+def test_gpu_worker_reserves_nvidia_gpus_and_runs_one_process(services):
+    service = services["gpu-worker"]
+    assert service.get("profiles") == ["gpu"], service.get("profiles")
     assert reserves_nvidia_gpu(service), (
-        f"service 'worker-gpu': deploy.resources.reservations.devices must hold an nvidia device "
+        f"service 'gpu-worker': deploy.resources.reservations.devices must hold an nvidia device "
         f"with capabilities [gpu]; got {service.get('deploy')}"
     )
     argv = argv_of(service)
     assert option(argv, "-c", "--concurrency") == "1", (
-        f"service 'worker-gpu': command {shlex.join(argv)!r} must run --concurrency 1 (one process per GPU)"
+        f"service 'gpu-worker': command {shlex.join(argv)!r} must run --concurrency 1 (one process per GPU)"
     )
 
 
@@ -392,16 +434,20 @@ def test_shared_environment_is_valid_production_settings(compose, services, monk
             f"service {name!r} does not use the x-atelier-env block"
         )
 
-    # Without the secrets, compose refuses to start instead of running with development defaults.
-    for key in REQUIRED_SECRETS:
-        with pytest.raises(MissingVariable):
-            interpolate(str(env[key]), {})
+    # Without each required value, compose refuses to start instead of running with a default.
+    block = "\n".join(str(v) for v in env.values())
+    for key in set(REQUIRED) - {"FLOWER_BASIC_AUTH"}:
+        with pytest.raises(MissingVariable, match=key):
+            interpolate(block, {k: v for k, v in REQUIRED.items() if k != key})
 
-    resolved = {k: interpolate(str(v), {s: "x" * 24 for s in REQUIRED_SECRETS}) for k, v in env.items()}
+    resolved = {k: interpolate(str(v), REQUIRED) for k, v in env.items()}
     for key, value in resolved.items():
         monkeypatch.setenv(key, value)
-    settings = Settings()
-    assert settings.env == "production"
+    settings = Settings()  # production: refuses weak passwords, a localhost presign, no metrics token
+    assert settings.env == "production" and settings.metrics_token == REQUIRED["ATELIER_METRICS_TOKEN"]
+    assert make_url(settings.database_url).password == REQUIRED["POSTGRES_PASSWORD"]
+    assert REQUIRED["ATELIER_REDIS_PASSWORD"] in settings.broker_url
+    assert not settings.docs_enabled, "compose keeps /docs off unless ATELIER_PUBLIC_DOCS=true"
     make_url(settings.database_url).get_dialect()  # the driver named in the URL is installed
 
 
@@ -494,17 +540,61 @@ def gpu_device_ids(service: dict[str, Any]) -> list[str]:
     return [str(i) for d in devices if d.get("driver") == "nvidia" for i in d.get("device_ids", [])]
 
 
-def test_each_gpu_worker_owns_one_distinct_gpu_by_id(services):
-    gpu_workers = {n: q for n, q in celery_workers(services).items() if GPU_QUEUES & set(q)}
-    assert len(gpu_workers) >= 2, f"want worker-gpu plus a documented second-GPU service, got {gpu_workers}"
-    ids = {name: gpu_device_ids(services[name]) for name in gpu_workers}
-    for name, owned in ids.items():
-        assert len(owned) == 1, f"service {name!r} must reserve exactly one GPU by device_ids, got {owned}"
-        assert option(argv_of(services[name]), "-c", "--concurrency") == "1", f"{name!r}: one process per GPU"
-    flat = [i for owned in ids.values() for i in owned]
-    assert len(flat) == len(set(flat)), f"two GPU workers reserve the same GPU: {ids}"
+@pytest.mark.parametrize("which", ["main", "workers"])
+def test_gpu_worker_scales_one_replica_per_gpu(services, workers_compose, which):
+    """`--scale gpu-worker=N`: nothing fixed per container, and each replica takes a GPU of its own."""
+    service = (services if which == "main" else workers_compose["services"])["gpu-worker"]
+    blocking = {"container_name", "ports", "hostname"} & set(service)
+    assert not blocking, f"gpu-worker sets {sorted(blocking)}, which two replicas cannot share"
+    assert not gpu_device_ids(service), "fixed device_ids would put every replica on the same GPUs"
+    assert service.get("entrypoint") == ["atelier-gpu-slot"], service.get("entrypoint")
+    copies = " ".join(target_instructions("worker", "COPY"))
+    assert re.search(r"docker/gpu-slot\.sh /usr/local/bin/atelier-gpu-slot\b", copies), copies
+    slots = [v for v in service.get("volumes", []) if v.endswith(":/run/atelier/gpu-slots")]
+    assert slots, "the replicas of a host need one shared volume for their GPU locks"
+    assert option(argv_of(service), "-c", "--concurrency") == "1"
     env = " ".join(target_instructions("worker", "ENV"))
     assert "NVIDIA_VISIBLE_DEVICES=all" not in env, "the worker image must not make every GPU visible"
+
+
+def test_gpu_slot_gives_each_replica_its_own_gpu_and_refuses_extra_ones(tmp_path):
+    if not shutil.which("flock"):
+        pytest.skip("util-linux's flock is not installed here (the worker image has it)")
+    env = {"PATH": os.environ["PATH"], "GPU_SLOT_DIR": str(tmp_path), "GPU_SLOT_COUNT": "2"}
+    # two replicas that stay up (they hold their lock until their command ends) ...
+    held = [
+        subprocess.Popen(
+            ["sh", str(GPU_SLOT), "sh", "-c", 'echo "$CUDA_VISIBLE_DEVICES"; read _'],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        got = sorted(p.stdout.readline().strip() for p in held)
+        assert got == ["0", "1"], got
+        # ... and a third finds both GPUs taken
+        third = subprocess.run(
+            ["sh", str(GPU_SLOT), "true"], env=env, capture_output=True, text=True, timeout=30
+        )
+        assert third.returncode == 75 and "all 2 GPUs" in third.stderr, third
+    finally:
+        for p in held:
+            p.communicate("\n", timeout=30)
+    # a replica that stopped freed its GPU
+    again = subprocess.run(
+        ["sh", str(GPU_SLOT), "sh", "-c", 'echo "$CUDA_VISIBLE_DEVICES"'],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 0 and again.stdout.strip() == "0", again
+    none = subprocess.run(
+        ["sh", str(GPU_SLOT), "true"], env={**env, "GPU_SLOT_COUNT": "0"}, capture_output=True, text=True
+    )
+    assert none.returncode == 78 and "NVIDIA" in none.stderr, none
 
 
 def test_workers_and_beat_have_celery_ping_healthchecks(services):
@@ -556,7 +646,9 @@ def test_presigned_urls_name_the_public_endpoint(compose):
     from atelier.core.storage import ObjectStore
 
     env = compose["x-atelier-env"]
-    public = interpolate(env["ATELIER_S3_PUBLIC_ENDPOINT_URL"], {})
+    with pytest.raises(MissingVariable):  # no localhost default: the operator names it
+        interpolate(env["ATELIER_S3_PUBLIC_ENDPOINT_URL"], {})
+    public = interpolate(env["ATELIER_S3_PUBLIC_ENDPOINT_URL"], REQUIRED)
     internal = interpolate(env["ATELIER_S3_ENDPOINT_URL"], {})
     store = ObjectStore(Settings(s3_endpoint_url=internal, s3_public_endpoint_url=public))
     url = store.presign("generated/j/0.png")
@@ -625,3 +717,165 @@ def test_lock_filter_drops_torch_and_its_cuda_wheels_only():
     )
     assert not re.search(r"^(torch|triton|nvidia-|cuda-)", rest, re.M)
     assert re.search(r"^fastapi==", rest, re.M) and re.search(r"^numpy==", rest, re.M)
+
+
+# ------------------------------------------------------ secrets, backends, logs and scratch space
+def variables(text: str) -> list[tuple[str, str]]:
+    """(name, operator) of every ${...} in a compose file; operator '' for a plain ${X}."""
+    return [(m["name"], m["op"] or "") for m in _VAR.finditer(text) if m["name"]]
+
+
+@pytest.mark.parametrize("path", [COMPOSE, WORKERS_COMPOSE], ids=lambda p: p.name)
+def test_no_secret_has_a_default(path):
+    found = [(n, op) for n, op in variables(path.read_text()) if SECRET_NAME.search(n)]
+    assert found, f"{path.name} uses no secrets?"
+    loose = sorted({f"${{{n}{op}...}}" for n, op in found if op != ":?"})
+    assert not loose, f"{path.name}: secrets must be required (${{X:?message}}), not {loose}"
+
+
+def test_redis_requires_the_password_the_broker_url_carries(compose, services):
+    redis = services["redis"]
+    argv = argv_of(redis)
+    password = option(argv, "--requirepass")
+    assert password and password.startswith("${ATELIER_REDIS_PASSWORD:?"), argv
+    broker = compose["x-atelier-env"]["ATELIER_BROKER_URL"]
+    resolved = interpolate(broker, REQUIRED)
+    assert resolved == f"redis://:{REQUIRED['ATELIER_REDIS_PASSWORD']}@redis:6379/0", resolved
+    # the health check authenticates (REDISCLI_AUTH) and fails on NOAUTH instead of passing
+    assert str(redis["environment"]["REDISCLI_AUTH"]).startswith("${ATELIER_REDIS_PASSWORD:?")
+    assert "PONG" in " ".join(redis["healthcheck"]["test"])
+
+
+def test_postgres_password_is_required_and_is_the_one_in_the_url(compose, services):
+    password = services["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    with pytest.raises(MissingVariable, match="POSTGRES_PASSWORD"):
+        interpolate(password, {})
+    url = interpolate(compose["x-atelier-env"]["ATELIER_DATABASE_URL"], REQUIRED)
+    assert f":{interpolate(password, REQUIRED)}@postgres:" in url
+
+
+@pytest.mark.parametrize("path", [COMPOSE, WORKERS_COMPOSE], ids=lambda p: p.name)
+def test_every_service_rotates_its_logs(path):
+    import yaml
+
+    services = yaml.safe_load(path.read_text())["services"]
+    problems = []
+    for name, service in services.items():
+        logging = service.get("logging") or {}
+        options = logging.get("options") or {}
+        if logging.get("driver") != "json-file" or not {"max-size", "max-file"} <= set(options):
+            problems.append(f"{name}: logging {logging}")
+    assert not problems, f"{path.name}: services without json-file rotation: {problems}"
+    options = services[next(iter(services))]["logging"]["options"]
+    assert interpolate(str(options["max-size"]), {}) == "50m"
+    assert interpolate(str(options["max-file"]), {}) == "5"
+
+
+@pytest.mark.parametrize("which", ["main", "workers"])
+def test_workers_write_scratch_files_to_a_volume(compose, workers_compose, which):
+    doc = compose if which == "main" else workers_compose
+    work_dir = doc["x-atelier-env"]["ATELIER_WORK_DIR"]
+    assert not work_dir.startswith("/tmp"), work_dir
+    for name in celery_workers(doc["services"]):
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in doc["services"][name].get("volumes", [])}
+        assert mounts.get(work_dir) in doc.get("volumes", {}), f"{name}: no volume at {work_dir} ({mounts})"
+    runs = " ".join(target_instructions("worker", "RUN"))
+    assert f"chown atelier:atelier /app {work_dir}" in runs, "the image must own the work dir (uid 10001)"
+
+
+# ---------------------------------------------------------------- docker-compose.workers.yml alone
+def test_workers_file_starts_only_workers_against_other_hosts(workers_compose, monkeypatch):
+    from atelier.core.config import Settings
+    from atelier.workers.celery_app import QUEUES
+
+    services = workers_compose["services"]
+    assert set(services) == set(celery_workers(services)), f"not only workers: {sorted(services)}"
+    assert not [n for n, s in services.items() if "depends_on" in s], "nothing to wait for on this host"
+    assert not [n for n, s in services.items() if "beat" in argv_of(s)], "exactly one beat: the first host's"
+    for name, queues in celery_workers(services).items():
+        assert set(queues) <= set(QUEUES), (name, queues)
+    assert set(celery_workers(services)["gpu-worker"]) == GPU_QUEUES
+    assert all(services[n].get("profiles") for n in services if n != "gpu-worker"), (
+        "only GPU workers by default"
+    )
+    assert not _check_celery(argv_of(services["gpu-worker"]))
+
+    env = workers_compose["x-atelier-env"]
+    for key in ("ATELIER_DATABASE_URL", "ATELIER_BROKER_URL", "ATELIER_S3_ENDPOINT_URL"):
+        value = str(env[key])
+        assert re.fullmatch(rf"\$\{{{key}:\?[^}}]+\}}", value), (
+            f"{key}: {value!r} must be required, no default"
+        )
+    text = WORKERS_COMPOSE.read_text()
+    for local in ("@postgres:", "@redis:", "//seaweedfs:", "localhost", "127.0.0.1"):
+        assert local not in "\n".join(str(v) for v in env.values()), f"the workers file names {local!r}"
+    assert "ATELIER_BACKEND_BIND" in text and "ATELIER_BACKEND_BIND" in COMPOSE.read_text()
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, interpolate(str(value), WORKERS_REQUIRED))
+    assert Settings().env == "production"
+
+
+# ------------------------------------------------------------------ the real client, where it exists
+def compose_client() -> list[str] | None:
+    """`docker compose` (the v2 plugin), else the standalone `docker-compose`; None when neither runs."""
+    candidates = []
+    if shutil.which("docker"):
+        candidates.append(["docker", "compose"])
+    if shutil.which("docker-compose"):
+        candidates.append(["docker-compose"])
+    for argv in candidates:
+        try:
+            ok = subprocess.run([*argv, "version"], capture_output=True, timeout=60).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+        if ok:
+            return argv
+    return None
+
+
+@pytest.fixture(scope="module")
+def client() -> list[str]:
+    argv = compose_client()
+    if argv is None:
+        pytest.skip("neither the `docker compose` plugin nor `docker-compose` is installed on this machine")
+    return argv
+
+
+def run_config(client: list[str], files: list[Path], env: dict[str, str], *extra: str):
+    args = [*client]
+    for f in files:
+        args += ["-f", str(f)]
+    # only what the test names: no ATELIER_* or secret of the machine running the tests leaks in
+    clean = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **env}
+    return subprocess.run(
+        [*args, *extra, "config"], capture_output=True, text=True, timeout=120, cwd=REPO, env=clean
+    )
+
+
+@pytest.mark.parametrize(
+    ("files", "required", "profiles"),
+    [
+        ([COMPOSE], REQUIRED, []),
+        ([COMPOSE], REQUIRED, ["--profile", "gpu"]),
+        ([WORKERS_COMPOSE], WORKERS_REQUIRED, []),
+        ([WORKERS_COMPOSE], WORKERS_REQUIRED, ["--profile", "io"]),
+    ],
+    ids=["main", "main-gpu", "workers", "workers-io"],
+)
+def test_the_compose_client_accepts_the_files_and_refuses_missing_values(client, files, required, profiles):
+    import yaml
+
+    done = run_config(client, files, required, *profiles)
+    assert done.returncode == 0, done.stderr
+    rendered = yaml.safe_load(done.stdout)
+    assert rendered["services"], done.stdout
+    for service in rendered["services"].values():
+        env = service.get("environment") or {}
+        assert "${" not in json.dumps(env), env
+    if profiles:
+        return  # the missing-value checks below are the same with a profile
+    for key in required:
+        missing = run_config(client, files, {k: v for k, v in required.items() if k != key}, *profiles)
+        assert missing.returncode != 0, f"{client} config passed without {key}"
+        assert key in missing.stderr, missing.stderr

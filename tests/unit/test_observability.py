@@ -188,8 +188,23 @@ def test_prometheus_config_scrapes_compose_services():
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     config = yaml.safe_load((REPO / "ops/prometheus.yml").read_text())
     port = compose["x-atelier-env"]["ATELIER_WORKER_METRICS_PORT"]
+    scraped = set()
     for job in config["scrape_configs"]:
-        for target in job["static_configs"][0]["targets"]:
+        # production requires ATELIER_METRICS_TOKEN, so every endpoint answers 401 without it
+        assert job.get("authorization", {}).get("credentials_file"), f"{job['job_name']} sends no token"
+        for target in (t for c in job.get("static_configs", []) for t in c["targets"]):
             host, _, target_port = target.partition(":")
             assert host in compose["services"], f"{target} names no compose service"
             assert target_port in ("8000", port), target
+            scraped.add(host)
+        for sd in job.get("dns_sd_configs", []):  # every replica of a scaled service
+            assert sd["type"] == "A" and str(sd["port"]) == port, sd
+            for host in sd["names"]:
+                assert host in compose["services"], f"{host} names no compose service"
+                scraped.add(host)
+    workers = {
+        n
+        for n, s in compose["services"].items()
+        if "celery" in s.get("command", []) and "worker" in s["command"]
+    }
+    assert workers <= scraped, f"Prometheus scrapes no metrics of {sorted(workers - scraped)}"
