@@ -258,3 +258,24 @@ def test_serve_metrics_threads_are_daemons():
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ------------------------------------------------------------------------------ the work directory
+def test_scratch_files_go_under_the_work_dir_and_are_removed(monkeypatch, tmp_path):
+    from atelier.core.config import get_settings
+    from atelier.core.scratch import scratch_dir
+
+    work = tmp_path / "work" / "atelier"  # made on first use: a fresh volume may be empty
+    monkeypatch.setenv("ATELIER_WORK_DIR", str(work))
+    get_settings.cache_clear()
+    try:
+        with scratch_dir("atelier-finalize-") as tmp:
+            assert tmp.startswith(str(work / "atelier-finalize-"))
+            (work / tmp / "images.zip").write_bytes(b"PK")
+        assert list(work.iterdir()) == []
+        monkeypatch.delenv("ATELIER_WORK_DIR")
+        get_settings.cache_clear()
+        with scratch_dir("atelier-import-") as tmp:
+            assert not tmp.startswith(str(work))
+    finally:
+        get_settings.cache_clear()

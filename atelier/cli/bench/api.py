@@ -203,8 +203,11 @@ def server_buckets(base_url: str) -> dict[float, float]:
     by bucket upper bound, from its /metrics."""
     import httpx
 
+    # the stack's API inherits ATELIER_METRICS_TOKEN from this environment when it is set
+    token = os.environ.get("ATELIER_METRICS_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     counts: dict[float, float] = {}
-    for line in httpx.get(f"{base_url}/metrics", timeout=10).text.splitlines():
+    for line in httpx.get(f"{base_url}/metrics", headers=headers, timeout=10).text.splitlines():
         wanted = line.startswith("atelier_http_request_duration_seconds_bucket{") and SERVER_ROUTE in line
         if wanted and 'method="GET"' in line and ('status="200"' in line or 'status="304"' in line):
             labels, value = line.rsplit(" ", 1)
