@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # Promotion gate: a candidate may be worse than production by this many standard errors of the
     # difference (KID, GAN-test, recall) before it is refused; below that the two are not told apart.
     promotion_sigmas: float = Field(2.0, ge=0)
+    # The most a training request or a schedule may add to the KID margin (`kid_tolerance`): beyond
+    # it the gate would pass any model, which is an admin's forced promotion by another name.
+    max_kid_tolerance: float = Field(0.1, ge=0)
 
     # The read path under load. SQL connections per process: the API runs sync routes on anyio's 40
     # threads, so 40 plus a little overflow means a request never waits for a connection while a thread
@@ -139,6 +142,10 @@ class Settings(BaseSettings):
     quota_images_per_hour: int = Field(200_000, ge=1)
     quota_active_jobs: int = Field(20, ge=1)
     quota_event_streams: int = Field(8, ge=1)
+    # trend reports and ingest jobs (uploads and imports) run on the `io` queue that finalize and
+    # webhooks share: each key may have this many of them queued or running
+    quota_active_trend_jobs: int = Field(4, ge=1)
+    quota_active_ingest_jobs: int = Field(20, ge=1)
     interactive_max_images: int = Field(256, ge=1)
 
     @field_validator("truncation_sweep")

@@ -167,7 +167,7 @@ def test_a_job_of_100000_images_pages_by_cursor_and_filters_without_loading_all(
         )
     )
     session.commit()
-    sign_in(ui, make_key(["read"]))
+    sign_in(ui, make_key(["read"], owns=job.id))
 
     def indices(html: str) -> list[int]:
         return [int(i) for i in re.findall(rf'src="/ui/thumbs/{job.id}/(\d+)"', html)]

@@ -110,8 +110,8 @@ def jobs_page(
 
 @router.get("/jobs/{job_id}")
 def job_page(request: Request, job_id: str, key: UiRead, session: SessionDep):
-    job = JobOut.of(job_routes.get_job_or_404(session, job_id), key)
-    events = job_routes.job_events(job_id=job_id, _=key, session=session, limit=200, cursor=None)
+    job = JobOut.of(job_routes.get_job_or_404(session, job_id, key=key), key)
+    events = job_routes.job_events(job_id=job_id, key=key, session=session, limit=200, cursor=None)
     return render(request, "job.html", key, job=job, events=events.items, terminal=jobs.TERMINAL)
 
 
@@ -142,10 +142,10 @@ def images_page(
     category: str | None = None,
     cursor: str | None = Query(None, max_length=200),
 ):
-    job = generation_routes._generate_job(session, job_id)
+    job = generation_routes._generate_job(session, job_id, key)
     page = generation_routes.list_generated_images(
         job_id=job_id,
-        _=key,
+        key=key,
         session=session,
         store=store,
         category=category or None,
@@ -167,7 +167,7 @@ def images_page(
 
 @router.get("/jobs/{job_id}/images/{index}")
 def image_page(request: Request, job_id: str, index: int, key: UiRead, session: SessionDep, store: StoreDep):
-    job = generation_routes._generate_job(session, job_id)
+    job = generation_routes._generate_job(session, job_id, key)
     row = _image(session, job_id, index)
     filename = f"{job_id}-{row.index:06d}.{row.key.rsplit('.', 1)[-1]}"
     return render(
@@ -183,15 +183,18 @@ def image_page(request: Request, job_id: str, index: int, key: UiRead, session: 
 
 @router.get("/thumbs/{job_id}/{index}")
 def thumbnail(
-    job_id: str, index: int, _: UiRead, session: SessionDep, store: StoreDep, settings: SettingsDep
+    job_id: str, index: int, key: UiRead, session: SessionDep, store: StoreDep, settings: SettingsDep
 ):
+    generation_routes._generate_job(session, job_id, key)
     source_key = _image(session, job_id, index).key
     session.rollback()  # end the read transaction: no SQL transaction spans S3 or Pillow work
-    key = ensure_thumbnail(store, job_id=job_id, index=index, source_key=source_key, size=settings.thumb_size)
+    thumb = ensure_thumbnail(
+        store, job_id=job_id, index=index, source_key=source_key, size=settings.thumb_size
+    )
     # The redirect itself is cacheable, so a page seen again costs the browser no request at all.
     expires = min(settings.presign_expires_seconds // 2, 3600)
     return RedirectResponse(
-        store.presign(key, expires=settings.presign_expires_seconds),
+        store.presign(thumb, expires=settings.presign_expires_seconds),
         status_code=302,
         headers={"Cache-Control": f"private, max-age={expires}"},
     )
@@ -199,12 +202,12 @@ def thumbnail(
 
 @router.get("/jobs/{job_id}/manifest")
 def manifest(job_id: str, key: UiRead, session: SessionDep, store: StoreDep) -> RedirectResponse:
-    return generation_routes.job_manifest(job_id=job_id, _=key, session=session, store=store)
+    return generation_routes.job_manifest(job_id=job_id, key=key, session=session, store=store)
 
 
 @router.get("/jobs/{job_id}/archive")
 def archive(job_id: str, key: UiRead, session: SessionDep, store: StoreDep) -> RedirectResponse:
-    return generation_routes.job_archive(job_id=job_id, _=key, session=session, store=store)
+    return generation_routes.job_archive(job_id=job_id, key=key, session=session, store=store)
 
 
 def _image(session, job_id: str, index: int) -> GeneratedImage:  # noqa: ANN001
