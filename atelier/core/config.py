@@ -185,9 +185,12 @@ class Settings(BaseSettings):
     metrics_cache_seconds: float = Field(5.0, ge=0)
     # 0 turns a worker's metrics endpoint off; each worker needs a port of its own on its host.
     worker_metrics_port: int = Field(0, ge=0, le=65535)
-    # Signs gallery session cookies; unset, a key derived from ATELIER_S3_SECRET_KEY (which every API
-    # replica already shares) is used, so production needs no extra secret.
+    # Signs the gallery's CSRF tokens (sessions themselves are rows, atelier/api/ui/session.py). Every
+    # API replica must share it, so production requires it; elsewhere unset means random per process.
     ui_session_secret: str | None = None
+    # Behind a TLS-terminating proxy: take the scheme and host from X-Forwarded-Proto/-Host, so that the
+    # gallery's cookie is Secure and its sign-in form's Origin matches. Only where the proxy sets them.
+    trust_forwarded_headers: bool = False
     ui_session_hours: float = Field(12.0, gt=0, le=24 * 30)
     ui_page_size: int = Field(60, ge=1, le=500)
     thumb_size: int = Field(160, ge=32, le=512)
@@ -210,6 +213,10 @@ class Settings(BaseSettings):
                 raise ValueError("ATELIER_S3_SECRET_KEY must be set in production")
             if self.webhook_secret == _DEV_WEBHOOK_SECRET:
                 raise ValueError("ATELIER_WEBHOOK_SECRET must be set in production")
+            if not self.ui_session_secret or len(self.ui_session_secret) < 32:
+                raise ValueError(
+                    "ATELIER_UI_SESSION_SECRET (32 characters or more) must be set in production"
+                )
         return self
 
 

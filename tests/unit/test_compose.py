@@ -36,7 +36,7 @@ EXPECTED_SERVICES = {
 }
 APP_SERVICES = ("api", "worker-gpu", "worker-cpu", "beat")
 GPU_QUEUES = {"train", "generate.interactive", "generate.bulk"}
-REQUIRED_SECRETS = {"ATELIER_S3_SECRET_KEY", "ATELIER_WEBHOOK_SECRET"}
+REQUIRED_SECRETS = {"ATELIER_S3_SECRET_KEY", "ATELIER_WEBHOOK_SECRET", "ATELIER_UI_SESSION_SECRET"}
 LONG_RUNNING_RESTARTS = {"always", "unless-stopped"}
 
 
@@ -397,7 +397,7 @@ def test_shared_environment_is_valid_production_settings(compose, services, monk
         with pytest.raises(MissingVariable):
             interpolate(str(env[key]), {})
 
-    resolved = {k: interpolate(str(v), {s: "x" * 24 for s in REQUIRED_SECRETS}) for k, v in env.items()}
+    resolved = {k: interpolate(str(v), {s: "x" * 32 for s in REQUIRED_SECRETS}) for k, v in env.items()}
     for key, value in resolved.items():
         monkeypatch.setenv(key, value)
     settings = Settings()

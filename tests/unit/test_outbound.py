@@ -78,7 +78,11 @@ def test_a_name_with_any_internal_address_is_refused_whole():
     [
         ("ftp://example.com/", DEFAULT, "http or https"),
         ("http://user:pw@example.com/", DEFAULT, "user name or password"),
-        ("http://example.com/", Settings(env="production", s3_secret_key="x", webhook_secret="y"), "https"),
+        (
+            "http://example.com/",
+            Settings(env="production", s3_secret_key="x", webhook_secret="y", ui_session_secret="u" * 32),
+            "https",
+        ),
     ],
 )
 def test_scheme_rules(url, settings, reason):

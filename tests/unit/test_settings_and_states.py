@@ -12,11 +12,18 @@ from atelier.core.pagination import BadCursor, decode_cursor, encode_cursor
 
 
 def test_production_refuses_development_secrets(monkeypatch):
-    for name in ("ATELIER_S3_SECRET_KEY", "ATELIER_WEBHOOK_SECRET"):
+    for name in ("ATELIER_S3_SECRET_KEY", "ATELIER_WEBHOOK_SECRET", "ATELIER_UI_SESSION_SECRET"):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ValidationError, match="ATELIER_S3_SECRET_KEY"):
         Settings(env="production")
-    ok = Settings(env="production", s3_secret_key="s3cret", webhook_secret="hooks3cret")
+    # the gallery's secret is its own, never derived from the S3 one
+    with pytest.raises(ValidationError, match="ATELIER_UI_SESSION_SECRET"):
+        Settings(env="production", s3_secret_key="s3cret", webhook_secret="hooks3cret")
+    with pytest.raises(ValidationError, match="ATELIER_UI_SESSION_SECRET"):
+        Settings(env="production", s3_secret_key="s3cret", webhook_secret="h", ui_session_secret="short")
+    ok = Settings(
+        env="production", s3_secret_key="s3cret", webhook_secret="hooks3cret", ui_session_secret="u" * 32
+    )
     assert ok.env == "production"
 
 

@@ -27,9 +27,11 @@ from atelier.api.ui.session import (
     Csrf,
     UiRead,
     UiSubmit,
+    end_session,
     key_of_token,
-    make_token,
+    origin_of,
     set_session_cookie,
+    start_session,
 )
 from atelier.api.ui.thumbs import ensure_thumbnail
 from atelier.core import auth, jobs
@@ -64,7 +66,7 @@ def login(
     next: Annotated[str, Form()] = "/ui/jobs",  # noqa: A002
 ):
     origin = request.headers.get("origin")
-    if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
+    if origin and origin != origin_of(request):
         # a sign-in form posted from another site would sign this browser in to the attacker's key
         raise HTTPException(403, detail="sign-in is only accepted from this site's own form")
     key = auth.find_key(session=session, secret=api_key.strip()) if api_key.strip() else None
@@ -72,12 +74,13 @@ def login(
         error = "unknown or revoked API key" if key is None else "this API key lacks the `read` scope"
         return render(request, "login.html", status_code=401, next=_safe_next(next), error=error)
     response = RedirectResponse(_safe_next(next), status_code=303)
-    set_session_cookie(response, request, make_token(key))
+    set_session_cookie(response, request, start_session(session, key))
     return response
 
 
 @router.post("/logout")
-def logout(_: UiRead, __: Csrf) -> RedirectResponse:
+def logout(request: Request, _: UiRead, __: Csrf, session: SessionDep) -> RedirectResponse:
+    end_session(session, request.cookies.get(COOKIE))  # the cookie, replayed, signs nobody in
     response = RedirectResponse("/ui/login", status_code=303)
     response.delete_cookie(COOKIE, path="/ui")
     return response
