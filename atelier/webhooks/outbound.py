@@ -78,6 +78,9 @@ def _refusal(address: IPAddress) -> str | None:
         ("is_unspecified", "unspecified"),
         ("is_reserved", "reserved"),
         ("is_private", "private"),
+        # fec0::/10, deprecated (RFC 3879) but still routed inside some networks, and `is_global`
+        # says True of it
+        ("is_site_local", "site-local"),
     ):
         if getattr(address, attr):
             return what
