@@ -82,7 +82,7 @@ def _refusal(address: IPAddress) -> str | None:
         # says True of it
         ("is_site_local", "site-local"),
     ):
-        if getattr(address, attr):
+        if getattr(address, attr, False):  # is_site_local exists for IPv6 only
             return what
     if not address.is_global:  # shared address space (100.64/10), documentation ranges...
         return "non-public"

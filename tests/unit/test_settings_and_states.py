@@ -74,6 +74,9 @@ def test_cursor_round_trip_and_garbage():
         decode_cursor("not-a-cursor", int)
     with pytest.raises(BadCursor):
         decode_cursor(encode_cursor("41"), int)  # a string where the index was
+    with pytest.raises(BadCursor):  # past a SQL BIGINT (was a 500)
+        decode_cursor(encode_cursor(10**30), int)
+    assert decode_cursor(encode_cursor(2**63 - 1), int) == (2**63 - 1,)
     with pytest.raises(BadCursor):  # a zone-less time (was a 500)
         decode_cursor(encode_cursor(at.replace(tzinfo=None), "abc"), datetime, str)
 
