@@ -268,7 +268,10 @@ def test_variations_and_interpolations_without_count_count_against_the_hourly_qu
                 )  # fmt: skip
             )
         ids = [f"{source.id}:0", f"{source.id}:1"]
-    assert api("POST", "/v1/generation-jobs", key, json={"model": model, "count": 985}).status_code == 202
+        for target in (job_states.RUNNING, job_states.SUCCEEDED):  # made: no longer an active job
+            job_states.transition(session=session, job=source, to=target)
+    # the source job's 2 images count too
+    assert api("POST", "/v1/generation-jobs", key, json={"model": model, "count": 983}).status_code == 202
     variations = api("POST", "/v1/generation-jobs", key, json={"mode": "variations", "image_id": ids[0]})
     assert variations.status_code == 202 and variations.json()["progress"]["total"] == 8  # 993 of 1000
     interpolate = {"mode": "interpolate", "image_ids": ids}
