@@ -91,3 +91,16 @@ def test_admin_scope_implies_the_others():
 def test_unknown_scope_refused():
     with pytest.raises(ValueError, match="unknown scope"):
         create_key(session=None, name="x", scopes=["read", "root"])
+
+
+def test_atelier_up_keeps_one_private_gallery_secret_in_its_data_dir(tmp_path, monkeypatch):
+    import os
+
+    from atelier.cli.stack import Stack
+
+    monkeypatch.delenv("ATELIER_UI_SESSION_SECRET", raising=False)
+    first = Stack(tmp_path).env["ATELIER_UI_SESSION_SECRET"]
+    assert Stack(tmp_path).env["ATELIER_UI_SESSION_SECRET"] == first  # the next start signs alike
+    assert len(first) >= 32 and first not in Stack(tmp_path).env["ATELIER_S3_SECRET_KEY"]
+    assert os.stat(tmp_path / "ui-session.secret").st_mode & 0o777 == 0o600
+    assert Stack(tmp_path / "other").env["ATELIER_UI_SESSION_SECRET"] != first
