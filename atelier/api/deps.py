@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from atelier.api import key_cache
 from atelier.api.key_cache import KeyInfo
-from atelier.core import auth
+from atelier.core import auth, ownership
 from atelier.core.config import Settings, get_settings
 from atelier.core.db import session_scope
 from atelier.core.storage import ObjectStore, get_store
@@ -85,12 +85,7 @@ def invalid(*loc: str, msg: str) -> HTTPException:
 
 
 def is_admin(key: KeyInfo) -> bool:
-    return "admin" in key.scopes
-
-
-def owns(key: KeyInfo, job) -> bool:  # noqa: ANN001
-    """Jobs belong to the key that submitted them; admin keys act on all (scheduled jobs have no key)."""
-    return is_admin(key) or (job.api_key_id is not None and job.api_key_id == key.id)
+    return ownership.is_admin(key)
 
 
 def too_many(msg: str, retry_after: float) -> HTTPException:

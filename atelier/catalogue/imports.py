@@ -18,7 +18,7 @@ from typing import BinaryIO
 from sqlalchemy.orm import Session
 
 from atelier.catalogue import archives, deepfashion
-from atelier.core import idempotency, jobs, units
+from atelier.core import idempotency, jobs, quotas, units
 from atelier.core.config import Settings
 from atelier.core.models import Job
 from atelier.core.params import ImportSource, IngestParams
@@ -99,6 +99,7 @@ def submit(
     webhook_url: str | None = None,
     scoped_key: str | None = None,
     body_hash: str | None = None,
+    quota_key=None,  # noqa: ANN001 - the submitting key: its ingest quota is checked
 ) -> tuple[Job, bool]:
     """Check the import, store its ZIP, and queue the ingest job that reads it (sent after commit).
     Returns (job, created): a repeated Idempotency-Key (`scoped_key`, `body_hash`) answers with the
@@ -106,6 +107,8 @@ def submit(
     earlier = idempotency.existing(session, scoped_key, body_hash)
     if earlier is not None:
         return earlier, False
+    if quota_key is not None:  # before the ZIP is read or stored
+        quotas.check_submit(session=session, key=quota_key, settings=settings, kind="ingest")
     source = check_source(
         fileobj=fileobj,
         settings=settings,

@@ -13,7 +13,7 @@ from atelier.catalogue import imports, ingest_jobs
 from atelier.catalogue import service as catalogue
 from atelier.catalogue.periods import PERIODS
 from atelier.catalogue.schemas import CatalogueImageOut, CataloguePage, CatalogueStats, UploadResult
-from atelier.core import idempotency
+from atelier.core import idempotency, quotas
 from atelier.core.models import CatalogueImage
 from atelier.core.pagination import MAX_LIMIT, BadCursor, page
 
@@ -25,7 +25,7 @@ router = APIRouter(prefix="/v1/catalogue", tags=["catalogue"], responses=errors(
     status_code=201,
     response_model=UploadResult,
     # a 422 is a bad field, or no file accepted: then `rejected` (an extra field) says why
-    responses=errors(400, 409, 413, 422),
+    responses=errors(400, 409, 413, 422, 429),
 )
 def upload_images(
     key: CatalogueKey,
@@ -65,6 +65,8 @@ def upload_images(
         body_hash = ingest_jobs.request_hash([(u.filename, u.file) for u in uploads], form)
     with submit_errors():
         earlier = idempotency.existing(session, scoped, body_hash)
+        if earlier is None:  # a repeat is answered with its job, never a 429
+            quotas.check_submit(session=session, key=key, settings=settings, kind="ingest")
     try:
         result = catalogue.ingest_uploads(
             session=session,
@@ -99,7 +101,10 @@ def upload_images(
 
 
 @router.post(
-    "/imports", status_code=202, response_model=JobOut, responses=repeated(JobOut) | errors(409, 413, 422)
+    "/imports",
+    status_code=202,
+    response_model=JobOut,
+    responses=repeated(JobOut) | errors(409, 413, 422, 429),
 )
 def import_dataset(
     key: CatalogueKey,
@@ -161,6 +166,7 @@ def import_dataset(
                 webhook_url=webhook,
                 scoped_key=scoped,
                 body_hash=body_hash,
+                quota_key=key,
             )
     except imports.InvalidImport as exc:
         raise invalid("body", exc.field, msg=str(exc)) from exc

@@ -23,7 +23,7 @@ def jobs() -> None:
     type=click.Choice(["queued", "running", "succeeded", "partially_succeeded", "failed", "cancelled"]),
     default=None,
 )
-@click.option("--mine", is_flag=True, help="only the jobs of this key")
+@click.option("--mine", is_flag=True, help="only this key's jobs (all a non-admin key sees)")
 @click.option("--limit", type=int, default=50, show_default=True, help="newest first; pages as needed")
 @api_option
 @key_option

@@ -27,6 +27,7 @@ import ctypes
 import functools
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -172,8 +173,24 @@ class Stack:
             "ATELIER_S3_ACCESS_KEY": S3_ACCESS_KEY,
             "ATELIER_S3_SECRET_KEY": S3_SECRET_KEY,
             "ATELIER_S3_BUCKET": BUCKET,
+            "ATELIER_UI_SESSION_SECRET": os.environ.get("ATELIER_UI_SESSION_SECRET")
+            or self.ui_session_secret,
             **self.extra_env,
         }
+
+    @property
+    def ui_session_secret(self) -> str:
+        """DIR/ui-session.secret, made once (0600): every API process of this stack, and the next start,
+        sign the gallery's forms alike."""
+        path = self.data_dir / "ui-session.secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32) + "\n")
+            os.replace(tmp, path)
+        return path.read_text().strip()
 
     @property
     def settings(self):  # noqa: ANN201 - atelier.core.config.Settings, imported lazily

@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     # Promotion gate: a candidate may be worse than production by this many standard errors of the
     # difference (KID, GAN-test, recall) before it is refused; below that the two are not told apart.
     promotion_sigmas: float = Field(2.0, ge=0)
+    # The most a training request or a schedule may add to the KID margin (`kid_tolerance`): beyond
+    # it the gate would pass any model, which is an admin's forced promotion by another name.
+    max_kid_tolerance: float = Field(0.1, ge=0)
 
     # The read path under load. SQL connections per process: the API runs sync routes on anyio's 40
     # threads, so 40 plus a little overflow means a request never waits for a connection while a thread
@@ -143,6 +146,10 @@ class Settings(BaseSettings):
     quota_images_per_hour: int = Field(200_000, ge=1)
     quota_active_jobs: int = Field(20, ge=1)
     quota_event_streams: int = Field(8, ge=1)
+    # trend reports and ingest jobs (uploads and imports) run on the `io` queue that finalize and
+    # webhooks share: each key may have this many of them queued or running
+    quota_active_trend_jobs: int = Field(4, ge=1)
+    quota_active_ingest_jobs: int = Field(20, ge=1)
     interactive_max_images: int = Field(256, ge=1)
 
     @field_validator("truncation_sweep")
@@ -182,9 +189,12 @@ class Settings(BaseSettings):
     metrics_cache_seconds: float = Field(5.0, ge=0)
     # 0 turns a worker's metrics endpoint off; each worker needs a port of its own on its host.
     worker_metrics_port: int = Field(0, ge=0, le=65535)
-    # Signs gallery session cookies; unset, a key derived from ATELIER_S3_SECRET_KEY (which every API
-    # replica already shares) is used, so production needs no extra secret.
+    # Signs the gallery's CSRF tokens (sessions themselves are rows, atelier/api/ui/session.py). Every
+    # API replica must share it, so production requires it; elsewhere unset means random per process.
     ui_session_secret: str | None = None
+    # Behind a TLS-terminating proxy: take the scheme and host from X-Forwarded-Proto/-Host, so that the
+    # gallery's cookie is Secure and its sign-in form's Origin matches. Only where the proxy sets them.
+    trust_forwarded_headers: bool = False
     ui_session_hours: float = Field(12.0, gt=0, le=24 * 30)
     ui_page_size: int = Field(60, ge=1, le=500)
     thumb_size: int = Field(160, ge=32, le=512)
@@ -216,6 +226,10 @@ class Settings(BaseSettings):
                 raise ValueError("ATELIER_S3_SECRET_KEY must be set in production")
             if self.webhook_secret == _DEV_WEBHOOK_SECRET:
                 raise ValueError("ATELIER_WEBHOOK_SECRET must be set in production")
+            if not self.ui_session_secret or len(self.ui_session_secret) < 32:
+                raise ValueError(
+                    "ATELIER_UI_SESSION_SECRET (32 characters or more) must be set in production"
+                )
             self._refuse_open_production_endpoints()
         return self
 

@@ -18,6 +18,8 @@ from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute
 
 MAX_LIMIT = 500
+# a cursor's integers are SQL BIGINTs: a larger one would be a database error (500), not a bad cursor
+BIGINT = 2**63
 
 
 class BadCursor(ValueError):
@@ -44,7 +46,7 @@ def decode_cursor(cursor: str, *types: type) -> tuple[Any, ...]:
                     raise ValueError("a cursor time carries its zone")
                 out.append(at)
             elif kind is int:
-                if not isinstance(value, int) or isinstance(value, bool):
+                if not isinstance(value, int) or isinstance(value, bool) or not -BIGINT <= value < BIGINT:
                     raise ValueError("not an integer")
                 out.append(value)
             else:

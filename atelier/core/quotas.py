@@ -1,7 +1,18 @@
 """Per-key quotas, counted from SQL so that every API process agrees:
 
-    ATELIER_QUOTA_ACTIVE_JOBS       train and generate jobs of the key still queued or running
-    ATELIER_QUOTA_IMAGES_PER_HOUR   images asked for by the key's generation jobs of the last hour
+    ATELIER_QUOTA_ACTIVE_JOBS          train and generate jobs of the key still queued or running
+    ATELIER_QUOTA_IMAGES_PER_HOUR      images asked for by the key's generation jobs of the last hour
+    ATELIER_QUOTA_ACTIVE_TREND_JOBS    trend reports of the key still queued or running
+    ATELIER_QUOTA_ACTIVE_INGEST_JOBS   ingest jobs (uploads' and imports') of the key queued or running
+
+Trend and ingest jobs run on the `io` queue that finalize and webhook deliveries share, so they have
+quotas of their own: a key cannot fill that queue with them.
+
+Count-then-insert is one critical section per key: `check_submit` locks the key's row
+(SELECT ... FOR UPDATE on PostgreSQL; on SQLite every writing transaction already holds the database's
+write lock from its BEGIN IMMEDIATE, atelier/core/db.py) until the caller's transaction commits the new
+job, so N parallel submits at quota Q accept exactly Q. Callers look up an Idempotency-Key first
+(atelier/core/idempotency.py): a retry of an accepted submit gets its job, never a 429.
 
 A refusal carries the seconds after which the same request would pass (Retry-After). Event streams are
 counted per API process in atelier/generation/routes.py (a stream is a connection to one process).
@@ -29,20 +40,40 @@ class QuotaExceeded(Exception):
         self.retry_after = retry_after
 
 
-def check_submit(*, session: Session, key: ApiKey, settings: Settings, images: int = 0) -> None:
+# job kinds -> (what they are called, the Settings field of their active-jobs quota)
+ACTIVE_QUOTAS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("train", "generate"): ("train and generate jobs", "quota_active_jobs"),
+    ("trend",): ("trend reports", "quota_active_trend_jobs"),
+    ("ingest",): ("ingest jobs", "quota_active_ingest_jobs"),
+}
+
+
+def lock_key(session: Session, key_id: str) -> None:
+    """Hold the key's row until the transaction ends: concurrent submits of one key count in turn."""
+    session.execute(select(ApiKey.id).where(ApiKey.id == key_id).with_for_update())
+
+
+def check_submit(
+    *, session: Session, key: ApiKey, settings: Settings, images: int = 0, kind: str = "generate"
+) -> None:
+    """QuotaExceeded when a new `kind` job of `key` would pass a quota; else the key's row stays
+    locked until the caller commits (or rolls back)."""
+    lock_key(session, key.id)
+    kinds = next(k for k in ACTIVE_QUOTAS if kind in k)
+    what, field = ACTIVE_QUOTAS[kinds]
+    limit = getattr(settings, field)
     active = session.scalar(
         select(func.count())
         .select_from(Job)
         .where(
             Job.api_key_id == key.id,
             Job.status.in_((jobs.QUEUED, jobs.RUNNING)),
-            Job.kind.in_(("train", "generate")),
+            Job.kind.in_(kinds),
         )
     )
-    if active >= settings.quota_active_jobs:
+    if active >= limit:
         raise QuotaExceeded(
-            f"this key has {active} jobs queued or running, the limit is {settings.quota_active_jobs} "
-            "(ATELIER_QUOTA_ACTIVE_JOBS)",
+            f"this key has {active} {what} queued or running, the limit is {limit} (ATELIER_{field.upper()})",
             ACTIVE_RETRY_SECONDS,
         )
     if images <= 0:

@@ -146,7 +146,13 @@ class GenerationRequest(BaseModel):
         for name, n in v.items():
             if n < 0:
                 raise ValueError(f"count for {name!r} must not be negative, got {n}")
-        return {name.strip().lower(): n for name, n in v.items()}
+        normalized: dict[str, int] = {}
+        for name, n in v.items():
+            category = name.strip().lower()
+            if category in normalized:  # "Dress" and "dress ": which count was meant?
+                raise ValueError(f"category {category!r} is listed twice (names are case- and space-blind)")
+            normalized[category] = n
+        return normalized
 
     @field_validator("postprocess")
     @classmethod

@@ -22,7 +22,7 @@ from atelier.api.deps import ReadKey, SessionDep, SettingsDep, StoreDep, SubmitK
 from atelier.api.routes.jobs import get_job_or_404
 from atelier.api.schemas import JobOut, errors
 from atelier.api.submits import IdempotencyKey, checked_webhook_url, repeated, submit_errors
-from atelier.core import jobs
+from atelier.core import jobs, ownership
 from atelier.core.config import get_settings
 from atelier.core.db import session_factory
 from atelier.core.models import GeneratedImage, Job
@@ -65,6 +65,7 @@ def submit_generation(
                 request_hash=body.request_hash(),
                 model_given="model" in body.model_fields_set,
                 quota_key=key,
+                viewer=key,
             )
     except generation.InvalidRequest as exc:
         raise invalid("body", exc.field, msg=str(exc)) from exc
@@ -73,8 +74,8 @@ def submit_generation(
     return JobOut.of(job, key)
 
 
-def _generate_job(session, job_id: str) -> Job:  # noqa: ANN001
-    job = get_job_or_404(session, job_id)
+def _generate_job(session, job_id: str, key) -> Job:  # noqa: ANN001
+    job = get_job_or_404(session, job_id, key=key)
     if job.kind != "generate":
         raise HTTPException(404, detail=f"job {job_id} is a {job.kind} job, not a generation job")
     return job
@@ -83,14 +84,14 @@ def _generate_job(session, job_id: str) -> Job:  # noqa: ANN001
 @router.get("/v1/jobs/{job_id}/images", response_model=ImagePage)
 def list_generated_images(
     job_id: str,
-    _: ReadKey,
+    key: ReadKey,
     session: SessionDep,
     store: StoreDep,
     category: str | None = None,
     limit: int = Query(100, ge=1, le=MAX_LIMIT),
     cursor: str | None = Query(None, description="the next_cursor of the previous page"),
 ):
-    _generate_job(session, job_id)
+    _generate_job(session, job_id, key)
     stmt = select(GeneratedImage).where(GeneratedImage.job_id == job_id)
     if category:
         stmt = stmt.where(GeneratedImage.category == category.strip().lower())
@@ -107,8 +108,8 @@ def list_generated_images(
     return ImagePage(items=items, next_cursor=next_cursor)
 
 
-def _result_redirect(session, store, job_id: str, field: str, what: str) -> RedirectResponse:  # noqa: ANN001
-    job = _generate_job(session, job_id)
+def _result_redirect(session, store, key, job_id: str, field: str, what: str) -> RedirectResponse:  # noqa: ANN001
+    job = _generate_job(session, job_id, key)
     key = (job.result or {}).get(field)
     if key:
         filename = f"{job_id}-{key.rsplit('/', 1)[-1]}"
@@ -127,23 +128,26 @@ def _result_redirect(session, store, job_id: str, field: str, what: str) -> Redi
 @router.get(
     "/v1/jobs/{job_id}/manifest", status_code=307, response_class=RedirectResponse, responses=errors(409)
 )
-def job_manifest(job_id: str, _: ReadKey, session: SessionDep, store: StoreDep):
-    return _result_redirect(session, store, job_id, "manifest_key", "manifest")
+def job_manifest(job_id: str, key: ReadKey, session: SessionDep, store: StoreDep):
+    return _result_redirect(session, store, key, job_id, "manifest_key", "manifest")
 
 
 @router.get(
     "/v1/jobs/{job_id}/archive", status_code=307, response_class=RedirectResponse, responses=errors(409)
 )
-def job_archive(job_id: str, _: ReadKey, session: SessionDep, store: StoreDep):
-    return _result_redirect(session, store, job_id, "archive_key", "archive")
+def job_archive(job_id: str, key: ReadKey, session: SessionDep, store: StoreDep):
+    return _result_redirect(session, store, key, job_id, "archive_key", "archive")
 
 
-def _read_job(job_id: str, viewer=None) -> tuple[str, str] | None:  # noqa: ANN001
-    """(status, JobOut JSON) from a fresh, short, read-only session: a stream holds no connection."""
+def _read_job(job_id: str, viewer) -> tuple[str, str] | None:  # noqa: ANN001
+    """(status, JobOut JSON) from a fresh, short, read-only session: a stream holds no connection.
+    None when there is no such job or `viewer` may not see it."""
     session = session_factory(readonly=True)()
     try:
         job = session.get(Job, job_id)
-        return None if job is None else (job.status, JobOut.of(job, viewer).model_dump_json())
+        if not ownership.may_see(viewer, job):
+            return None
+        return job.status, JobOut.of(job, viewer).model_dump_json()
     finally:
         session.close()
 

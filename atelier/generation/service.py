@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from atelier.core import idempotency, jobs, quotas, units
+from atelier.core import idempotency, jobs, ownership, quotas, units
 from atelier.core.config import Settings
 from atelier.core.models import GeneratedImage, Job
 from atelier.core.params import GenerateParams, GenerateSource
@@ -68,8 +68,11 @@ def parse_image_id(value: str, field_name: str) -> tuple[str, int]:
     return job_id, int(index)
 
 
-def _source_image(session: Session, value: str, field_name: str) -> GeneratedImage:
+def _source_image(session: Session, value: str, field_name: str, viewer) -> GeneratedImage:  # noqa: ANN001
     job_id, index = parse_image_id(value, field_name)
+    # another key's image is as unknown as a missing one (atelier.core.ownership)
+    if viewer is not None and not ownership.may_see(viewer, session.get(Job, job_id)):
+        raise InvalidRequest(field_name, f"no generated image {value!r}")
     row = session.scalars(
         select(GeneratedImage).where(GeneratedImage.job_id == job_id, GeneratedImage.index == index)
     ).one_or_none()
@@ -93,13 +96,20 @@ def _resolve_version(session: Session, ref: str, *, explicit: bool, source: Gene
 
 
 def plan(
-    *, session: Session, spec: GenerationRequest, settings: Settings, model_given: bool = True
+    *,
+    session: Session,
+    spec: GenerationRequest,
+    settings: Settings,
+    model_given: bool = True,
+    viewer=None,  # noqa: ANN001
 ) -> GenerateParams:
-    """Check a request against its model and the limits; returns the params the job stores."""
+    """Check a request against its model and the limits; returns the params the job stores. Images
+    and trend reports it names as inputs must be `viewer`'s (atelier.core.ownership); None is the
+    product itself (a schedule, a test), which may use any."""
     extra_ops: list[dict[str, Any]] = []
     if spec.follow_report:  # the report's forecast mix and rising palette, resolved once, stored as is
         try:
-            follow_mix, palette = trends.follow(session=session, request=spec.follow_report)
+            follow_mix, palette = trends.follow(session=session, request=spec.follow_report, viewer=viewer)
         except trends.InvalidRequest as exc:
             raise InvalidRequest(exc.field, str(exc)) from exc
         if follow_mix:
@@ -111,11 +121,11 @@ def plan(
     if spec.mode == "variations":
         if not spec.image_id:
             raise InvalidRequest("image_id", "mode `variations` needs `image_id` ('<job id>:<index>')")
-        source = _source_image(session, spec.image_id, "image_id")
+        source = _source_image(session, spec.image_id, "image_id", viewer)
     elif spec.mode == "interpolate":
         if not spec.image_ids or len(spec.image_ids) != 2:
             raise InvalidRequest("image_ids", "mode `interpolate` needs two `image_ids`")
-        a, b = (_source_image(session, v, "image_ids") for v in spec.image_ids)
+        a, b = (_source_image(session, v, "image_ids", viewer) for v in spec.image_ids)
         if a.model_version_id != b.model_version_id:
             raise InvalidRequest("image_ids", "both images must come from the same model version")
         source = a
@@ -237,6 +247,7 @@ def submit(
     request_hash: str | None = None,
     model_given: bool = True,
     quota_key=None,  # noqa: ANN001 - the submitting key (its `id`): quotas are checked for it
+    viewer=None,  # noqa: ANN001 - the submitting key: the inputs it names must be its own
 ) -> tuple[Job, bool]:
     """Create the job and every chunk unit in the caller's transaction; one message goes out after its
     commit (atelier.core.units.dispatch_new_job). Returns (job, created); a repeated idempotency key returns
@@ -246,7 +257,7 @@ def submit(
     earlier = idempotency.existing(session, scoped_key, request_hash)
     if earlier is not None:
         return earlier, False
-    params = plan(session=session, spec=spec, settings=settings, model_given=model_given)
+    params = plan(session=session, spec=spec, settings=settings, model_given=model_given, viewer=viewer)
     if quota_key is not None:
         quotas.check_submit(session=session, key=quota_key, settings=settings, images=params.count)
     job, created = idempotency.create_once(

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, HTTPException, Response
 
 from atelier.api.deps import SessionDep, SettingsDep, StoreDep, SubmitKey, invalid
 from atelier.api.schemas import JobOut, errors
@@ -33,6 +33,8 @@ def submit_training_job(
                 key=key,
                 idempotency_key=idempotency_key,
             )
+    except training.NotAllowed as exc:
+        raise HTTPException(403, detail=f"body.{exc.field}: {exc}") from exc
     except training.InvalidRequest as exc:
         raise invalid("body", exc.field, msg=str(exc)) from exc
     if not created:

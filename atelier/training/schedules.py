@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from atelier.core import units
+from atelier.core.config import get_settings
 from atelier.core.models import DatasetSnapshot, Schedule, ScheduleRun, utcnow
 from atelier.core.storage import ObjectStore
 from atelier.training import registry, snapshots
@@ -64,6 +65,10 @@ def put_schedule(
     except ValidationError as exc:
         first = exc.errors()[0]
         raise InvalidSchedule(".".join(["params", *map(str, first["loc"])]), first["msg"]) from exc
+    try:
+        training.check_tolerance("kid_tolerance", checked["kid_tolerance"], get_settings())
+    except training.InvalidRequest as exc:
+        raise InvalidSchedule("params.kid_tolerance", str(exc)) from exc
     schedule = session.get(Schedule, name)
     if schedule is None:
         schedule = Schedule(name=name)

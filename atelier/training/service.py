@@ -49,6 +49,28 @@ class TrainingRequest(BaseModel):
         return value
 
 
+class NotAllowed(InvalidRequest):
+    """A field whose value only an admin key may send (answered 403 naming it)."""
+
+
+def check_gate(*, request: TrainingRequest, settings: Settings, admin: bool) -> None:
+    """The promotion gate is the owner's, not the submitter's: forcing promotion past it is an admin's
+    act (the same as POST /v1/models/{id}/promote), and a tolerance is bounded so that no request can
+    widen the gate until any model passes."""
+    if request.promote == "always" and not admin:
+        raise NotAllowed(
+            "promote", '`promote: "always"` skips the promotion gate: only an admin key may send it'
+        )
+    check_tolerance("kid_tolerance", request.kid_tolerance, settings)
+
+
+def check_tolerance(field: str, value: float, settings: Settings) -> None:
+    if value > settings.max_kid_tolerance:
+        raise InvalidRequest(
+            field, f"{field} {value} is over ATELIER_MAX_KID_TOLERANCE={settings.max_kid_tolerance}"
+        )
+
+
 def submit_training(
     *,
     session: Session,
@@ -121,7 +143,8 @@ def submit(
     earlier = idempotency.existing(session, scoped, body_hash)
     if earlier is not None:
         return earlier, False
-    quotas.check_submit(session=session, key=key, settings=settings)
+    check_gate(request=request, settings=settings, admin="admin" in key.scopes)
+    quotas.check_submit(session=session, key=key, settings=settings, kind="train")
     job, created = idempotency.create_once(
         session,
         scoped,

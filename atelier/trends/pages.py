@@ -18,6 +18,7 @@ from sqlalchemy import select
 from atelier.api.deps import SessionDep, SettingsDep, StoreDep
 from atelier.api.ui.render import render
 from atelier.api.ui.session import Csrf, UiRead, UiSubmit
+from atelier.core import ownership
 from atelier.core.models import Job
 from atelier.core.pagination import BadCursor, page
 from atelier.trends import routes as trend_routes
@@ -27,8 +28,8 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 PERIODS = ("week", "month", "season")
 
 
-def _reports(session, cursor: str | None, limit: int) -> tuple[list[Job], str | None]:  # noqa: ANN001
-    stmt = select(Job).where(Job.kind == "trend")
+def _reports(session, key, cursor: str | None, limit: int) -> tuple[list[Job], str | None]:  # noqa: ANN001
+    stmt = ownership.visible(select(Job), key).where(Job.kind == "trend")
     try:
         return page(stmt, session=session, time_col=Job.created_at, id_col=Job.id, limit=limit, cursor=cursor)
     except BadCursor as exc:
@@ -36,7 +37,7 @@ def _reports(session, cursor: str | None, limit: int) -> tuple[list[Job], str | 
 
 
 def _list(request: Request, key, session, settings, *, cursor=None, values=None, error=None, status_code=200):  # noqa: ANN001, ANN202
-    rows, next_cursor = _reports(session, cursor, settings.ui_page_size)
+    rows, next_cursor = _reports(session, key, cursor, settings.ui_page_size)
     return render(
         request,
         "trends.html",

@@ -28,7 +28,10 @@ class TrendReportOut(BaseModel):
 
 
 @router.post(
-    "/v1/trend-reports", response_model=JobOut, status_code=202, responses=repeated(JobOut) | errors(409)
+    "/v1/trend-reports",
+    response_model=JobOut,
+    status_code=202,
+    responses=repeated(JobOut) | errors(409, 429),
 )
 def submit_trend_report(
     body: trends.TrendParams,
@@ -47,6 +50,7 @@ def submit_trend_report(
                 params=body,
                 api_key_id=key.id,
                 idempotency_key=idempotency_key,
+                quota_key=key,
             )
     except trends.InvalidRequest as exc:
         raise invalid("body", exc.field, msg=str(exc)) from exc
@@ -57,7 +61,7 @@ def submit_trend_report(
 
 @router.get("/v1/trend-reports/{job_id}", response_model=TrendReportOut, responses=errors(404))
 def get_trend_report(job_id: str, key: ReadKey, session: SessionDep, store: StoreDep):
-    job = get_job_or_404(session, job_id)
+    job = get_job_or_404(session, job_id, key=key)
     if job.kind != "trend":
         raise HTTPException(404, detail=f"job {job_id} is a {job.kind} job, not a trend report")
     return TrendReportOut(job=JobOut.of(job, key), **trends.view(job=job, store=store))

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, HttpUrl, field_validator
 from sqlalchemy.orm import Session
 
 from atelier.catalogue.service import normalize_category
-from atelier.core import idempotency, jobs, units
+from atelier.core import idempotency, jobs, ownership, quotas, units
 from atelier.core.config import Settings
 from atelier.core.models import Job
 from atelier.core.storage import ObjectStore
@@ -61,10 +61,17 @@ def split_count(count: int, shares: dict[str, float]) -> dict[str, int]:
     return {k: v for k, v in sorted(out.items()) if v > 0}
 
 
-def follow(*, session: Session, request: FollowReport) -> tuple[dict[str, int] | None, list[str] | None]:
-    """(per_category, recolour palette) from a succeeded trend report; InvalidRequest naming the field."""
+def follow(
+    *,
+    session: Session,
+    request: FollowReport,
+    viewer=None,  # noqa: ANN001
+) -> tuple[dict[str, int] | None, list[str] | None]:
+    """(per_category, recolour palette) from a succeeded trend report; InvalidRequest naming the field.
+    Another key's report is as unknown as a missing one (`viewer` None: the product itself)."""
     job = session.get(Job, request.report)
-    if job is None or job.kind != "trend":
+    hidden = viewer is not None and not ownership.may_see(viewer, job)
+    if job is None or hidden or job.kind != "trend":
         raise InvalidRequest("follow_report", f"no trend report with id {request.report!r}")
     if job.status != jobs.SUCCEEDED:
         raise InvalidRequest(
@@ -93,8 +100,9 @@ def submit(
     params: TrendParams,
     api_key_id: str | None,
     idempotency_key: str | None = None,
+    quota_key=None,  # noqa: ANN001 - the submitting key: its trend quota is checked
 ) -> tuple[Job, bool]:
-    """(job, created); a repeated Idempotency-Key answers with the first job."""
+    """(job, created); a repeated Idempotency-Key answers with the first job (before any quota)."""
     scoped = idempotency.scoped(api_key_id, idempotency_key)
     body = params.model_dump(mode="json")
     body_hash = idempotency.request_hash(body) if scoped else None
@@ -108,6 +116,8 @@ def submit(
         )
     if params.since and params.until and params.since >= params.until:
         raise InvalidRequest("until", "until must be later than since")
+    if quota_key is not None:
+        quotas.check_submit(session=session, key=quota_key, settings=settings, kind="trend")
     job, created = idempotency.create_once(
         session,
         scoped,

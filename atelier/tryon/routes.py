@@ -28,7 +28,7 @@ router = APIRouter(tags=["try-on"], responses=errors(401, 403, 413, 422))
 def tryon_preview(
     job_id: str,
     index: int,
-    _: ReadKey,
+    key: ReadKey,
     session: SessionDep,
     store: StoreDep,
     template: str | None = Query(
@@ -43,7 +43,7 @@ def tryon_preview(
             "template",
             msg=f"unknown template {template!r}; one of {', '.join(tryon.template_names())}",
         )
-    job = get_job_or_404(session, job_id)
+    job = get_job_or_404(session, job_id, key=key)
     if job.kind != "generate":
         raise HTTPException(404, detail=f"job {job_id} is a {job.kind} job, not a generation job")
     image = session.scalars(

@@ -78,8 +78,11 @@ def _refusal(address: IPAddress) -> str | None:
         ("is_unspecified", "unspecified"),
         ("is_reserved", "reserved"),
         ("is_private", "private"),
+        # fec0::/10, deprecated (RFC 3879) but still routed inside some networks, and `is_global`
+        # says True of it
+        ("is_site_local", "site-local"),
     ):
-        if getattr(address, attr):
+        if getattr(address, attr, False):  # is_site_local exists for IPv6 only
             return what
     if not address.is_global:  # shared address space (100.64/10), documentation ranges...
         return "non-public"

@@ -58,15 +58,27 @@ def verify(secret: str, headers: dict[str, str], body: bytes, *, now: float, tol
 
 
 def deployment_secret(settings_secret: str) -> str:
-    """Keys made before per-key secrets existed sign with one derived from ATELIER_WEBHOOK_SECRET
-    until an admin rotates theirs (POST /v1/keys/{id}/webhook-secret)."""
+    """Jobs that no key submitted (scheduled retrains without a webhook key) sign with one derived from
+    ATELIER_WEBHOOK_SECRET: the operator's own."""
     return SECRET_PREFIX + base64.b64encode(hashlib.sha256(settings_secret.encode()).digest()).decode()
+
+
+def legacy_key_secret(settings_secret: str, key_id: str) -> str:
+    """Keys made before per-key secrets existed sign with HMAC-SHA256(ATELIER_WEBHOOK_SECRET, key id)
+    until an admin rotates theirs (POST /v1/keys/{id}/webhook-secret): one such key's receiver cannot
+    forge another's deliveries, as it could when they all shared one derived secret."""
+    digest = hmac.new(settings_secret.encode(), f"atelier-legacy-key:{key_id}".encode(), hashlib.sha256)
+    return SECRET_PREFIX + base64.b64encode(digest.digest()).decode()
 
 
 def headers_for_job(session, job, body: bytes, settings, *, now: float) -> dict[str, str]:  # noqa: ANN001
     """Content-Type, User-Agent and the Standard Webhooks headers for a job's finished webhook, signed
     with the secrets of the key that submitted it."""
     key = session.get(ApiKey, job.api_key_id) if job.api_key_id else None
-    found = auth.signing_secrets(key, overlap_seconds=settings.webhook_secret_overlap_seconds) if key else []
-    signed = sign(found or [deployment_secret(settings.webhook_secret)], f"msg_{job.id}", int(now), body)
+    if key is None:
+        found = [deployment_secret(settings.webhook_secret)]
+    else:
+        found = auth.signing_secrets(key, overlap_seconds=settings.webhook_secret_overlap_seconds)
+        found = found or [legacy_key_secret(settings.webhook_secret, key.id)]
+    signed = sign(found, f"msg_{job.id}", int(now), body)
     return {"Content-Type": "application/json", "User-Agent": "atelier-webhook/2", **signed}

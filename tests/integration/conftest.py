@@ -107,6 +107,14 @@ def make_key(stack: Stack, scopes: list[str]) -> str:
     return secret
 
 
+def key_id(stack: Stack, secret: str) -> str:
+    from atelier.core import auth
+    from atelier.core.db import session_scope
+
+    with session_scope(stack.env["ATELIER_DATABASE_URL"]) as session:
+        return auth.find_key(session=session, secret=secret).id
+
+
 def wait_for(predicate, *, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):  # noqa: ANN001, ANN201
     deadline = time.monotonic() + timeout
     while True:
@@ -128,6 +136,9 @@ BARE_ENV = {
     "ATELIER_QUOTA_ACTIVE_JOBS": "3",
     "ATELIER_QUOTA_IMAGES_PER_HOUR": "1000",
     "ATELIER_QUOTA_EVENT_STREAMS": "2",
+    "ATELIER_QUOTA_ACTIVE_TREND_JOBS": "3",
+    # nothing ends an ingest job here (no workers): the hostile-input tests upload many times per key
+    "ATELIER_QUOTA_ACTIVE_INGEST_JOBS": "1000",
     "ATELIER_INTERACTIVE_MAX_IMAGES": "64",
     # keys are changed behind the API's back here (expiry set in SQL): read them on every request
     "ATELIER_API_KEY_CACHE_SECONDS": "0",

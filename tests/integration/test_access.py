@@ -9,7 +9,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from tests.integration.conftest import make_key, wait_for
+from tests.integration.conftest import key_id, make_key, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -172,14 +172,15 @@ def test_jobs_belong_to_their_key(api, bare_stack_db, model):
         "POST", "/v1/generation-jobs", owner, json={"model": model, "count": 4, "webhook_url": hook}
     ).json()
     assert job["params"]["webhook_url"] == hook
-    for key in (other, reader):
-        seen = api("GET", f"/v1/jobs/{job['id']}", key).json()
-        assert seen["status"] == "queued" and seen["params"] == {}  # no params, no webhook token
+    for key in (other, reader):  # another key's job is as unknown as a missing one
+        seen = api("GET", f"/v1/jobs/{job['id']}", key)
+        assert seen.status_code == 404 and "no job with id" in seen.json()["detail"]
         listed = api("GET", "/v1/jobs", key).json()["items"]
-        assert all("SECRET" not in str(j["params"]) for j in listed)
+        assert all(j["id"] != job["id"] and "SECRET" not in str(j["params"]) for j in listed)
     assert api("GET", f"/v1/jobs/{job['id']}", admin).json()["params"]["webhook_url"] == hook
+    assert job["id"] in [j["id"] for j in api("GET", "/v1/jobs?limit=200", admin).json()["items"]]
     denied = api("POST", f"/v1/jobs/{job['id']}/cancel", other)
-    assert denied.status_code == 403 and "another key" in denied.json()["detail"]
+    assert denied.status_code == 404 and "no job with id" in denied.json()["detail"]
     cancelled = api("POST", f"/v1/jobs/{job['id']}/cancel", owner)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"  # queued: at once
     mine = api("GET", "/v1/jobs?mine=true", other).json()["items"]
@@ -245,8 +246,11 @@ def test_variations_and_interpolations_without_count_count_against_the_hourly_qu
     from atelier.core.db import session_scope
     from atelier.core.models import GeneratedImage
 
+    key = make_key(bare_stack_db, ["submit"])
     with session_scope(bare_stack_db.env["ATELIER_DATABASE_URL"]) as session:  # two made images to vary
-        source = job_states.create_job(session=session, kind="generate", params={}, total=2)
+        source = job_states.create_job(
+            session=session, kind="generate", params={}, total=2, api_key_id=key_id(bare_stack_db, key)
+        )
         for i in range(2):
             session.add(
                 GeneratedImage(
@@ -264,8 +268,10 @@ def test_variations_and_interpolations_without_count_count_against_the_hourly_qu
                 )  # fmt: skip
             )
         ids = [f"{source.id}:0", f"{source.id}:1"]
-    key = make_key(bare_stack_db, ["submit"])
-    assert api("POST", "/v1/generation-jobs", key, json={"model": model, "count": 985}).status_code == 202
+        for target in (job_states.RUNNING, job_states.SUCCEEDED):  # made: no longer an active job
+            job_states.transition(session=session, job=source, to=target)
+    # the source job's 2 images count too
+    assert api("POST", "/v1/generation-jobs", key, json={"model": model, "count": 983}).status_code == 202
     variations = api("POST", "/v1/generation-jobs", key, json={"mode": "variations", "image_id": ids[0]})
     assert variations.status_code == 202 and variations.json()["progress"]["total"] == 8  # 993 of 1000
     interpolate = {"mode": "interpolate", "image_ids": ids}
@@ -288,8 +294,8 @@ def test_interactive_is_for_small_jobs(api, keys, model):
 
 
 def test_event_streams_per_key_are_capped(bare_stack_db, keys, model, api):
-    job = api("POST", "/v1/generation-jobs", keys["admin"], json={"model": model, "count": 1}).json()["id"]
-    reader = make_key(bare_stack_db, ["read"])
+    reader = make_key(bare_stack_db, ["read", "submit"])
+    job = api("POST", "/v1/generation-jobs", reader, json={"model": model, "count": 1}).json()["id"]
     headers = {"Authorization": f"Bearer {reader}"}
     url = f"{bare_stack_db.api_url}/v1/jobs/{job}/stream"
     with contextlib.ExitStack() as held, httpx.Client(timeout=10) as client:

@@ -52,6 +52,7 @@ REQUIRED = {
     "ATELIER_S3_PUBLIC_ENDPOINT_URL": "https://s3.example.com",
     "ATELIER_WEBHOOK_SECRET": "webhook-secret",
     "ATELIER_METRICS_TOKEN": "scrape-token",
+    "ATELIER_UI_SESSION_SECRET": "u" * 32,
     "FLOWER_BASIC_AUTH": "ops:flower-pw",
 }
 # docker-compose.workers.yml on another host: the first host's addresses, and the shared secrets.
@@ -63,6 +64,7 @@ WORKERS_REQUIRED = {
     "ATELIER_S3_SECRET_KEY": "s3-secret-key-24-chars",
     "ATELIER_WEBHOOK_SECRET": "webhook-secret",
     "ATELIER_METRICS_TOKEN": "scrape-token",
+    "ATELIER_UI_SESSION_SECRET": "u" * 32,
 }
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_AUTH\b")
 LONG_RUNNING_RESTARTS = {"always", "unless-stopped"}

@@ -123,3 +123,18 @@ def test_interactive_cap_applies_to_the_planned_count(session, key, images):
             model_given=False,
         )
     assert refused.value.field == "priority"
+
+
+@pytest.mark.parametrize(
+    ("kind", "field"),
+    [("trend", "quota_active_trend_jobs"), ("ingest", "quota_active_ingest_jobs")],
+)
+def test_trend_and_ingest_jobs_have_quotas_of_their_own(session, key, kind, field):
+    settings = Settings(**{field: 2})
+    for _ in range(2):
+        quotas.check_submit(session=session, key=key, settings=settings, kind=kind)
+        jobs.create_job(session=session, kind=kind, params={}, api_key_id=key.id)
+    with pytest.raises(quotas.QuotaExceeded, match=f"ATELIER_{field.upper()}"):
+        quotas.check_submit(session=session, key=key, settings=settings, kind=kind)
+    # each kind counts apart: the other quotas are untouched
+    quotas.check_submit(session=session, key=key, settings=settings, kind="generate")

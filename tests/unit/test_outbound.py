@@ -35,6 +35,7 @@ INTERNAL = [
     "http://240.0.0.1/",  # reserved
     "http://[fe80::1]/",
     "http://[fc00::1]/",
+    "http://[fec0::1]/",  # site-local (deprecated, still routed in places; `is_global` says True)
     "http://[2002:7f00:1::]/",  # 6to4 of 127.0.0.1
 ]
 
@@ -80,6 +81,7 @@ PRODUCTION = Settings(
     broker_url="redis://:pw@redis:6379/0",
     s3_public_endpoint_url="https://s3.example.com",
     metrics_token="t",
+    ui_session_secret="u" * 32,
 )
 
 

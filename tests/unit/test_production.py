@@ -27,6 +27,7 @@ GOOD = {
     "s3_secret_key": "s3-secret-key",
     "webhook_secret": "hook-secret",
     "metrics_token": "scrape-token",
+    "ui_session_secret": "u" * 32,
 }
 
 

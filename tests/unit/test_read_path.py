@@ -37,15 +37,16 @@ def new_key(scopes=("read", "submit")) -> tuple[str, str]:
         return key.id, secret
 
 
-def new_job() -> str:
+def new_job(key_id: str) -> str:
+    """A job of `key_id` (a key sees its own jobs only)."""
     with session_scope() as session:
-        return jobs.create_job(session=session, kind="ingest", params={"image_ids": []}).id
+        return jobs.create_job(session=session, kind="ingest", params={"image_ids": []}, api_key_id=key_id).id
 
 
 def test_job_status_has_an_etag_and_an_unchanged_job_answers_304(api):
     client = api()
-    _, secret = new_key()
-    job_id = new_job()
+    key_id, secret = new_key()
+    job_id = new_job(key_id)
     headers = {"Authorization": f"Bearer {secret}"}
     first = client.get(f"/v1/jobs/{job_id}", headers=headers)
     assert first.status_code == 200 and first.json()["status"] == "queued"
@@ -70,7 +71,7 @@ def revoke(key_id: str) -> None:
 def test_a_revoked_key_stops_working_within_the_cache_ttl(api):
     client = api(API_KEY_CACHE_SECONDS=0.5)
     key_id, secret = new_key()
-    job_id = new_job()
+    job_id = new_job(key_id)
     headers = {"Authorization": f"Bearer {secret}"}
     assert client.get(f"/v1/jobs/{job_id}", headers=headers).status_code == 200
     revoke(key_id)
@@ -82,7 +83,7 @@ def test_a_revoked_key_stops_working_within_the_cache_ttl(api):
 def test_without_the_cache_a_revoked_key_is_refused_at_once(api):
     client = api(API_KEY_CACHE_SECONDS=0)
     key_id, secret = new_key()
-    job_id = new_job()
+    job_id = new_job(key_id)
     headers = {"Authorization": f"Bearer {secret}"}
     assert client.get(f"/v1/jobs/{job_id}", headers=headers).status_code == 200
     revoke(key_id)
@@ -91,8 +92,8 @@ def test_without_the_cache_a_revoked_key_is_refused_at_once(api):
 
 def test_no_free_connection_is_a_quick_503_with_retry_after(api):
     client = api(DB_POOL_SIZE=1, DB_MAX_OVERFLOW=0, DB_POOL_TIMEOUT_SECONDS=0.3, API_RETRY_AFTER_SECONDS=2)
-    _, secret = new_key()
-    job_id = new_job()
+    key_id, secret = new_key()
+    job_id = new_job(key_id)
     headers = {"Authorization": f"Bearer {secret}"}
     assert client.get("/v1/jobs", headers=headers).status_code == 200  # the key is now cached
     with get_engine().connect():  # someone else holds the only connection
@@ -145,8 +146,8 @@ def test_too_many_requests_in_flight_are_answered_503_at_once():
 
 def test_job_status_has_the_same_json_as_the_job_list(api):
     client = api()
-    _, secret = new_key()
-    job_id = new_job()
+    key_id, secret = new_key()
+    job_id = new_job(key_id)
     headers = {"Authorization": f"Bearer {secret}"}
     listed = client.get("/v1/jobs", headers=headers).json()["items"]
     assert client.get(f"/v1/jobs/{job_id}", headers=headers).json() == listed[0]

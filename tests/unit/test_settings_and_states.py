@@ -12,14 +12,20 @@ from atelier.core.pagination import BadCursor, decode_cursor, encode_cursor
 
 
 def test_production_refuses_development_secrets(monkeypatch):
-    for name in ("ATELIER_S3_SECRET_KEY", "ATELIER_WEBHOOK_SECRET"):
+    for name in ("ATELIER_S3_SECRET_KEY", "ATELIER_WEBHOOK_SECRET", "ATELIER_UI_SESSION_SECRET"):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ValidationError, match="ATELIER_S3_SECRET_KEY"):
         Settings(env="production")
+    # the gallery's secret is its own, never derived from the S3 one
+    with pytest.raises(ValidationError, match="ATELIER_UI_SESSION_SECRET"):
+        Settings(env="production", s3_secret_key="s3cret", webhook_secret="hooks3cret")
+    with pytest.raises(ValidationError, match="ATELIER_UI_SESSION_SECRET"):
+        Settings(env="production", s3_secret_key="s3cret", webhook_secret="h", ui_session_secret="short")
     ok = Settings(
         env="production",
         s3_secret_key="s3cret",
         webhook_secret="hooks3cret",
+        ui_session_secret="u" * 32,
         broker_url="redis://:r3dis@redis:6379/0",
         s3_public_endpoint_url="https://s3.example.com",
         metrics_token="scrape",
@@ -74,6 +80,9 @@ def test_cursor_round_trip_and_garbage():
         decode_cursor("not-a-cursor", int)
     with pytest.raises(BadCursor):
         decode_cursor(encode_cursor("41"), int)  # a string where the index was
+    with pytest.raises(BadCursor):  # past a SQL BIGINT (was a 500)
+        decode_cursor(encode_cursor(10**30), int)
+    assert decode_cursor(encode_cursor(2**63 - 1), int) == (2**63 - 1,)
     with pytest.raises(BadCursor):  # a zone-less time (was a 500)
         decode_cursor(encode_cursor(at.replace(tzinfo=None), "abc"), datetime, str)
 
@@ -88,3 +97,16 @@ def test_admin_scope_implies_the_others():
 def test_unknown_scope_refused():
     with pytest.raises(ValueError, match="unknown scope"):
         create_key(session=None, name="x", scopes=["read", "root"])
+
+
+def test_atelier_up_keeps_one_private_gallery_secret_in_its_data_dir(tmp_path, monkeypatch):
+    import os
+
+    from atelier.cli.stack import Stack
+
+    monkeypatch.delenv("ATELIER_UI_SESSION_SECRET", raising=False)
+    first = Stack(tmp_path).env["ATELIER_UI_SESSION_SECRET"]
+    assert Stack(tmp_path).env["ATELIER_UI_SESSION_SECRET"] == first  # the next start signs alike
+    assert len(first) >= 32 and first not in Stack(tmp_path).env["ATELIER_S3_SECRET_KEY"]
+    assert os.stat(tmp_path / "ui-session.secret").st_mode & 0o777 == 0o600
+    assert Stack(tmp_path / "other").env["ATELIER_UI_SESSION_SECRET"] != first

@@ -134,6 +134,81 @@ def test_a_session_ends_with_its_key(ui):
     assert ui.get("/ui/jobs", follow_redirects=False).status_code == 303
 
 
+def test_a_session_ends_when_its_key_expires(ui):
+    from datetime import timedelta
+
+    from atelier.core.db import session_scope
+    from atelier.core.models import ApiKey, utcnow
+
+    sign_in(ui, make_key(["read"]))
+    assert ui.get("/ui/jobs", follow_redirects=False).status_code == 200
+    with session_scope() as s:
+        for key in s.query(ApiKey).all():
+            key.expires_at = utcnow() - timedelta(seconds=1)
+    assert ui.get("/ui/jobs", follow_redirects=False).status_code == 303
+
+
+def test_sign_out_ends_the_session_on_the_server_and_a_replayed_cookie_is_refused(ui):
+    from sqlalchemy import func
+
+    from atelier.core.db import session_scope
+    from atelier.core.models import UiSession
+
+    sign_in(ui, make_key(["read"]))
+    cookie = ui.cookies.get("atelier_ui")
+    assert cookie and "." not in cookie  # a random token: no key id, nothing to forge
+    token = csrf_of(ui.get("/ui/jobs").text)
+    out = ui.post("/ui/logout", data={"csrf": token}, follow_redirects=False)
+    assert out.status_code == 303 and out.headers["location"] == "/ui/login"
+    with session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(UiSession)) == 0
+    ui.cookies.clear()
+    ui.cookies.set("atelier_ui", cookie, path="/ui")  # the stolen or saved cookie, replayed
+    replay = ui.get("/ui/jobs", follow_redirects=False)
+    assert replay.status_code == 303 and replay.headers["location"].startswith("/ui/login")
+
+
+def test_behind_a_tls_proxy_sign_in_works_and_the_cookie_is_secure(ui, monkeypatch):
+    from atelier.core.config import get_settings
+
+    secret = make_key(["read"])
+    proxied = {"Origin": "https://gallery.example", "X-Forwarded-Proto": "https"}
+    proxied |= {"X-Forwarded-Host": "gallery.example"}
+    untrusted = ui.post("/ui/login", data={"api_key": secret}, headers=proxied, follow_redirects=False)
+    assert untrusted.status_code == 403  # the headers count only where the proxy is trusted
+    monkeypatch.setenv("ATELIER_TRUST_FORWARDED_HEADERS", "true")
+    get_settings.cache_clear()
+    done = ui.post("/ui/login", data={"api_key": secret}, headers=proxied, follow_redirects=False)
+    assert done.status_code == 303 and "; Secure" in done.headers["set-cookie"]
+    plain = ui.post("/ui/login", data={"api_key": secret}, follow_redirects=False)
+    assert plain.status_code == 303 and "Secure" not in plain.headers["set-cookie"]
+
+
+def test_the_gallery_shows_a_key_only_its_own_jobs(ui, session):
+    from atelier.core import jobs
+
+    mine = jobs.create_job(session=session, kind="generate", params={}, total=1)
+    theirs = jobs.create_job(session=session, kind="generate", params={}, total=1)
+    trend = jobs.create_job(session=session, kind="trend", params={})
+    session.commit()
+    sign_in(ui, make_key(["read"], owns=mine.id))
+    listing = ui.get("/ui/jobs").text
+    assert f"/ui/jobs/{mine.id}" in listing and theirs.id not in listing
+    for path in (
+        f"/ui/jobs/{theirs.id}",
+        f"/ui/jobs/{theirs.id}/images",
+        f"/ui/jobs/{theirs.id}/images/0",
+        f"/ui/thumbs/{theirs.id}/0",
+        f"/ui/jobs/{theirs.id}/manifest",
+        f"/ui/jobs/{theirs.id}/archive",
+        f"/ui/jobs/{theirs.id}/stream",
+        f"/ui/trends/{trend.id}",
+    ):
+        assert ui.get(path, follow_redirects=False).status_code == 404, path
+    assert trend.id not in ui.get("/ui/trends").text
+    assert ui.get(f"/ui/jobs/{mine.id}").status_code == 200
+
+
 def test_a_job_of_100000_images_pages_by_cursor_and_filters_without_loading_all(ui, session):
     from atelier.core import jobs
     from atelier.core.models import GeneratedImage, utcnow
@@ -167,7 +242,7 @@ def test_a_job_of_100000_images_pages_by_cursor_and_filters_without_loading_all(
         )
     )
     session.commit()
-    sign_in(ui, make_key(["read"]))
+    sign_in(ui, make_key(["read"], owns=job.id))
 
     def indices(html: str) -> list[int]:
         return [int(i) for i in re.findall(rf'src="/ui/thumbs/{job.id}/(\d+)"', html)]

@@ -51,3 +51,25 @@ def test_rotation_signs_with_both_secrets_during_the_overlap_only():
     Webhook(new).verify(BODY, headers)  # a receiver already switched
     later = utcnow() + timedelta(hours=2)
     assert auth.signing_secrets(key, overlap_seconds=3600, now=later) == [new]
+
+
+def test_keys_without_their_own_secret_do_not_share_one(session):
+    """Two keys made before per-key secrets: a receiver of one cannot forge the other's deliveries."""
+    from atelier.core import jobs
+    from atelier.core.config import Settings
+
+    settings = Settings(webhook_secret="deployment")
+    signed = {}
+    for name in ("a", "b"):
+        key, _ = auth.create_key(session=session, name=name, scopes=["submit"])
+        key.webhook_secret = None  # as the 0005 migration left the keys that existed before it
+        job = jobs.create_job(session=session, kind="generate", params={}, api_key_id=key.id)
+        session.flush()
+        headers = webhook_signing.headers_for_job(session, job, BODY, settings, now=time.time())
+        own = webhook_signing.legacy_key_secret("deployment", key.id)
+        Webhook(own).verify(BODY, headers)
+        signed[name] = (own, headers)
+    (secret_a, _), (_, headers_b) = signed["a"], signed["b"]
+    assert secret_a != signed["b"][0]
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret_a).verify(BODY, headers_b)

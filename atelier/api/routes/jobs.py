@@ -7,10 +7,10 @@ from anyio import to_thread
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 from sqlalchemy import select
 
-from atelier.api.deps import ReadKey, SessionDep, SubmitKey, invalid, owns
+from atelier.api.deps import ReadKey, SessionDep, SubmitKey, invalid
 from atelier.api.key_cache import KeyInfo
 from atelier.api.schemas import EventOut, EventPage, JobKind, JobOut, JobPage, JobStatus, errors
-from atelier.core import jobs, units
+from atelier.core import jobs, ownership, units
 from atelier.core.db import event_loop_sessions, session_factory
 from atelier.core.models import Job, JobEvent
 from atelier.core.pagination import MAX_LIMIT, BadCursor, page, page_after
@@ -18,9 +18,10 @@ from atelier.core.pagination import MAX_LIMIT, BadCursor, page, page_after
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=errors(401, 403, 413, 422))
 
 
-def get_job_or_404(session, job_id: str, *, for_update: bool = False) -> Job:  # noqa: ANN001
+def get_job_or_404(session, job_id: str, *, key, for_update: bool = False) -> Job:  # noqa: ANN001
+    """The job if `key` may see it (atelier.core.ownership); another key's job is a 404 like a missing one."""
     job = session.get(Job, job_id, with_for_update=for_update)
-    if job is None:
+    if not ownership.may_see(key, job):
         raise HTTPException(404, detail=f"no job with id {job_id!r}")
     return job
 
@@ -31,11 +32,13 @@ def list_jobs(
     session: SessionDep,
     kind: JobKind | None = None,
     status: JobStatus | None = None,
-    mine: bool = Query(False, description="only the jobs this key submitted"),
+    mine: bool = Query(
+        False, description="only the jobs this key submitted (what every key but an admin sees anyway)"
+    ),
     limit: int = Query(50, ge=1, le=MAX_LIMIT),
     cursor: str | None = None,
 ):
-    stmt = select(Job)
+    stmt = ownership.visible(select(Job), key)
     if kind is not None:
         if kind not in jobs.KINDS:
             raise invalid("query", "kind", msg=f"unknown kind {kind!r}; one of {', '.join(jobs.KINDS)}")
@@ -59,7 +62,7 @@ def list_jobs(
 
 def _job_json(job_id: str, sessions, key: KeyInfo) -> bytes:  # noqa: ANN001
     with sessions() as session:
-        body = JobOut.of(get_job_or_404(session, job_id), key).model_dump_json().encode()
+        body = JobOut.of(get_job_or_404(session, job_id, key=key), key).model_dump_json().encode()
         session.commit()  # read-only: ends the read snapshot
     return body
 
@@ -88,12 +91,12 @@ async def get_job(job_id: str, key: ReadKey, if_none_match: Annotated[str | None
 @router.get("/{job_id}/events", response_model=EventPage, responses=errors(404))
 def job_events(
     job_id: str,
-    _: ReadKey,
+    key: ReadKey,
     session: SessionDep,
     limit: int = Query(200, ge=1, le=MAX_LIMIT),
     cursor: str | None = Query(None, description="the next_cursor of the previous page"),
 ):
-    get_job_or_404(session, job_id)
+    get_job_or_404(session, job_id, key=key)
     try:
         rows, next_cursor = page_after(
             select(JobEvent).where(JobEvent.job_id == job_id),
@@ -109,11 +112,7 @@ def job_events(
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=errors(404, 409))
 def cancel_job(job_id: str, key: SubmitKey, session: SessionDep):
-    job = get_job_or_404(session, job_id, for_update=True)
-    if not owns(key, job):
-        raise HTTPException(
-            403, detail=f"job {job_id} belongs to another key: only it or an admin can cancel"
-        )
+    job = get_job_or_404(session, job_id, key=key, for_update=True)
     try:
         units.cancel_job(session=session, job=job)
     except jobs.IllegalTransition as exc:

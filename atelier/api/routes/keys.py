@@ -62,9 +62,13 @@ def list_keys(
 @router.post("/{key_id}/revoke", response_model=KeyOut, responses=errors(404))
 def revoke_key(key_id: str, _: AdminKey, session: SessionDep):
     key = auth.revoke_key(session=session, key=_key_or_404(session, key_id))
-    # this process forgets it at once; other API processes within ATELIER_API_KEY_CACHE_SECONDS
+    out = KeyOut.of(key, active=False)
+    # Commit, then forget: cleared before the commit, a request in between would read the key as still
+    # active and cache it again for ATELIER_API_KEY_CACHE_SECONDS. This process forgets it at once;
+    # other API processes within that time.
+    session.commit()
     key_cache.keys.clear()
-    return KeyOut.of(key, active=False)
+    return out
 
 
 @router.post("/{key_id}/webhook-secret", response_model=WebhookSecretOut, responses=errors(404))

@@ -27,9 +27,11 @@ from atelier.api.ui.session import (
     Csrf,
     UiRead,
     UiSubmit,
+    end_session,
     key_of_token,
-    make_token,
+    origin_of,
     set_session_cookie,
+    start_session,
 )
 from atelier.api.ui.thumbs import ensure_thumbnail
 from atelier.core import auth, jobs
@@ -64,7 +66,7 @@ def login(
     next: Annotated[str, Form()] = "/ui/jobs",  # noqa: A002
 ):
     origin = request.headers.get("origin")
-    if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
+    if origin and origin != origin_of(request):
         # a sign-in form posted from another site would sign this browser in to the attacker's key
         raise HTTPException(403, detail="sign-in is only accepted from this site's own form")
     key = auth.find_key(session=session, secret=api_key.strip()) if api_key.strip() else None
@@ -72,12 +74,13 @@ def login(
         error = "unknown or revoked API key" if key is None else "this API key lacks the `read` scope"
         return render(request, "login.html", status_code=401, next=_safe_next(next), error=error)
     response = RedirectResponse(_safe_next(next), status_code=303)
-    set_session_cookie(response, request, make_token(key))
+    set_session_cookie(response, request, start_session(session, key))
     return response
 
 
 @router.post("/logout")
-def logout(_: UiRead, __: Csrf) -> RedirectResponse:
+def logout(request: Request, _: UiRead, __: Csrf, session: SessionDep) -> RedirectResponse:
+    end_session(session, request.cookies.get(COOKIE))  # the cookie, replayed, signs nobody in
     response = RedirectResponse("/ui/login", status_code=303)
     response.delete_cookie(COOKIE, path="/ui")
     return response
@@ -110,8 +113,8 @@ def jobs_page(
 
 @router.get("/jobs/{job_id}")
 def job_page(request: Request, job_id: str, key: UiRead, session: SessionDep):
-    job = JobOut.of(job_routes.get_job_or_404(session, job_id), key)
-    events = job_routes.job_events(job_id=job_id, _=key, session=session, limit=200, cursor=None)
+    job = JobOut.of(job_routes.get_job_or_404(session, job_id, key=key), key)
+    events = job_routes.job_events(job_id=job_id, key=key, session=session, limit=200, cursor=None)
     return render(request, "job.html", key, job=job, events=events.items, terminal=jobs.TERMINAL)
 
 
@@ -142,10 +145,10 @@ def images_page(
     category: str | None = None,
     cursor: str | None = Query(None, max_length=200),
 ):
-    job = generation_routes._generate_job(session, job_id)
+    job = generation_routes._generate_job(session, job_id, key)
     page = generation_routes.list_generated_images(
         job_id=job_id,
-        _=key,
+        key=key,
         session=session,
         store=store,
         category=category or None,
@@ -167,7 +170,7 @@ def images_page(
 
 @router.get("/jobs/{job_id}/images/{index}")
 def image_page(request: Request, job_id: str, index: int, key: UiRead, session: SessionDep, store: StoreDep):
-    job = generation_routes._generate_job(session, job_id)
+    job = generation_routes._generate_job(session, job_id, key)
     row = _image(session, job_id, index)
     filename = f"{job_id}-{row.index:06d}.{row.key.rsplit('.', 1)[-1]}"
     return render(
@@ -183,15 +186,18 @@ def image_page(request: Request, job_id: str, index: int, key: UiRead, session: 
 
 @router.get("/thumbs/{job_id}/{index}")
 def thumbnail(
-    job_id: str, index: int, _: UiRead, session: SessionDep, store: StoreDep, settings: SettingsDep
+    job_id: str, index: int, key: UiRead, session: SessionDep, store: StoreDep, settings: SettingsDep
 ):
+    generation_routes._generate_job(session, job_id, key)
     source_key = _image(session, job_id, index).key
     session.rollback()  # end the read transaction: no SQL transaction spans S3 or Pillow work
-    key = ensure_thumbnail(store, job_id=job_id, index=index, source_key=source_key, size=settings.thumb_size)
+    thumb = ensure_thumbnail(
+        store, job_id=job_id, index=index, source_key=source_key, size=settings.thumb_size
+    )
     # The redirect itself is cacheable, so a page seen again costs the browser no request at all.
     expires = min(settings.presign_expires_seconds // 2, 3600)
     return RedirectResponse(
-        store.presign(key, expires=settings.presign_expires_seconds),
+        store.presign(thumb, expires=settings.presign_expires_seconds),
         status_code=302,
         headers={"Cache-Control": f"private, max-age={expires}"},
     )
@@ -199,12 +205,12 @@ def thumbnail(
 
 @router.get("/jobs/{job_id}/manifest")
 def manifest(job_id: str, key: UiRead, session: SessionDep, store: StoreDep) -> RedirectResponse:
-    return generation_routes.job_manifest(job_id=job_id, _=key, session=session, store=store)
+    return generation_routes.job_manifest(job_id=job_id, key=key, session=session, store=store)
 
 
 @router.get("/jobs/{job_id}/archive")
 def archive(job_id: str, key: UiRead, session: SessionDep, store: StoreDep) -> RedirectResponse:
-    return generation_routes.job_archive(job_id=job_id, _=key, session=session, store=store)
+    return generation_routes.job_archive(job_id=job_id, key=key, session=session, store=store)
 
 
 def _image(session, job_id: str, index: int) -> GeneratedImage:  # noqa: ANN001

@@ -7,6 +7,7 @@ from atelier.core.models.generation import GeneratedImage
 from atelier.core.models.job import Job, JobEvent
 from atelier.core.models.model_version import ModelVersion
 from atelier.core.models.schedule import Schedule, ScheduleRun
+from atelier.core.models.ui_session import UiSession
 from atelier.core.models.unit import WorkUnit
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "ModelVersion",
     "Schedule",
     "ScheduleRun",
+    "UiSession",
     "WorkUnit",
     "utcnow",
 ]
