@@ -220,11 +220,13 @@ class ScaleOut:
                 shares[worker.split(":")[0]] += done
         return dict(shares)
 
-    def running_on(self, job_id: str, host: str) -> list[int]:
+    def running_on(self, job_id: str, host: str, *, fresh: bool = False) -> list[int]:
+        """The units `host` holds now (fresh: only those it has recorded nothing of yet, so that a cut
+        lands before it can finish them)."""
         return [
             uid
-            for uid, status, worker, _ in self.units(job_id)
-            if status == "running" and (worker or "").startswith(f"{host}:")
+            for uid, status, worker, done in self.units(job_id)
+            if status == "running" and (worker or "").startswith(f"{host}:") and not (fresh and done)
         ]
 
     def counts(self, job_id: str) -> dict[str, int]:
@@ -276,7 +278,7 @@ class ScaleOut:
         deadline = time.monotonic() + timeout
         while True:
             job = self.job(job_id)
-            held = self.running_on(job_id, a)
+            held = self.running_on(job_id, a, fresh=True)
             share = self.share(job_id)
             if held and share.get(a) and share.get(b) and job["progress"]["done"] >= images // 4:
                 break
@@ -284,7 +286,7 @@ class ScaleOut:
                 raise AssertionError(
                     f"both hosts never worked on the batch together: {job}, {self.units(job_id)}"
                 )
-            time.sleep(0.1)
+            time.sleep(0.05)
         done_at_cut = job["progress"]["done"]
         self.net.cut(0)
         cut_at = time.monotonic()
@@ -293,7 +295,11 @@ class ScaleOut:
         while recovered is None or (job := self.job(job_id))["status"] in ("queued", "running"):
             if recovered is None:
                 owners = {uid: (status, worker) for uid, status, worker, _ in self.units(job_id)}
-                if all(not (owners[uid][1] or "").startswith(f"{a}:") for uid in held):
+                # (one that a finished as the link went down counts as done)
+                if all(
+                    owners[uid][0] == "succeeded" or not (owners[uid][1] or "").startswith(f"{a}:")
+                    for uid in held
+                ):
                     recovered = time.monotonic() - cut_at
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the batch did not end with host {a} cut off: {self.job(job_id)}")
@@ -328,9 +334,12 @@ class ScaleOut:
             later = self.rate(images, chunk_size, seed, timeout)
             seed += images
         owners = {uid: (status, worker) for uid, status, worker, _ in self.units(cut["job"])}
+        logs = (self.work_dir / a / "logs").glob("*.log")
+        fenced = sum(p.read_text(errors="replace").count("is no longer ours") for p in logs)
         held = [owners[uid] for uid in cut["units_held_by_cut_host"]]
         return {
             "later_batch": later,
+            "late_writes_fenced_in_cut_host_log": fenced,
             "held_units_now": [{"status": s, "host": (w or "").split(":")[0]} for s, w in held],
             "cut_job_status": self.job(cut["job"])["status"],
             "cut_job_counts": self.counts(cut["job"]),
