@@ -158,6 +158,20 @@ class ScaleOut:
         )
         log.close()
 
+    def wait_ready(self, i: int, timeout: float = 120) -> float:
+        """Seconds until host i's worker answers a ping over the broker: rates are timed from there,
+        so that a worker's start-up (imports, torch) is not counted as throughput."""
+        from atelier.core.queue import celery_client
+
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            replies = celery_client().control.ping(timeout=1.0)
+            if any(node.endswith(f"@{self.names[i]}") for reply in replies for node in reply):
+                return time.monotonic() - t0
+            if self.procs[i].poll() is not None:
+                raise RuntimeError(f"worker host {self.names[i]} exited with {self.procs[i].returncode}")
+        raise TimeoutError(f"worker host {self.names[i]} did not answer within {timeout:.0f} s")
+
     def stop_hosts(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
@@ -365,9 +379,11 @@ def run_scale_out(
     with ExitStack() as cleanup:
         run = ScaleOut(cleanup, work_dir, database_url)
         run.start_host(0)
+        result["host_ready_seconds"] = [round(run.wait_ready(0), 1)]
         if measure_rates:
             result["one_host"] = run.rate(images, chunk_size, 1_000_000, timeout)
         run.start_host(1)
+        result["host_ready_seconds"].append(round(run.wait_ready(1), 1))
         if measure_rates:
             result["two_hosts"] = run.rate(images, chunk_size, 2_000_000, timeout)
             result["speedup"] = round(
