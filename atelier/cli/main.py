@@ -32,24 +32,55 @@ def cli() -> None:
 @cli.command()
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path(".atelier"), show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True, help="API port on 127.0.0.1")
-def up(data_dir: Path, port: int) -> None:
+@click.option(
+    "--listen",
+    metavar="ADDR",
+    default=None,
+    help="serve the API, Redis (with a password), S3 (with keys) and SQL on ADDR for worker hosts",
+)
+@click.option(
+    "--redis-password",
+    envvar="ATELIER_REDIS_PASSWORD",
+    default=None,
+    help="with --listen (default: generated once, kept in DATA_DIR/redis.password)",
+)
+def up(data_dir: Path, port: int, listen: str | None, redis_password: str | None) -> None:
     """Run the embedded stack in the foreground until Ctrl-C or SIGTERM."""
+    import os
+
     from atelier.cli.stack import Stack
 
+    database_url = os.environ.get("ATELIER_DATABASE_URL")
+    if listen and (not database_url or database_url.startswith("sqlite")):
+        raise click.UsageError(
+            "--listen needs a database that other hosts can reach: a SQLite file cannot be shared "
+            "across hosts. Set ATELIER_DATABASE_URL=postgresql+psycopg://USER:PASSWORD@HOST:5432/atelier"
+        )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     t0 = time.monotonic()
-    stack = Stack(data_dir, api_port=port)
+    stack = Stack(
+        data_dir,
+        api_port=port,
+        database_url=database_url if listen else None,
+        listen=listen,
+        redis_password=redis_password,
+    )
     stack.start()
     click.echo(f"Atelier is up in {time.monotonic() - t0:.1f} s")
     click.echo(f"  API       {stack.api_url}   (docs at {stack.api_url}/docs)")
     click.echo(f"  admin key {stack.data_dir / 'admin.key'}")
     click.echo(f"  S3        {stack.s3_url}  bucket {stack.settings.s3_bucket}")
-    click.echo(f"  broker    {stack.broker_url}")
+    click.echo(f"  broker    {stack.broker_url.split('@')[-1]}")
     click.echo(f"  gallery   {stack.api_url}/ui   (sign in with the admin key)")
     click.echo(f"  metrics   {stack.api_url}/metrics, " + ", ".join(stack.metrics_urls().values()))
     click.echo(f"  logs      {stack.data_dir / 'logs'}/<process>.log (JSON lines)")
+    if listen:
+        click.echo("A worker host joins with these settings (they hold secrets: pass them privately):")
+        for name, value in stack.worker_env.items():
+            click.echo(f"  {name}={value}")
+        click.echo("  then: atelier worker --role gpu   (docs/scaling.md)")
     try:
         while not stop.wait(1.0):
             for name in stack.supervise_once():
@@ -203,6 +234,12 @@ def _register_optional() -> None:
         from atelier.cli.gan import gan
 
         cli.add_command(gan)
+    except ImportError:
+        pass
+    try:
+        from atelier.cli.worker_cmds import worker
+
+        cli.add_command(worker)
     except ImportError:
         pass
     try:

@@ -10,14 +10,20 @@
       ├─ worker-control (celery -Q control: reconciler, dispatch, schedules)
       └─ beat           (celery beat: reconciler, schedules)
 
-Ports are free loopback ports, remembered in DIR/stack.json so that a restart reuses them (each
-worker serves its Prometheus metrics on one of them); a child that finds one of its ports taken by
-another process meanwhile ("address already in use") is started again on new ones. `signal_child()`,
-`hold_down()` and `bring_up()` hang, crash, stop and restart a child on the same ports and data
-(`atelier bench chaos`). Every child writes JSON log lines to DIR/logs/<name>.log, so the console of
-`atelier up` stays free for what a person reads. Each child
-runs in its own process group and dies with this process (PR_SET_PDEATHSIG); `supervise()` restarts a
-child that exits, as a docker-compose restart policy would; `stop()` ends every group, no child left.
+Ports are free loopback ports (or on the address of `listen`, below), remembered in DIR/stack.json so
+that a restart reuses them (each worker serves its Prometheus metrics on one of them); a child that finds
+one of its ports taken by another process meanwhile ("address already in use") is started again on new
+ones. `signal_child()`, `hold_down()` and `bring_up()` hang, crash, stop and restart a child on the same
+ports and data (`atelier bench chaos`). Every child writes JSON log lines to DIR/logs/<name>.log, so the
+console of `atelier up` stays free for what a person reads. Each child runs in its own process group and
+dies with this process (PR_SET_PDEATHSIG); `supervise()` restarts a child that exits, as a docker-compose
+restart policy would; `stop()` ends every group, no child left.
+
+`Stack(listen=ADDR)` serves the control plane to worker hosts (`atelier up --listen`, docs/scaling.md):
+Redis, S3 and the API bind ADDR instead of loopback, Redis asks for a password and S3 for a secret
+key (both generated once and kept 0600 in the data dir unless given), and a PostgreSQL database that
+listens on loopback only is relayed on ADDR (a child `sql`, atelier/cli/relay.py). `worker_env` is
+what a worker host needs (`atelier worker --role gpu`, atelier/cli/worker_cmds.py).
 """
 
 from __future__ import annotations
@@ -35,8 +41,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
+from sqlalchemy.engine import make_url
 
 S3_ACCESS_KEY = "atelier"
 S3_SECRET_KEY = "atelier-embedded-secret"
@@ -49,12 +57,43 @@ WEED_PORTS = (
 
 PORT_ATTEMPTS = 5
 # what redis-server and uvicorn ("address already in use") and weed mini print when a port is taken
-PORT_TAKEN_SIGNS = ("address already in use", "is not available on 127.0.0.1 and cannot be used")
+PORT_TAKEN_SIGNS = ("address already in use", "cannot be used")
 # the batch work that shares the API's cores: generation, ingest and the S3 server that stores their
 # images run at ATELIER_BATCH_NICE (measured during a 10,000-image batch: 200 pollers' p99 15-20 ms and
 # max 32-46 ms, against 26 ms and 87 ms at the same priority as the API)
 BATCH_CHILDREN = ("worker-gpu", "worker-cpu", "s3")
-LISTENERS = {"redis": ("redis",), "s3": WEED_PORTS, "api": ("api",)}  # children that bind ports
+# children that bind ports
+LISTENERS = {"redis": ("redis",), "s3": WEED_PORTS, "api": ("api",), "sql": ("sql",)}
+# the queues of each worker role: a host runs the roles it has hardware for (atelier worker --role)
+ROLE_QUEUES = {"gpu": "train,generate.interactive,generate.bulk", "io": "io", "control": "control"}
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "")
+
+
+def celery_worker_argv(role: str, node: str, concurrency: int) -> list[str]:
+    """One Celery worker of `role` (ROLE_QUEUES), as `atelier up` and `atelier worker` start it."""
+    return [
+        sys.executable, "-m", "celery", "-A", "atelier.workers.celery_app", "worker",
+        "-Q", ROLE_QUEUES[role], "-c", str(concurrency), "-n", node, "-l", "INFO",
+        "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+
+
+def celery_beat_argv(data_dir: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "celery", "-A", "atelier.workers.celery_app", "beat", "-l", "INFO",
+        "-s", str(data_dir / "beat-schedule"), "--pidfile", str(data_dir / "beat.pid"),
+    ]  # fmt: skip
+
+
+def kept_secret(path: Path) -> str:
+    """A secret generated once and kept in a 0600 file, so that a restart serves the same one."""
+    if path.exists():
+        return path.read_text().strip()
+    secret = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    return secret
 
 
 class PortTaken(RuntimeError):
@@ -118,18 +157,38 @@ class Stack:
     database_url: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     children: dict[str, Child] = field(default_factory=dict)
+    # serve the control plane to other hosts on this address (None: loopback only, no passwords)
+    listen: str | None = None
+    redis_password: str | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
+        self.s3_secret = S3_SECRET_KEY
+        if self.listen:
+            self.redis_password = self.redis_password or kept_secret(self.data_dir / "redis.password")
+            self.s3_secret = kept_secret(self.data_dir / "s3.secret")
         self.ports = self._ports()
+
+    @property
+    def host(self) -> str:
+        return self.listen or "127.0.0.1"
+
+    @property
+    def relays_sql(self) -> bool:
+        """A PostgreSQL on loopback is relayed on the listen address for the worker hosts."""
+        if not self.listen or not self.database_url or self.database_url.startswith("sqlite"):
+            return False
+        return (make_url(self.database_url).host or "") in LOOPBACK_HOSTS
 
     # ---- configuration ----------------------------------------------------------------------
     def _ports(self) -> dict[str, int]:
         path = self.data_dir / "stack.json"
         saved = json.loads(path.read_text()).get("ports", {}) if path.exists() else {}
         wanted = ["redis", "api", *WEED_PORTS, *(f"metrics-worker-{w}" for w in self.workers)]
+        if self.relays_sql:
+            wanted.append("sql")
         ports: dict[str, int] = {}
         for name in wanted:
             if name == "api" and self.api_port:
@@ -146,11 +205,11 @@ class Stack:
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['api']}"
+        return f"http://{self.host}:{self.ports['api']}"
 
     @property
     def s3_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['s3.port']}"
+        return f"http://{self.host}:{self.ports['s3.port']}"
 
     def metrics_urls(self) -> dict[str, str]:
         return {
@@ -161,7 +220,8 @@ class Stack:
 
     @property
     def broker_url(self) -> str:
-        return f"redis://127.0.0.1:{self.ports['redis']}/0"
+        auth = f":{quote(self.redis_password, safe='')}@" if self.redis_password else ""
+        return f"redis://{auth}{self.host}:{self.ports['redis']}/0"
 
     @property
     def env(self) -> dict[str, str]:
@@ -171,7 +231,7 @@ class Stack:
             "ATELIER_BROKER_URL": self.broker_url,
             "ATELIER_S3_ENDPOINT_URL": self.s3_url,
             "ATELIER_S3_ACCESS_KEY": S3_ACCESS_KEY,
-            "ATELIER_S3_SECRET_KEY": S3_SECRET_KEY,
+            "ATELIER_S3_SECRET_KEY": self.s3_secret,
             "ATELIER_S3_BUCKET": BUCKET,
             "ATELIER_UI_SESSION_SECRET": os.environ.get("ATELIER_UI_SESSION_SECRET")
             or self.ui_session_secret,
@@ -193,6 +253,21 @@ class Stack:
         return path.read_text().strip()
 
     @property
+    def shared_database_url(self) -> str:
+        """The database URL as another host reaches it (through the relay for a loopback PostgreSQL)."""
+        url = self.env["ATELIER_DATABASE_URL"]
+        if not self.relays_sql:
+            return url
+        relayed = make_url(url).set(host=self.host, port=self.ports["sql"])
+        return relayed.render_as_string(hide_password=False)
+
+    @property
+    def worker_env(self) -> dict[str, str]:
+        """What a worker host needs to join this stack (printed by `atelier up --listen`)."""
+        env = {k: v for k, v in self.env.items() if k.startswith(("ATELIER_BROKER", "ATELIER_S3"))}
+        return {**env, "ATELIER_DATABASE_URL": self.shared_database_url}
+
+    @property
     def settings(self):  # noqa: ANN201 - atelier.core.config.Settings, imported lazily
         from atelier.core.config import Settings
 
@@ -200,7 +275,7 @@ class Stack:
 
     def _child_env(self) -> dict[str, str]:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-        env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = S3_ACCESS_KEY, S3_SECRET_KEY
+        env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = S3_ACCESS_KEY, self.s3_secret
         # Everything shares this machine's cores: torch threads beyond (cores - 1) only fight the API,
         # S3 and the encoders for them (measured: 2 threads on a busy 2-core machine ran 10x slower).
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) - 1)))
@@ -208,6 +283,7 @@ class Stack:
 
     def _specs(self) -> list[tuple[str, list[str]]]:
         py = sys.executable
+        host = self.host
         redis_dir = self.data_dir / "redis"
         s3_dir = self.data_dir / "s3"
         redis_dir.mkdir(exist_ok=True)
@@ -216,8 +292,8 @@ class Stack:
             weed_binary(),
             "mini",
             f"-dir={s3_dir}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
+            f"-ip={host}",
+            f"-ip.bind={host}",
             "-admin.ui=false",
             "-webdav=false",
             "-s3.port.iceberg=0",
@@ -234,7 +310,8 @@ class Stack:
                     "--port",
                     str(self.ports["redis"]),
                     "--bind",
-                    "127.0.0.1",
+                    host,
+                    *(["--requirepass", self.redis_password] if self.redis_password else []),
                     "--dir",
                     str(redis_dir),
                     "--appendonly",
@@ -257,7 +334,7 @@ class Stack:
                         "uvicorn",
                         "atelier.api.main:app",
                         "--host",
-                        "127.0.0.1",
+                        host,
                         "--port",
                         str(self.ports["api"]),
                         "--no-access-log",
@@ -267,85 +344,25 @@ class Stack:
                     ],
                 )
             )
-        celery = [py, "-m", "celery", "-A", "atelier.workers.celery_app"]
+        if self.relays_sql:
+            target = make_url(self.env["ATELIER_DATABASE_URL"])
+            specs.append(
+                (
+                    "sql",
+                    [py, "-m", "atelier.cli.relay", f"{host}:{self.ports['sql']}",
+                     f"{target.host or '127.0.0.1'}:{target.port or 5432}"],
+                )
+            )  # fmt: skip
+        node = self.ports["redis"]
         if "gpu" in self.workers:
-            specs.append(
-                (
-                    "worker-gpu",
-                    [
-                        *celery,
-                        "worker",
-                        "-Q",
-                        "train,generate.interactive,generate.bulk",
-                        "-c",
-                        "1",
-                        "-n",
-                        f"gpu-{self.ports['redis']}@%h",
-                        "-l",
-                        "INFO",
-                        "--without-gossip",
-                        "--without-mingle",
-                    ],
-                )
-            )
+            specs.append(("worker-gpu", celery_worker_argv("gpu", f"gpu-{node}@%h", 1)))
         if "cpu" in self.workers:
-            specs.append(
-                (
-                    "worker-cpu",
-                    [
-                        *celery,
-                        "worker",
-                        "-Q",
-                        "io",
-                        "-c",
-                        "2",
-                        "-n",
-                        f"cpu-{self.ports['redis']}@%h",
-                        "-l",
-                        "INFO",
-                        "--without-gossip",
-                        "--without-mingle",
-                    ],
-                )
-            )
-        if "cpu" in self.workers:
+            specs.append(("worker-cpu", celery_worker_argv("io", f"cpu-{node}@%h", 2)))
             # the control queue (reconciler, dispatch, schedules) on its own worker: a big finalize or a
             # slow webhook on io never delays lease recovery
-            specs.append(
-                (
-                    "worker-control",
-                    [
-                        *celery,
-                        "worker",
-                        "-Q",
-                        "control",
-                        "-c",
-                        "1",
-                        "-n",
-                        f"control-{self.ports['redis']}@%h",
-                        "-l",
-                        "INFO",
-                        "--without-gossip",
-                        "--without-mingle",
-                    ],
-                )
-            )
+            specs.append(("worker-control", celery_worker_argv("control", f"control-{node}@%h", 1)))
         if self.with_beat:
-            specs.append(
-                (
-                    "beat",
-                    [
-                        *celery,
-                        "beat",
-                        "-l",
-                        "INFO",
-                        "-s",
-                        str(self.data_dir / "beat-schedule"),
-                        "--pidfile",
-                        str(self.data_dir / "beat.pid"),
-                    ],
-                )
-            )
+            specs.append(("beat", celery_beat_argv(self.data_dir)))
         return specs
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -371,6 +388,8 @@ class Stack:
             # broker and S3 first: atelier/migrations and the API need them
             self._start_listener("redis", lambda: self._wait_for_redis(timeout))
             self._start_listener("s3", lambda: self._wait_for_s3(timeout))
+            if self.relays_sql:
+                self._start_listener("sql", lambda: self._wait_for_port("sql", timeout))
             self.migrate()
             self.ensure_admin_key()
             if self.with_api:
@@ -426,7 +445,13 @@ class Stack:
             self._check_alive("redis")
             try:
                 # a read timeout too: a process that took the port may accept and never answer
-                redis.Redis(port=self.ports["redis"], socket_connect_timeout=0.5, socket_timeout=0.5).ping()
+                redis.Redis(
+                    host=self.host,
+                    port=self.ports["redis"],
+                    password=self.redis_password,
+                    socket_connect_timeout=0.5,
+                    socket_timeout=0.5,
+                ).ping()
                 return
             except redis.RedisError:
                 if time.monotonic() > deadline:
@@ -451,6 +476,16 @@ class Stack:
                 if time.monotonic() > deadline:
                     raise TimeoutError("SeaweedFS S3 did not answer") from None
                 time.sleep(0.25)
+
+    def _wait_for_port(self, name: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive(name)
+            with contextlib.suppress(OSError), socket.create_connection((self.host, self.ports[name]), 1):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} did not listen")
+            time.sleep(0.1)
 
     def _wait_http(self, url: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(40, ge=1)
     db_max_overflow: int = Field(10, ge=0)
     db_pool_timeout_seconds: float = Field(1.0, gt=0)
+    # A database on another host (docs/scaling.md): a connection to a host that was cut off fails after
+    # db_network_timeout_seconds instead of the kernel's minutes, and PostgreSQL ends a transaction that
+    # a lost host left idle after db_idle_in_transaction_seconds, releasing its row locks (0: off).
+    db_network_timeout_seconds: float = Field(15.0, ge=0)
+    db_idle_in_transaction_seconds: float = Field(60.0, ge=0)
     api_max_concurrent_requests: int = Field(100, ge=1)
     api_retry_after_seconds: int = Field(1, ge=1)
     api_key_cache_seconds: float = Field(5.0, ge=0)

@@ -68,7 +68,27 @@ def make_engine(url: str, *, busy_timeout: float = 30.0, pool: dict | None = Non
             conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **pool)
+    return create_engine(url, pool_pre_ping=True, connect_args=_network_args(url), **pool)
+
+
+def _network_args(url: str) -> dict:
+    """A database on another host: a connection whose host was cut off fails within
+    ATELIER_DB_NETWORK_TIMEOUT_SECONDS (connect, and unacknowledged sends: TCP_USER_TIMEOUT) instead of
+    hanging for the kernel's fifteen minutes, and the server ends a transaction left idle by a lost host
+    after ATELIER_DB_IDLE_IN_TRANSACTION_SECONDS, so that its row locks do not stall the hosts that
+    took over its work (docs/scaling.md)."""
+    if not url.startswith("postgresql"):
+        return {}
+    settings = get_settings()
+    args: dict = {}
+    if settings.db_network_timeout_seconds:
+        args["connect_timeout"] = max(1, int(settings.db_network_timeout_seconds))
+        args["tcp_user_timeout"] = int(settings.db_network_timeout_seconds * 1000)
+        args["keepalives"], args["keepalives_idle"] = 1, max(1, int(settings.db_network_timeout_seconds))
+    if settings.db_idle_in_transaction_seconds:
+        ms = int(settings.db_idle_in_transaction_seconds * 1000)
+        args["options"] = f"-c idle_in_transaction_session_timeout={ms}"
+    return args
 
 
 def get_engine(url: str | None = None) -> Engine:

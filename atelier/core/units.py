@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 from atelier.core import jobs
 from atelier.core import queue as task_queue
 from atelier.core.config import Settings
+from atelier.core.dbclock import db_now, db_time
 from atelier.core.faults import backoff
 from atelier.core.models import Job, WorkUnit, utcnow
 from atelier.core.queue import DISPATCH, QUEUE_OF_PRIORITY, UNIT_TASKS, send_after_commit
@@ -104,7 +105,7 @@ def _find(session: Session, job_id: str, kind: str, seq: int) -> WorkUnit | None
 
 
 def send_unit(session: Session, unit: WorkUnit) -> None:
-    unit.dispatched_at = utcnow()
+    unit.dispatched_at = db_now()
     send_after_commit(session, UNIT_TASKS[unit.kind], kwargs={"unit_id": unit.id}, queue=unit.queue)
 
 
@@ -134,11 +135,10 @@ def dispatch_units(*, session: Session, job_id: str | None = None, limit: int = 
     """Send queued units that have no live message (never sent, a failed send, a backoff that ended).
     Each is sent before it is marked, so a crash in between re-sends it (a duplicate is turned away by
     the claim). The first failed send stops the pass: the broker is down, the reconciler tries again."""
-    now = utcnow()
     stmt = select(WorkUnit).where(
         WorkUnit.status == QUEUED,
         WorkUnit.dispatched_at.is_(None),
-        or_(WorkUnit.not_before.is_(None), WorkUnit.not_before <= now),
+        or_(WorkUnit.not_before.is_(None), WorkUnit.not_before <= db_now()),
     )
     if job_id is not None:
         stmt = stmt.where(WorkUnit.job_id == job_id)
@@ -148,7 +148,7 @@ def dispatch_units(*, session: Session, job_id: str | None = None, limit: int = 
             task_queue.send_task(UNIT_TASKS[unit.kind].name, kwargs={"unit_id": unit.id}, queue=unit.queue)
         except Exception:  # noqa: BLE001 - the broker is down; nothing is lost, the rows wait
             break
-        unit.dispatched_at = now
+        unit.dispatched_at = db_now()
         sent += 1
     return sent
 
@@ -172,8 +172,9 @@ def claim(*, session: Session, unit_id: int, worker: str, settings: Settings) ->
             unit.status, unit.finished_at = CANCELLED, utcnow()
             after_end(session=session, unit=unit, job=job)
         return None
-    now = utcnow()
-    stale_before = now - timedelta(seconds=settings.stale_after_seconds)
+    # both times are the database's, computed in the UPDATE: a worker's own clock never decides
+    # whether a lease is stale (atelier.core.dbclock)
+    now, stale_before = db_now(), db_now(-settings.stale_after_seconds)
     won = session.execute(
         update(WorkUnit)
         .where(WorkUnit.id == unit_id)
@@ -260,7 +261,7 @@ def heartbeat(*, session: Session, unit_id: int, worker: str) -> bool:
     lease went to another worker)."""
     won = session.execute(
         _fenced(unit_id, worker)
-        .values(heartbeat_at=utcnow(), suspected_at=None)
+        .values(heartbeat_at=db_now(), suspected_at=None)
         .execution_options(synchronize_session=False)
     ).rowcount
     if won != 1:
@@ -280,7 +281,7 @@ def set_done(*, session: Session, unit_id: int, worker: str, done: int) -> bool:
     return (
         session.execute(
             _fenced(unit_id, worker)
-            .values(done=done, heartbeat_at=utcnow(), suspected_at=None)
+            .values(done=done, heartbeat_at=db_now(), suspected_at=None)
             .execution_options(synchronize_session=False)
         ).rowcount
         == 1
@@ -339,7 +340,7 @@ def give_back(
             heartbeat_at=None,
             suspected_at=None,
             dispatched_at=None,
-            not_before=utcnow() + timedelta(seconds=delay),
+            not_before=db_now(delay),
             deliveries=WorkUnit.deliveries - 1,
             attempts=attempts,
             error=reason,
@@ -453,8 +454,9 @@ def record_chunk_progress(*, session: Session, unit_id: int, worker: str, job_id
 
 
 def reconcile(*, session: Session, settings: Settings) -> dict[str, int]:
-    """One pass; the caller commits. See the module docstring for what each step repairs."""
-    now = utcnow()
+    """One pass; the caller commits. See the module docstring for what each step repairs. Every time
+    compared here is the database's: `now` is read from its clock once for the pass."""
+    now = db_time(session)
     counts = {"suspected": 0, "requeued": 0, "failed": 0, "cancelled": 0, "resent": 0, "repaired": 0}
     stale_before = now - timedelta(seconds=settings.stale_after_seconds)
     # confirm a suspicion only after the live workers had time to beat again
@@ -502,7 +504,7 @@ def reconcile(*, session: Session, settings: Settings) -> dict[str, int]:
     session.flush()
     counts["resent"] += _send_due(session, now)
     counts["resent"] += _resend_lost(session, now, stale_before, settings)
-    counts["repaired"] += _repair_jobs_without_work(session)
+    counts["repaired"] += _repair_jobs_without_work(session, now)
     return counts
 
 
@@ -557,7 +559,7 @@ def _resend_lost(session: Session, now, stale_before, settings: Settings) -> int
     return n
 
 
-def _repair_jobs_without_work(session: Session) -> int:
+def _repair_jobs_without_work(session: Session, now) -> int:  # noqa: ANN001
     """A job not ended yet with no open unit: a generation job whose finalize was never added, or one
     whose cancel left nothing running. Any other such job has lost its work and is failed."""
     orphans = session.scalars(
@@ -571,7 +573,7 @@ def _repair_jobs_without_work(session: Session) -> int:
     n = 0
     for job in orphans:
         has_units = session.execute(select(WorkUnit.id).where(WorkUnit.job_id == job.id).limit(1)).first()
-        if has_units is None and job.created_at > utcnow() - timedelta(seconds=60):
+        if has_units is None and job.created_at > now - timedelta(seconds=60):
             continue  # a job whose units are being written right now
         if job.kind == "generate":
             n += maybe_finalize(session=session, job=job)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -40,8 +41,18 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+_identity: tuple[int, str] | None = None
+
+
 def worker_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """`host:pid:token`, the lease owner's name: the host says where the work runs (hosts share one
+    database), the pid which process, and a random token tells apart a process that reuses a pid (in a
+    restarted container every worker may be pid 7). A forked child gets an identity of its own."""
+    global _identity
+    pid = os.getpid()
+    if _identity is None or _identity[0] != pid:
+        _identity = (pid, f"{socket.gethostname()}:{pid}:{secrets.token_hex(6)}")
+    return _identity[1]
 
 
 class Cancelled(Exception):

@@ -5,6 +5,7 @@
     gpu.py      gpu       the GPU check: train, sample, judge, both bare benches
     api.py      api       status polling by 200 dashboards during a bulk batch
     chaos.py    chaos     batches through worker, S3, broker and SQL faults
+    scale.py    scale     one batch on one and two worker hosts (network namespaces), one host cut off
 
 Each module imports torch, the stack or the client only inside its functions, so `atelier --help`
 starts without them.
@@ -18,6 +19,7 @@ from atelier.cli.bench.api import bench_api_cmd
 from atelier.cli.bench.chaos import bench_chaos_cmd
 from atelier.cli.bench.gpu import bench_gpu_cmd
 from atelier.cli.bench.model import bench_train_cmd
+from atelier.cli.bench.scale import bench_scale_cmd
 from atelier.cli.bench.system import bench_generate_system_cmd
 
 
@@ -26,5 +28,12 @@ def bench() -> None:
     """Benchmarks that print one JSON object."""
 
 
-for command in (bench_train_cmd, bench_generate_system_cmd, bench_gpu_cmd, bench_api_cmd, bench_chaos_cmd):
+for command in (
+    bench_train_cmd,
+    bench_generate_system_cmd,
+    bench_gpu_cmd,
+    bench_api_cmd,
+    bench_chaos_cmd,
+    bench_scale_cmd,
+):
     bench.add_command(command)
