@@ -12,6 +12,27 @@ def test_presets_and_archs_match_the_gan_package():
     assert set(training.PRESETS) == set(PRESETS)
     assert {name: PRESETS[name]["resolution"] for name in PRESETS} == training.PRESETS
     assert set(training.ARCHS) == set(ARCHS)
+    assert {name: PRESETS[name]["batch_size"] for name in PRESETS} == training.BATCH_SIZES
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"devices": 9}, "devices 9 is more than ATELIER_MAX_TRAINING_DEVICES=8"),
+        ({"preset": "tiny", "devices": 3}, "devices 3 does not divide the tiny preset's batch of 32"),
+    ],
+)
+def test_devices_are_bounded_by_the_setting_and_must_split_the_batch(body, message):
+    from atelier.core.config import Settings
+
+    with pytest.raises(training.InvalidRequest, match=message) as caught:
+        training.check_devices(training.TrainingRequest(**body), Settings(max_training_devices=8))
+    assert caught.value.field == "devices"
+    training.check_devices(
+        training.TrainingRequest(preset="small", devices=8), Settings(max_training_devices=8)
+    )
+    with pytest.raises(ValidationError, match="devices"):
+        training.TrainingRequest(devices=0)
 
 
 @pytest.mark.parametrize("resolution", [8, 48, 512])
