@@ -171,7 +171,8 @@ def run_segment(lease: Lease) -> None:
     else:
         blob = lease.retrying(lambda: store.get(key), what="checkpoint read")
         state = state_from_checkpoint(checkpoint_from_bytes(blob), device=device)
-    if delivery > 1 or reported > state.step:  # a worker died: say what it cost
+    # a worker died, or the segment was given back (a lost rank, an outage): say what it cost
+    if delivery > 1 or lease.unit.attempts or reported > state.step:
         lease.event(
             "resumed",
             f"resumed at step {state.step}",
