@@ -74,3 +74,19 @@ def test_run_keys_name_the_minute():
     at = datetime(2026, 11, 27, 2, 0, 30, tzinfo=UTC)
     assert schedules.run_key_for("nightly-retrain", at) == "nightly-retrain:2026-11-27T02:00"
     assert schedules.next_after("0 2 * * *", at) == datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+
+
+def test_a_cuda_worker_with_too_few_gpus_refuses_the_segment_and_a_cpu_worker_runs_gloo(monkeypatch):
+    import torch
+
+    from atelier.training.tasks import TrainingDevicesUnavailable, segment_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert segment_device(4) == "cpu"  # gloo processes on the CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert segment_device(2) == "cuda"
+    with pytest.raises(
+        TrainingDevicesUnavailable, match="devices 4 needs 4 GPUs on one worker host; this worker sees 2"
+    ):
+        segment_device(4)
