@@ -38,6 +38,12 @@ def training_progress_line(job: Job) -> str:
     "--promote", type=click.Choice(["if_better", "always", "never"]), default="if_better", show_default=True
 )
 @click.option("--seed", type=int, default=None)
+@click.option(
+    "--devices",
+    type=int,
+    default=None,
+    help="torch.distributed ranks per segment on one worker host: GPUs, or gloo processes (default 1)",
+)
 @click.option("--webhook-url", default=None, help="POSTed a signed job event when the job ends")
 @click.option("--idempotency-key", default=None, help="a repeat with the same key returns the same job")
 @click.option("--wait", is_flag=True, help="show progress until the job ends; exit with its outcome")
@@ -45,8 +51,8 @@ def training_progress_line(job: Job) -> str:
 @api_option
 @key_option
 def submit_train(
-    preset, resolution, steps, categories, base_model, arch, promote, seed, webhook_url, idempotency_key,
-    wait, wait_timeout, api_url, key_file,
+    preset, resolution, steps, categories, base_model, arch, promote, seed, devices, webhook_url,
+    idempotency_key, wait, wait_timeout, api_url, key_file,
 ) -> None:  # noqa: ANN001  # fmt: skip
     """Start a training job (with --wait: exit 0 succeeded, 1 failed, 5 cancelled)."""
     client = make_client(api_url, key_file)
@@ -59,6 +65,7 @@ def submit_train(
         categories=[c.strip() for c in categories.split(",")] if categories else None,
         base_model=base_model,
         seed=seed,
+        devices=devices,
         webhook_url=webhook_url,
     )
     job = client.training.submit(request, idempotency_key=idempotency_key)

@@ -105,6 +105,7 @@ class TrainingRequest(Body):
     promote: Literal["if_better", "always", "never"] | None = None
     kid_tolerance: float | None = None
     seed: int | None = None
+    devices: int | None = None
     webhook_url: str | None = None
 
 

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # size of the evaluation that every new model version gets.
     train_segment_seconds: float = Field(120.0, gt=0)
     keep_checkpoints: int = Field(3, ge=1)
+    # The most torch.distributed ranks (GPUs on a CUDA worker, gloo processes otherwise) one training job
+    # may ask for (its `devices`); every rank of a job runs on the one worker host that leases the segment.
+    max_training_devices: int = Field(8, ge=1)
     # The judge trains for a number of epochs (a cosine schedule: the same ruler on any machine);
     # judge_seconds only caps its time.
     judge_epochs: int = Field(25, ge=1)

@@ -53,6 +53,7 @@ class TrainParams(_Params):
     promote: Literal["if_better", "always", "never"] = "if_better"
     kid_tolerance: float = 0.0
     seed: int = 0
+    devices: int = 1  # torch.distributed ranks per segment (atelier.gan.launch)
     snapshot_id: str
     class_names: list[str]
     retrain: bool = False

@@ -19,6 +19,7 @@ from atelier.core.storage import ObjectStore
 from atelier.training import registry, snapshots
 
 PRESETS = {"tiny": 32, "small": 64, "base": 128}
+BATCH_SIZES = {"tiny": 32, "small": 128, "base": 64}  # the global batch, split evenly over the devices
 ARCHS = ("atelier", "dcgan")
 MAX_STEPS = 1_000_000
 
@@ -39,6 +40,13 @@ class TrainingRequest(BaseModel):
     promote: Literal["if_better", "always", "never"] = "if_better"
     kid_tolerance: float = Field(0.0, ge=0.0, description="promote when new KID <= production KID + this")
     seed: int = Field(0, ge=0, lt=2**31)
+    devices: int = Field(
+        1,
+        ge=1,
+        description="torch.distributed ranks per segment, on one worker host: its GPUs (NCCL) on a CUDA "
+        "worker, gloo processes on a CPU worker; at most ATELIER_MAX_TRAINING_DEVICES, and it must divide "
+        "the preset's batch",
+    )
     webhook_url: HttpUrl | None = Field(None, description="POSTed a signed job event when the job ends")
 
     @field_validator("resolution")
@@ -68,6 +76,22 @@ def check_tolerance(field: str, value: float, settings: Settings) -> None:
     if value > settings.max_kid_tolerance:
         raise InvalidRequest(
             field, f"{field} {value} is over ATELIER_MAX_KID_TOLERANCE={settings.max_kid_tolerance}"
+        )
+
+
+def check_devices(request: TrainingRequest, settings: Settings) -> None:
+    """The API host sees no GPUs: how many a worker has is checked when the segment starts."""
+    limit = settings.max_training_devices
+    if request.devices > limit:
+        raise InvalidRequest(
+            "devices", f"devices {request.devices} is more than ATELIER_MAX_TRAINING_DEVICES={limit}"
+        )
+    batch = BATCH_SIZES[request.preset]
+    if batch % request.devices:
+        raise InvalidRequest(
+            "devices",
+            f"devices {request.devices} does not divide the {request.preset} preset's batch of {batch}: "
+            "every rank takes an equal share",
         )
 
 
@@ -138,6 +162,7 @@ def submit(
 ) -> tuple[Job, bool]:
     """POST /v1/training-jobs: (job, created). A repeated Idempotency-Key answers with the first job
     (before the quota is counted); a new job is checked against the key's quota, then queued."""
+    check_devices(request, settings)
     scoped = idempotency.scoped(key.id, idempotency_key)
     body_hash = idempotency.request_hash(request.model_dump(mode="json")) if scoped else None
     earlier = idempotency.existing(session, scoped, body_hash)

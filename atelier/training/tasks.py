@@ -10,12 +10,21 @@
 A worker killed mid-segment loses only that segment: the reconciler re-queues its unit and it resumes
 from the last checkpoint, bit for bit (the checkpoint carries every RNG state). A checkpoint that
 cannot be written (S3 down) is retried, then the segment is given back: earlier checkpoints stand.
+
+A job with ``devices`` N > 1 trains each segment as N torch.distributed ranks on this worker's host
+(atelier.gan.launch.run_distributed_segment): one GPU each with NCCL when the worker sees CUDA (fewer
+than N GPUs fails the job: no silent fall-back to a slower device), gloo processes on the CPU otherwise.
+Rank 0 writes the one checkpoint, which this task puts in S3 as above. A rank that dies (killed, out of
+memory, a lost peer) stops the others and raises DistributedTrainingError: the segment is given back and
+retried from the last checkpoint in S3, up to ATELIER_MAX_DELIVERIES tries (the bound on a worker that
+dies), then the job fails with the rank's error.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -96,20 +105,54 @@ def _initial_state(params: TrainParams, class_names: list[str], store: ObjectSto
     return new_state(config, class_names, seed=params.seed, device=device)
 
 
+class TrainingDevicesUnavailable(RuntimeError):
+    """The job asks for more GPUs than this CUDA worker has: retrying here cannot help."""
+
+
+def segment_device(devices: int) -> str:
+    """Where this worker runs a segment of `devices` ranks: "cuda" or "cpu"."""
+    import torch
+
+    # worker_device logs once why a CUDA build runs on the CPU, and exports the device as a metric
+    if worker_device() == "cpu":
+        return "cpu"
+    if devices > torch.cuda.device_count():
+        raise TrainingDevicesUnavailable(
+            f"devices {devices} needs {devices} GPUs on one worker host; "
+            f"this worker sees {torch.cuda.device_count()} (CUDA_VISIBLE_DEVICES)"
+        )
+    return "cuda"
+
+
+def retry_lost_rank(lease: Lease, exc: Exception, settings) -> bool:  # noqa: ANN001 - Settings
+    """A rank died mid-segment: give the segment back to be retried from the last checkpoint, as a dead
+    worker's is, while ATELIER_MAX_DELIVERIES allows. False when the tries are spent (the caller fails)."""
+    if lease.unit.attempts + 1 >= settings.max_deliveries:
+        return False
+    reason = str(exc).splitlines()[0][:300]
+    lease.give_back(f"a training rank failed: {reason}")
+    lease.event(
+        "segment_retried",
+        f"segment {lease.unit.seq + 1} will be retried from the last checkpoint: {reason}",
+        {"unit": lease.unit.id, "attempt": lease.unit.attempts + 1, "error": str(exc)[-2000:]},
+    )
+    return True
+
+
 def run_segment(lease: Lease) -> None:
+    from atelier.gan.rank_group import DistributedTrainingError
     from atelier.gan.training import (
         checkpoint_from_bytes,
         checkpoint_to_bytes,
         state_from_checkpoint,
         state_to_checkpoint,
-        train,
     )
 
     started = time.monotonic()
     settings = get_settings()
     store = get_store()
-    device = worker_device()
     params = TrainParams.model_validate(lease.params)
+    device = segment_device(params.devices)
     segment, delivery = lease.unit.seq + 1, lease.unit.deliveries
 
     def read(session):  # noqa: ANN001, ANN202
@@ -130,7 +173,8 @@ def run_segment(lease: Lease) -> None:
     else:
         blob = lease.retrying(lambda: store.get(key), what="checkpoint read")
         state = state_from_checkpoint(checkpoint_from_bytes(blob), device=device)
-    if delivery > 1 or reported > state.step:  # a worker died: say what it cost
+    # a worker died, or the segment was given back (a lost rank, an outage): say what it cost
+    if delivery > 1 or lease.unit.attempts or reported > state.step:
         lease.event(
             "resumed",
             f"resumed at step {state.step}",
@@ -152,17 +196,15 @@ def run_segment(lease: Lease) -> None:
             "steps_per_s": round(p["steps_per_s"], 2),
             "images_per_s": round(p["images_per_s"], 1),
         }
-        lease.progress(state.step, total, info)
+        lease.progress(p["step"], total, info)
 
     if state.step < total:
-        train(
-            state,
-            dataset,
-            steps=total - state.step,
-            seconds=settings.train_segment_seconds,
-            progress_fn=progress_fn,
-            abort_fn=lambda: lease.should_stop,
-        )
+        try:
+            _train(state, dataset, params, device, settings, total - state.step, progress_fn, lease)
+        except DistributedTrainingError as exc:
+            if retry_lost_rank(lease, exc, settings):
+                return
+            raise
         step_key = f"{checkpoint_prefix(lease.job_id)}step-{state.step:09d}.pt"
         blob = checkpoint_to_bytes(state_to_checkpoint(state))
         lease.retrying(lambda: store.put(step_key, blob), what="checkpoint write")
@@ -197,6 +239,37 @@ def run_segment(lease: Lease) -> None:
         return
     lease.event("trained", f"segment {segment} reached step {state.step}; evaluating", timing)
     finish_training(lease, state, dataset, snapshot, params)
+
+
+def _train(state, dataset, params, device, settings, steps, progress_fn, lease) -> None:  # noqa: ANN001
+    from atelier.gan.training import train
+
+    if params.devices == 1:
+        train(
+            state,
+            dataset,
+            steps=steps,
+            seconds=settings.train_segment_seconds,
+            progress_fn=progress_fn,
+            abort_fn=lambda: lease.should_stop,
+        )
+        return
+    from atelier.gan.launch import run_distributed_segment
+
+    # The ranks' logs and inputs live in a folder of this segment's; its error carries the logs' tail.
+    with tempfile.TemporaryDirectory(prefix=f"atelier-train-{lease.job_id}-") as work:
+        run_distributed_segment(
+            state,
+            dataset,
+            nproc=params.devices,
+            steps=steps,
+            seconds=settings.train_segment_seconds,
+            progress_fn=progress_fn,
+            abort_fn=lambda: lease.should_stop,
+            device=device,
+            workdir=work,
+            seed=params.seed,
+        )
 
 
 def _prune_checkpoints(store: ObjectStore, job_id: str, keep: int) -> None:

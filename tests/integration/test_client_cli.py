@@ -130,6 +130,12 @@ def test_errors_are_one_line_and_their_exit_codes_say_whose_fault(stack, model, 
     assert version.returncode == 0 and version.stdout.startswith("atelier, version ")
 
 
+def test_submit_train_refuses_devices_that_cannot_share_the_batch(stack, catalogue):
+    run = atelier(stack, "submit", "train", "--preset", "tiny", "--devices", "3")
+    assert run.returncode == exits.API_REFUSED
+    one_line_error(run, "devices", "does not divide the tiny preset's batch of 32")
+
+
 def test_a_failed_training_job_exits_1_from_wait_and_watch(stack, catalogue, broken_model):
     run = atelier(
         stack, "submit", "train", "--preset", "tiny", "--resolution", "16", "--steps", "5",

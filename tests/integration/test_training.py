@@ -1,9 +1,12 @@
 """Training jobs on the real stack: segments, a killed worker, cancel, registry, schedules."""
 
+import glob
 import os
 import random
 import signal
+import tempfile
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
@@ -81,6 +84,9 @@ def test_validation_names_the_field(stack, admin, catalogue):
         ({"categories": ["ballgown"]}, "categories"),
         ({"base_model": "nope"}, "base_model"),
         ({"preset": "huge"}, "preset"),
+        ({"devices": 0}, "devices"),
+        ({"devices": 9}, "devices"),  # past ATELIER_MAX_TRAINING_DEVICES (8)
+        ({"devices": 3}, "devices"),  # 3 ranks cannot share the tiny preset's batch of 32
     ]
     for body, field in cases:
         r = httpx.post(
@@ -115,6 +121,52 @@ def test_sigkill_mid_segment_resumes_and_step_count_is_exact(stack, admin, catal
     resumed = [e for e in events(admin, job["id"]) if e["kind"] == "resumed"]
     assert resumed and resumed[0]["message"].startswith("resumed at step ")
     assert resumed[0]["data"]["step"] >= checkpoint_step > 0  # from a checkpoint, not from scratch
+
+
+def _kill_a_rank_mid_segment(admin, job_id: str) -> int:
+    """SIGKILL rank 1 of the job's segment once rank 0 has reported a step of it; its pid."""
+    pattern = os.path.join(tempfile.gettempdir(), f"atelier-train-{job_id}-*", "rank-1.pid")
+
+    def kill() -> int | None:
+        if admin.job(job_id)["progress"]["done"] == 0:
+            return None
+        for path in glob.glob(pattern):
+            try:
+                pid = int(Path(path).read_text())
+                os.kill(pid, signal.SIGKILL)
+            except (OSError, ValueError):  # the segment ended under us: the next one's rank will do
+                continue
+            return pid
+        return None
+
+    return wait_for(kill, timeout=180, interval=0.05, what="a training rank mid-segment")
+
+
+def test_a_job_on_two_ranks_trains_and_a_killed_rank_retries_its_segment(stack, admin, catalogue):
+    """devices=2 on the CPU: every segment runs as two gloo ranks on the worker's host. One rank is
+    SIGKILLed mid-segment: the segment is retried from the last checkpoint in S3 and the job succeeds."""
+    from atelier.core.storage import get_store
+    from atelier.training.tasks import checkpoint_prefix
+
+    job = submit(admin, steps=16, devices=2, promote="never")
+    assert job["params"]["devices"] == 2
+    _kill_a_rank_mid_segment(admin, job["id"])
+    done = admin.wait(job["id"], timeout=400)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["progress"]["done"] == 16 and done["result"]["steps"] == 16
+    seen = events(admin, job["id"])
+    retried = [e for e in seen if e["kind"] == "segment_retried"]
+    assert retried and "rank 1 was killed by SIGKILL" in retried[0]["message"], [e["message"] for e in seen]
+    resumed = [e for e in seen if e["kind"] == "resumed"]
+    assert resumed and resumed[0]["data"]["step"] < 16  # the last checkpoint in S3 (0: none yet)
+    model = admin.get(f"/v1/models/{done['result']['model_version']}")
+    assert model["steps"] == 16 and model["class_names"] == sorted(CATS)
+    store = get_store()
+    assert store.exists(done["result"]["checkpoint_key"])
+    segment_checkpoints = [o["Key"] for o in store.list(checkpoint_prefix(job["id"]))]
+    assert segment_checkpoints and segment_checkpoints[-1].endswith("step-000000016.pt")
+    # the ranks' folders go with their segments
+    assert glob.glob(os.path.join(tempfile.gettempdir(), f"atelier-train-{job['id']}-*")) == []
 
 
 def test_cancel_stops_training_within_a_segment(stack, admin, catalogue):
