@@ -162,7 +162,10 @@ def _prepare_one(
     """Decode and clean one photo, and store it unless it is a duplicate; the row to insert, or None."""
     try:
         clean = validate_image(
-            upload.data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
+            upload.data,
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
+            max_aspect=settings.max_aspect_ratio,
         )
     except RejectedImage as exc:
         result.rejected.append({"filename": upload.filename, "reason": str(exc)})

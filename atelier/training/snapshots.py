@@ -44,6 +44,8 @@ def freeze(*, session: Session, store: ObjectStore, categories: list[str] | None
         CatalogueImage.key,
         CatalogueImage.prepared_key,
     ).order_by(CatalogueImage.sha256)
+    # a photo that could not be prepared (atelier/catalogue/tasks.py) would fail every training again
+    stmt = stmt.where(CatalogueImage.rejected_reason.is_(None))
     if categories:
         stmt = stmt.where(CatalogueImage.category.in_(categories))
     rows = session.execute(stmt).all()
