@@ -132,3 +132,35 @@ def test_a_scheduled_retrain_puts_its_manifest_outside_any_write_transaction(
     finally:
         get_settings.cache_clear()
         dispose_engine()
+
+
+def test_an_upload_that_fails_before_its_job_leaves_no_photo_behind(bare_stack_db):
+    """The photos' rows are committed with their ingest job or not at all: a request that fails after
+    every photo was stored (here: rolled back instead of adding the job) leaves no row."""
+    import io
+
+    from sqlalchemy import func, select
+
+    from atelier.catalogue import service as catalogue
+    from atelier.core.db import session_factory
+    from atelier.core.models import CatalogueImage
+    from atelier.core.storage import ObjectStore
+
+    url = bare_stack_db.settings.database_url
+    data = catalogue_zip(make_catalogue(3, ("dress",), seed=random.randrange(1 << 30)))
+    session = session_factory(url)()
+    try:
+        result = catalogue.ingest_uploads(
+            session=session,
+            store=ObjectStore(bare_stack_db.settings),
+            settings=bare_stack_db.settings,
+            uploads=[catalogue.UploadFile("c.zip", io.BytesIO(data))],
+            category=None,
+        )
+        assert len(result.new_ids) == 3
+        session.rollback()  # the request failed before its ingest job was added
+    finally:
+        session.close()
+    with session_factory(url, readonly=True)() as s:
+        left = s.scalar(select(func.count()).where(CatalogueImage.id.in_(result.new_ids)))
+    assert left == 0
