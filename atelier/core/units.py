@@ -162,7 +162,9 @@ def claim(*, session: Session, unit_id: int, worker: str, settings: Settings) ->
     unit = session.get(WorkUnit, unit_id)
     if unit is None or unit.status not in OPEN:
         return None
-    job = session.get(Job, unit.job_id)
+    # the job row first, as cancel does (api/routes/jobs.py locks it, then its units): on PostgreSQL
+    # the two never wait for each other in opposite orders
+    job = session.get(Job, unit.job_id, with_for_update=True)
     if job is None:
         return None
     if (unit.kind in _CANCELLABLE and job.cancel_requested) or (
@@ -180,9 +182,13 @@ def claim(*, session: Session, unit_id: int, worker: str, settings: Settings) ->
         .where(
             or_(
                 WorkUnit.status == QUEUED,
+                # a running unit only after the reconciler's two steps: stale, suspected, and still
+                # silent a pass later (a late heartbeat clears the suspicion), as reconcile() demands
                 and_(
                     WorkUnit.status == RUNNING,
                     or_(WorkUnit.heartbeat_at.is_(None), WorkUnit.heartbeat_at < stale_before),
+                    WorkUnit.suspected_at.is_not(None),
+                    WorkUnit.suspected_at < now - _confirm_seconds(settings),
                 ),
             )
         )
@@ -452,15 +458,18 @@ def record_chunk_progress(*, session: Session, unit_id: int, worker: str, job_id
 # ---------------------------------------------------------------- reconciliation
 
 
+def _confirm_seconds(settings: Settings) -> timedelta:
+    """How long a suspicion stands before it is confirmed (by reconcile, or by a claim)."""
+    return timedelta(seconds=max(2 * settings.heartbeat_seconds, settings.reconcile_every_seconds))
+
+
 def reconcile(*, session: Session, settings: Settings) -> dict[str, int]:
     """One pass; the caller commits. See the module docstring for what each step repairs."""
     now = utcnow()
     counts = {"suspected": 0, "requeued": 0, "failed": 0, "cancelled": 0, "resent": 0, "repaired": 0}
     stale_before = now - timedelta(seconds=settings.stale_after_seconds)
     # confirm a suspicion only after the live workers had time to beat again
-    confirm_before = now - timedelta(
-        seconds=max(2 * settings.heartbeat_seconds, settings.reconcile_every_seconds)
-    )
+    confirm_before = now - _confirm_seconds(settings)
     stale = session.scalars(
         select(WorkUnit).where(
             WorkUnit.status == RUNNING,
