@@ -1,6 +1,7 @@
-"""The per-key event-stream quota under a burst: many streams of one key opened at the same moment
+"""Floods against the real API (uvicorn): a burst of event streams of one key opened at the same moment
 against the real API (uvicorn). The quota is counted where it is checked, so no more than
-ATELIER_QUOTA_EVENT_STREAMS of them are served; the rest get 429, and every slot comes back."""
+ATELIER_QUOTA_EVENT_STREAMS of them are served, the rest get 429 and every slot comes back); random
+bearer tokens and oversized sign-in forms (refused cheaply, the API's peak memory measured)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,32 @@ def test_a_burst_of_streams_gets_no_more_than_the_quota(bare_stack):
             return r.status_code == 200
 
     assert wait_for(reopened, timeout=15, what="a stream slot after the burst")
+
+
+def test_random_tokens_and_large_forms_cost_the_api_little(bare_stack):
+    """500 random bearer tokens (malformed and well-formed) and 50 oversized sign-in forms from 20
+    threads: every one a 401 or 413, and the API's peak memory stays modest."""
+    import secrets
+    from concurrent.futures import ThreadPoolExecutor
+
+    def token_request(i: int) -> int:
+        token = secrets.token_hex(32) if i % 2 else "atl_" + secrets.token_urlsafe(32)
+        r = httpx.get(
+            f"{bare_stack.api_url}/v1/jobs", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        return r.status_code
+
+    def form_request(_: int) -> int:
+        r = httpx.post(f"{bare_stack.api_url}/ui/login", data={"api_key": "x" * 1_000_000}, timeout=30)
+        return r.status_code
+
+    with ThreadPoolExecutor(20) as pool:
+        tokens = list(pool.map(token_request, range(500)))
+        forms = list(pool.map(form_request, range(50)))
+    # 503 is the concurrency cap answering at once, also a refusal without work
+    assert set(tokens) <= {401, 503} and tokens.count(401) > 0, sorted(set(tokens))
+    assert set(forms) == {413}, sorted(set(forms))
+    status = open(f"/proc/{bare_stack.children['api'].proc.pid}/status").read()  # noqa: SIM115
+    peak_mb = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
+    print(f"API peak RSS after the token and form floods: {peak_mb:.0f} MB")
+    assert peak_mb < 400, f"API peak RSS {peak_mb:.0f} MB"
