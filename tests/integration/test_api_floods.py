@@ -1,7 +1,7 @@
-"""Floods against the real API (uvicorn): a burst of event streams of one key opened at the same moment
-against the real API (uvicorn). The quota is counted where it is checked, so no more than
-ATELIER_QUOTA_EVENT_STREAMS of them are served, the rest get 429 and every slot comes back); random
-bearer tokens and oversized sign-in forms (refused cheaply, the API's peak memory measured)."""
+"""Floods against the real API (uvicorn): a burst of event streams of one key opened at the same
+moment (the quota is counted where it is checked: no more than ATELIER_QUOTA_EVENT_STREAMS are
+served, the rest get 429, and every slot comes back), then random bearer tokens and oversized sign-in
+forms (refused cheaply, the API's peak memory measured)."""
 
 from __future__ import annotations
 
