@@ -95,15 +95,24 @@ class KeyCache:
 keys = KeyCache()
 
 
+def decided(secret: str) -> tuple[bool, KeyInfo | None]:
+    """(True, key or None) when the answer needs no query: a malformed or known-unknown secret, or a
+    cached key; (False, None) when only the database can tell."""
+    if not well_formed(secret) or keys.known_unknown(secret):
+        return True, None
+    key = keys.cached(secret)
+    return key is not None, key
+
+
 async def resolve(secret: str) -> KeyInfo | None:
     """The key for a secret: from the cache on the event loop, else read on a thread (and cached)."""
     from anyio import to_thread
 
     from atelier.core.config import get_settings
 
-    if not well_formed(secret) or keys.known_unknown(secret):
-        return None  # no thread, no query
-    key = keys.cached(secret)
+    known, key = decided(secret)
+    if known:
+        return key  # no thread, no query
     if key is None:
         ttl = get_settings().api_key_cache_seconds
         key = await to_thread.run_sync(lambda: keys.lookup(secret, ttl=ttl))

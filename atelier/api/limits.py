@@ -3,7 +3,8 @@
 FastAPI parses a form or JSON body before any dependency runs, so a check in a dependency comes after
 a client without a key has already streamed its gigabytes. This middleware runs first:
 
-    /v1/... request ── no key / unknown, revoked or expired key ── 401 (the body is never read)
+    /v1/... request ── no key / unknown, revoked or expired key ── 401 (the body is never read); a key
+                      that needs a query takes one of the concurrency slots (api/overload.py) meanwhile
                    ── no SQL connection to check the key in time ── 503 + Retry-After
                    ── Content-Length over the route's limit ── 413 (never read either)
                    ── body streamed past the limit (chunked, or lying) ── 413 as soon as it passes it
@@ -33,7 +34,7 @@ from fastapi import HTTPException
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from atelier.api import key_cache
+from atelier.api import key_cache, overload
 from atelier.core.config import get_settings
 
 UPLOAD_PATHS = {"/v1/catalogue/images", "/v1/catalogue/imports"}
@@ -158,13 +159,27 @@ class LimitsMiddleware:
         if secret is None:
             unauthorized = "missing API key: send `Authorization: Bearer <key>`"
         else:
+            known, key = key_cache.decided(secret)
+            if not known and not overload.slots.try_acquire():  # a query is needed: it takes a slot
+                retry = [(b"retry-after", str(settings.api_retry_after_seconds).encode())]
+                budget = _drain_budget(
+                    declared, min(settings.max_json_body_bytes, settings.oversize_drain_bytes)
+                )
+                await _refuse(send, receive, 503, overload.busy_detail(), retry, drain_bytes=budget)
+                return
+            pool_busy = False
             try:
-                if await key_cache.resolve(secret) is None:  # cached: the route's own check costs no more
-                    unauthorized = "unknown, revoked or expired API key"
+                if not known:  # cached now: the route's own check costs no more
+                    key = await key_cache.resolve(secret)
             except (PoolTimeout, OperationalError) as exc:
                 # outside the app, so its 503 handlers (api/overload.py) cannot answer for it
                 if isinstance(exc, OperationalError) and "database is locked" not in str(exc.orig):
                     raise
+                pool_busy = True
+            finally:
+                if not known:
+                    overload.slots.release()  # before any answer: a drain never holds a slot
+            if pool_busy:
                 retry = [(b"retry-after", str(settings.api_retry_after_seconds).encode())]
                 detail = "the API is busy: no database connection to check the key; retry shortly"
                 budget = _drain_budget(
@@ -172,6 +187,8 @@ class LimitsMiddleware:
                 )
                 await _refuse(send, receive, 503, detail, retry, drain_bytes=budget)
                 return
+            if key is None:
+                unauthorized = "unknown, revoked or expired API key"
         if unauthorized:
             budget = _drain_budget(declared, min(settings.max_json_body_bytes, settings.oversize_drain_bytes))
             await _refuse(

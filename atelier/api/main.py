@@ -35,11 +35,12 @@ def create_app() -> FastAPI:
     app.include_router(keys.router)
     app.include_router(metrics.router)
     ui.mount(app)
-    # the last one added runs first: request ids and latency around everything, then the concurrency
-    # cap (503 + Retry-After, never a 500 after 30 s), then auth and body limits before any body is
-    # read: a flood of random bearer tokens waits for a slot like any request, it cannot go around it
-    app.add_middleware(LimitsMiddleware)
+    # the last one added runs first: request ids and latency around everything, then auth and body
+    # limits before any body is read (a key lookup there takes one of the concurrency slots, so random
+    # bearer tokens cannot go around the cap, while a refused body drains without holding a slot),
+    # then overload (503 + Retry-After, never a 500 after 30 s)
     overload.install(app)
+    app.add_middleware(LimitsMiddleware)
     app.add_middleware(ObservabilityMiddleware)
     return app
 

@@ -115,3 +115,23 @@ def test_a_large_login_form_is_refused_before_it_is_parsed(app_client):
 def test_a_form_post_of_a_signed_out_browser_is_limited_too(app_client):
     r = app_client.post("/ui/generate", data={"model": "x" * 100_000})
     assert r.status_code == 413 and "ATELIER_MAX_FORM_BODY_BYTES" in r.text
+
+
+def test_a_key_lookup_takes_a_concurrency_slot(app_client, statements):
+    """With every slot taken, a token that needs a query waits its turn like a request (503 +
+    Retry-After, no query), while a malformed one is still refused at once."""
+    from atelier.api import overload
+    from atelier.core.config import get_settings
+
+    taken = get_settings().api_max_concurrent_requests
+    overload.slots.in_flight += taken
+    try:
+        unknown = "atl_" + secrets.token_urlsafe(32)
+        busy = app_client.get("/v1/jobs", headers={"Authorization": f"Bearer {unknown}"})
+        malformed = app_client.get("/v1/jobs", headers={"Authorization": "Bearer nope"})
+    finally:
+        overload.slots.in_flight -= taken
+    assert busy.status_code == 503 and "ATELIER_API_MAX_CONCURRENT_REQUESTS" in busy.text
+    assert int(busy.headers["Retry-After"]) >= 1
+    assert malformed.status_code == 401
+    assert statements == []
