@@ -1,12 +1,17 @@
 """API keys looked up once and trusted for a few seconds, so that a poller costs no key query.
 
-Keyed by the SHA-256 of the secret (the secret itself is never kept). Only keys that were found are
-cached: a new key works at once, a revoked one stops working within the TTL
-(ATELIER_API_KEY_CACHE_SECONDS; 0 turns the cache off).
+Keyed by the SHA-256 of the secret (the secret itself is never kept). A key found is cached; a
+revoked one stops working within the TTL (ATELIER_API_KEY_CACHE_SECONDS; 0 turns the cache off).
+
+Random bearer tokens must stay cheap: a secret that is not shaped like one this API issues
+(`atl_` + 43 URL-safe characters) is refused without a thread or a query, and a well-formed secret
+that was not found is remembered as unknown for the same TTL (a new key, never seen before, still
+works at once: nobody asked for its secret before it existed).
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -16,6 +21,12 @@ from atelier.core import auth
 from atelier.core.db import session_scope
 
 MAX_ENTRIES = 10_000
+# what auth.create_key issues: KEY_PREFIX + secrets.token_urlsafe(32)
+_SECRET_SHAPE = re.compile(r"atl_[A-Za-z0-9_-]{43}")
+
+
+def well_formed(secret: str) -> bool:
+    return _SECRET_SHAPE.fullmatch(secret) is not None
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,7 @@ class KeyInfo:
 class KeyCache:
     def __init__(self) -> None:
         self._entries: dict[str, tuple[float, KeyInfo]] = {}
+        self._unknown: dict[str, float] = {}  # hash -> until when a secret is known not to be a key
         self._lock = threading.Lock()
 
     def lookup(self, secret: str, *, ttl: float) -> KeyInfo | None:
@@ -47,6 +59,10 @@ class KeyCache:
                 else KeyInfo(id=key.id, name=key.name, scopes=tuple(key.scopes), expires_at=key.expires_at)
             )
         with self._lock:
+            if info is None and ttl > 0:
+                if len(self._unknown) >= MAX_ENTRIES:
+                    self._unknown.clear()
+                self._unknown[key_hash] = now + ttl
             if info is None or ttl <= 0:
                 self._entries.pop(key_hash, None)
             else:
@@ -54,6 +70,11 @@ class KeyCache:
                     self._entries.clear()
                 self._entries[key_hash] = (now + ttl, info)
         return info
+
+    def known_unknown(self, secret: str) -> bool:
+        """The secret was looked up within the TTL and was no key."""
+        until = self._unknown.get(auth.hash_key(secret))
+        return until is not None and until > time.monotonic()
 
     def cached(self, secret: str) -> KeyInfo | None:
         """The cached key if it is still fresh, without touching the database."""
@@ -68,9 +89,19 @@ class KeyCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._unknown.clear()
 
 
 keys = KeyCache()
+
+
+def decided(secret: str) -> tuple[bool, KeyInfo | None]:
+    """(True, key or None) when the answer needs no query: a malformed or known-unknown secret, or a
+    cached key; (False, None) when only the database can tell."""
+    if not well_formed(secret) or keys.known_unknown(secret):
+        return True, None
+    key = keys.cached(secret)
+    return key is not None, key
 
 
 async def resolve(secret: str) -> KeyInfo | None:
@@ -79,7 +110,9 @@ async def resolve(secret: str) -> KeyInfo | None:
 
     from atelier.core.config import get_settings
 
-    key = keys.cached(secret)
+    known, key = decided(secret)
+    if known:
+        return key  # no thread, no query
     if key is None:
         ttl = get_settings().api_key_cache_seconds
         key = await to_thread.run_sync(lambda: keys.lookup(secret, ttl=ttl))

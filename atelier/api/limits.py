@@ -3,13 +3,17 @@
 FastAPI parses a form or JSON body before any dependency runs, so a check in a dependency comes after
 a client without a key has already streamed its gigabytes. This middleware runs first:
 
-    /v1/... request ── no key / unknown, revoked or expired key ── 401 (the body is never read)
+    /v1/... request ── no key / unknown, revoked or expired key ── 401 (the body is never read); a key
+                      that needs a query takes one of the concurrency slots (api/overload.py) meanwhile
+                   ── no SQL connection to check the key in time ── 503 + Retry-After
                    ── Content-Length over the route's limit ── 413 (never read either)
                    ── body streamed past the limit (chunked, or lying) ── 413 as soon as it passes it
                    └─ otherwise the app, whose dependencies check scopes (403) as before
 
 The limit is ATELIER_MAX_REQUEST_BYTES on the upload and import routes and ATELIER_MAX_JSON_BODY_BYTES
-everywhere else; each 413 names the setting. The key comes from api.key_cache (a miss is read on a
+everywhere else; each 413 names the setting. Gallery form posts (`/ui/...`, sign-in included) get
+ATELIER_MAX_FORM_BODY_BYTES the same way, before the form is parsed and before their session is
+checked. The key comes from api.key_cache (a miss is read on a
 thread).
 
 An answer that leaves body bytes unread is sent whole, then the rest of the body is read and thrown
@@ -27,8 +31,10 @@ import time
 from typing import Any
 
 from fastapi import HTTPException
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from atelier.api import key_cache
+from atelier.api import key_cache, overload
 from atelier.core.config import get_settings
 
 UPLOAD_PATHS = {"/v1/catalogue/images", "/v1/catalogue/imports"}
@@ -135,6 +141,13 @@ class LimitsMiddleware:
         self.app = app
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"].startswith("/ui")
+            and scope["method"] not in ("GET", "HEAD")
+        ):
+            await self._form(scope, receive, send)
+            return
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
@@ -145,8 +158,37 @@ class LimitsMiddleware:
         unauthorized = None
         if secret is None:
             unauthorized = "missing API key: send `Authorization: Bearer <key>`"
-        elif await key_cache.resolve(secret) is None:  # cached: the route's own check costs nothing more
-            unauthorized = "unknown, revoked or expired API key"
+        else:
+            known, key = key_cache.decided(secret)
+            if not known and not overload.slots.try_acquire():  # a query is needed: it takes a slot
+                retry = [(b"retry-after", str(settings.api_retry_after_seconds).encode())]
+                budget = _drain_budget(
+                    declared, min(settings.max_json_body_bytes, settings.oversize_drain_bytes)
+                )
+                await _refuse(send, receive, 503, overload.busy_detail(), retry, drain_bytes=budget)
+                return
+            pool_busy = False
+            try:
+                if not known:  # cached now: the route's own check costs no more
+                    key = await key_cache.resolve(secret)
+            except (PoolTimeout, OperationalError) as exc:
+                # outside the app, so its 503 handlers (api/overload.py) cannot answer for it
+                if isinstance(exc, OperationalError) and "database is locked" not in str(exc.orig):
+                    raise
+                pool_busy = True
+            finally:
+                if not known:
+                    overload.slots.release()  # before any answer: a drain never holds a slot
+            if pool_busy:
+                retry = [(b"retry-after", str(settings.api_retry_after_seconds).encode())]
+                detail = "the API is busy: no database connection to check the key; retry shortly"
+                budget = _drain_budget(
+                    declared, min(settings.max_json_body_bytes, settings.oversize_drain_bytes)
+                )
+                await _refuse(send, receive, 503, detail, retry, drain_bytes=budget)
+                return
+            if key is None:
+                unauthorized = "unknown, revoked or expired API key"
         if unauthorized:
             budget = _drain_budget(declared, min(settings.max_json_body_bytes, settings.oversize_drain_bytes))
             await _refuse(
@@ -163,6 +205,22 @@ class LimitsMiddleware:
             return
         counting = _Counting(receive, limit, setting)
         await self.app(scope, counting, counting.draining_send(send, settings.oversize_drain_bytes))
+
+    async def _form(self, scope: dict, receive: Any, send: Any) -> None:
+        """A gallery form post: limited before the form is parsed and before the session is looked at
+        (the routes check the session cookie; /ui/login needs none)."""
+        settings = get_settings()
+        limit, setting = settings.max_form_body_bytes, "max_form_body_bytes"
+        declared = _declared_length(scope["headers"])
+        if declared == -1:
+            await _refuse(send, receive, 400, "Content-Length is not a number", drain_bytes=0)
+            return
+        if declared is not None and declared > limit:
+            budget = _drain_budget(declared, min(settings.max_json_body_bytes, settings.oversize_drain_bytes))
+            await _refuse(send, receive, 413, BodyTooLarge(limit, setting).detail, drain_bytes=budget)
+            return
+        counting = _Counting(receive, limit, setting)
+        await self.app(scope, counting, counting.draining_send(send, settings.max_json_body_bytes))
 
 
 class _Counting:

@@ -47,7 +47,9 @@ def create_app() -> FastAPI:
     app.include_router(metrics.router)
     ui.mount(app)
     # the last one added runs first: request ids and latency around everything, then auth and body
-    # limits before any body is read, then overload (503 + Retry-After, never a 500 after 30 s)
+    # limits before any body is read (a key lookup there takes one of the concurrency slots, so random
+    # bearer tokens cannot go around the cap, while a refused body drains without holding a slot),
+    # then overload (503 + Retry-After, never a 500 after 30 s)
     overload.install(app)
     app.add_middleware(LimitsMiddleware)
     app.add_middleware(ObservabilityMiddleware)

@@ -1,6 +1,7 @@
 """Overload is answered at once with 503 and Retry-After, never with a 500 after a long wait.
 
-    too many requests in flight      -> 503 before the request is read (ConcurrencyLimit)
+    too many requests in flight      -> 503 before the request is read (ConcurrencyLimit; API-key
+                                        lookups of the limits middleware take the same slots)
     no SQL connection within ~1 s    -> 503 (sqlalchemy's pool TimeoutError)
     SQLite file locked past timeout  -> 503 ("database is locked")
 
@@ -30,20 +31,46 @@ def overloaded(detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": _retry_after()})
 
 
+class Slots:
+    """The process's ATELIER_API_MAX_CONCURRENT_REQUESTS slots, shared by the requests (ConcurrencyLimit)
+    and by the API-key lookups that the limits middleware makes before a request is let in: a flood of
+    random bearer tokens waits for slots like any request instead of going around the cap. The event
+    loop is single-threaded, so a check and its increment cannot interleave."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+
+    def try_acquire(self) -> bool:
+        if self.in_flight >= get_settings().api_max_concurrent_requests:
+            return False
+        self.in_flight += 1
+        return True
+
+    def release(self) -> None:
+        self.in_flight -= 1
+
+
+slots = Slots()
+
+
+def busy_detail() -> str:
+    limit = get_settings().api_max_concurrent_requests
+    return f"the API is busy ({limit} requests in flight, ATELIER_API_MAX_CONCURRENT_REQUESTS)"
+
+
 class ConcurrencyLimit:
     """Pure ASGI middleware: at most ATELIER_API_MAX_CONCURRENT_REQUESTS requests at once."""
 
-    def __init__(self, app) -> None:  # noqa: ANN001
+    def __init__(self, app, shared: Slots | None = None) -> None:  # noqa: ANN001
         self.app = app
-        self.in_flight = 0
+        self.slots = shared or slots
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
         if scope["type"] != "http" or scope["path"].endswith(UNCOUNTED_SUFFIXES):
             await self.app(scope, receive, send)
             return
-        limit = get_settings().api_max_concurrent_requests
-        if self.in_flight >= limit:
-            detail = f"the API is busy ({limit} requests in flight, ATELIER_API_MAX_CONCURRENT_REQUESTS)"
+        if not self.slots.try_acquire():
+            detail = busy_detail()
             body = json.dumps({"detail": detail}).encode()
             headers = [
                 (b"content-type", b"application/json"),
@@ -53,11 +80,10 @@ class ConcurrencyLimit:
             await send({"type": "http.response.start", "status": 503, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return
-        self.in_flight += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
+            self.slots.release()
 
 
 def install(app: FastAPI) -> None:

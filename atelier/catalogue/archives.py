@@ -1,6 +1,7 @@
 """ZIP archives of catalogue photos, read one bounded member at a time.
 
-    archive (a seekable file on disk) ── central directory checks ── for each member:
+    archive (a seekable file on disk) ── end record: directory size and entry count in caps
+        ── central directory checks ── for each member:
         directory / hidden ── skipped
         unsafe path, too many members, declared total over the cap ── the whole archive refused
         method not STORED/DEFLATED, encrypted, nested archive, declared ratio or size over the cap,
@@ -19,6 +20,7 @@ raise for a hostile member becomes a rejected entry: nothing here answers a 500.
 from __future__ import annotations
 
 import re
+import struct
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -78,8 +80,41 @@ def _read_bounded(archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int, bud
     return bytes(out)
 
 
+def directory_refusal(fileobj: BinaryIO, settings: Settings) -> str | None:
+    """Why the archive is refused from its end-of-central-directory record alone, or None.
+
+    zipfile parses the whole central directory into ZipInfo objects (about 500 B each) before any cap
+    of ours can look at it: millions of tiny entries in a 512 MB upload would cost gigabytes. The end
+    record (ZIP64 included) declares the directory's size and entry count; zipfile reads exactly the
+    declared size, so bounding it bounds the parse, whatever the count claims."""
+    try:
+        end = zipfile._EndRecData(fileobj)  # the record zipfile itself trusts  # noqa: SLF001
+    except (OSError, ValueError, EOFError, struct.error):
+        end = None
+    finally:
+        fileobj.seek(0)
+    if end is None:
+        return "corrupt ZIP archive"
+    size, entries = end[zipfile._ECD_SIZE], end[zipfile._ECD_ENTRIES_TOTAL]  # noqa: SLF001
+    if size > settings.max_zip_directory_bytes:
+        return (
+            f"ZIP central directory is {size} bytes, the limit is {settings.max_zip_directory_bytes} "
+            "(ATELIER_MAX_ZIP_DIRECTORY_BYTES)"
+        )
+    if entries > 2 * settings.max_zip_members:  # a folder entry per file at most doubles the count
+        return (
+            f"ZIP declares {entries} entries, the limit is {settings.max_zip_members} files "
+            "(ATELIER_MAX_ZIP_MEMBERS)"
+        )
+    return None
+
+
 def expand(fileobj: BinaryIO, archive_name: str, *, settings: Settings) -> Iterator[Member | Rejected]:
     """Members and rejections of one ZIP, in archive order; a refused archive yields one Rejected."""
+    reason = directory_refusal(fileobj, settings)
+    if reason:
+        yield Rejected(archive_name, reason)
+        return
     try:
         archive = zipfile.ZipFile(fileobj)
         infos = archive.infolist()
@@ -146,6 +181,9 @@ def _archive_refusal(infos: list[zipfile.ZipInfo], settings: Settings) -> str | 
 def member_names(fileobj: BinaryIO, *, settings: Settings) -> list[str]:
     """The member names of a ZIP (its central directory only); ValueError when the whole archive is
     refused, with the reason that `expand` would give."""
+    reason = directory_refusal(fileobj, settings)
+    if reason:
+        raise ValueError(reason)
     try:
         with zipfile.ZipFile(fileobj) as archive:
             infos = archive.infolist()

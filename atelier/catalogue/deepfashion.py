@@ -190,6 +190,9 @@ def _unsafe_path(image: str) -> bool:
     return image.startswith("/") or ".." in parts
 
 
+DECODED_FORMATS = ["JPEG", "PNG"]
+
+
 def photo_bytes(root: Path, entry: Entry, *, crop: bool, max_pixels: int | None = None) -> tuple[str, bytes]:
     """(upload filename, bytes) of one photo, cropped to its box (with a margin) when asked.
 
@@ -202,7 +205,8 @@ def photo_bytes(root: Path, entry: Entry, *, crop: bool, max_pixels: int | None 
     if not (crop and entry.bbox):
         return name, data
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        # DeepFashion ships JPEGs (and PNG masks): no other decoder of Pillow's may see an imported file
+        with Image.open(io.BytesIO(data), formats=DECODED_FORMATS) as img:
             if max_pixels is not None and img.width * img.height > max_pixels:
                 return name, data
             img = ImageOps.exif_transpose(img).convert("RGB")

@@ -56,7 +56,23 @@ def _open(data: bytes) -> Image.Image:
         raise RejectedImage(f"corrupt image: {exc}") from exc
 
 
-def validate_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CleanImage:
+def check_shape(width: int, height: int, *, max_pixels: int, max_aspect: float) -> None:
+    """Refuse, from the header alone, what would cost too much to decode or to pad to a square."""
+    if width * height > max_pixels:
+        raise RejectedImage(
+            f"decompression bomb: {width}x{height} = {width * height} pixels, the limit is {max_pixels} "
+            "(ATELIER_MAX_IMAGE_PIXELS)"
+        )
+    if min(width, height) > 0 and max(width, height) > max_aspect * min(width, height):
+        raise RejectedImage(
+            f"aspect ratio too extreme: {width}x{height}, the longer side may be at most {max_aspect:g} "
+            "times the shorter (ATELIER_MAX_ASPECT_RATIO)"
+        )
+
+
+def validate_image(
+    data: bytes, *, max_bytes: int, max_pixels: int, max_aspect: float = float("inf")
+) -> CleanImage:
     if len(data) == 0:
         raise RejectedImage("empty file")
     if len(data) > max_bytes:
@@ -68,11 +84,7 @@ def validate_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CleanImag
         raise RejectedImage(f"unsupported format {img.format}: send JPEG, PNG or WebP")
     width, height = img.size
     # Checked from the header, before any pixel is decoded: a bomb never reaches memory.
-    if width * height > max_pixels:
-        raise RejectedImage(
-            f"decompression bomb: {width}x{height} = {width * height} pixels, the limit is {max_pixels} "
-            "(ATELIER_MAX_IMAGE_PIXELS)"
-        )
+    check_shape(width, height, max_pixels=max_pixels, max_aspect=max_aspect)
     if width < 16 or height < 16:
         raise RejectedImage(f"image too small: {width}x{height}, at least 16x16 is needed")
     fmt = img.format
@@ -131,10 +143,33 @@ def pad_to_square(img: Image.Image, fill: tuple[int, int, int] = (255, 255, 255)
     return canvas
 
 
-def prepare_for_training(data: bytes, size: int) -> bytes:
-    """Upright, square, resized with a Lanczos filter, as PNG: the preprocessed catalogue photo."""
-    img = ImageOps.exif_transpose(Image.open(io.BytesIO(data), formats=list(FORMATS)))
-    square = pad_to_square(img).resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+def fit_square(img: Image.Image, size: int, fill: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """The photo resized so its longer side is `size`, centred on a `size` square (never cropped).
+
+    Resizing before padding keeps the canvas at size^2 whatever the photo's shape: padding first would
+    allocate max(w, h)^2 pixels, 30 GB for a 100000x400 strip."""
+    img = img.convert("RGB")
+    w, h = img.size
+    scale = size / max(w, h)
+    fitted = img.resize(
+        (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS, reducing_gap=3.0
+    )
+    canvas = Image.new("RGB", (size, size), fill)
+    canvas.paste(fitted, ((size - fitted.width) // 2, (size - fitted.height) // 2))
+    return canvas
+
+
+def prepare_for_training(
+    data: bytes, size: int, *, max_pixels: int = 40_000_000, max_aspect: float = 10.0
+) -> bytes:
+    """Upright, square, resized with a Lanczos filter, as PNG: the preprocessed catalogue photo.
+
+    The shape is checked from the header first (a photo stored before a limit was lowered, or through
+    a path that skipped it): RejectedImage, never an allocation the worker cannot survive."""
+    img = _open(data)
+    check_shape(*img.size, max_pixels=max_pixels, max_aspect=max_aspect)
+    img.draft("RGB", (size * 2, size * 2))  # a JPEG decodes at a fraction of its size for free
+    square = fit_square(ImageOps.exif_transpose(img), size)
     out = io.BytesIO()
     square.save(out, "PNG", compress_level=3)
     return out.getvalue()

@@ -22,6 +22,8 @@ class CatalogueImageOut(BaseModel):
     created_at: datetime
     captured_at: datetime | None = None
     prepared: bool
+    # why the photo could not be prepared for training (it is left out of every training), or null
+    rejected_reason: str | None = None
     url: str | None = None
 
     @classmethod
@@ -38,6 +40,7 @@ class CatalogueImageOut(BaseModel):
             created_at=image.created_at,
             captured_at=image.captured_at,
             prepared=image.prepared_key is not None,
+            rejected_reason=image.rejected_reason,
             url=url,
         )
 

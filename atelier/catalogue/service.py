@@ -4,7 +4,8 @@
                              └─ a ZIP (a spooled file) ── archives.py: one bounded member at a time ── same
 
 A rejected file gets a reason and stores nothing; an accepted one is in S3 before its row commits, so
-a row never points at a missing object. New photos get an `ingest` job that prepares them for training.
+a row never points at a missing object. New photos get an `ingest` job that prepares them for training,
+committed in the same transaction as their rows: a request that fails leaves neither.
 Uploads arrive as files on disk (the multipart parser spools them): nothing here holds a whole request
 in memory, only one photo at a time.
 """
@@ -87,9 +88,6 @@ def _photos(upload: UploadFile, default_category: str | None, settings: Settings
     yield Upload(upload.filename, data), default_category
 
 
-INSERT_BATCH = 200  # new photos' rows written per short transaction
-
-
 def ingest_uploads(
     *,
     session: Session,
@@ -103,14 +101,17 @@ def ingest_uploads(
     (default: now), a duplicate keeps its date.
 
     No SQL transaction is held across Pillow or S3 work: decoding and the upload of each photo happen
-    between short transactions on the session's engine (a dedupe read, then batches of row inserts),
-    so a long upload never holds SQLite's only write lock for its whole length."""
+    between short read transactions (the dedupe reads), and the new rows are added to `session` at the
+    end, uncommitted: the caller commits them together with their ingest job."""
     result = IngestResult()
     default_category = None
     if category:
         default_category = normalize_category(category)  # a bad form field fails the whole request
     session.commit()  # nothing of this request may stay open across the work below
-    short = sessionmaker(bind=session.get_bind(), expire_on_commit=False)
+    # the dedupe reads: DEFERRED on SQLite, so they take no write lock
+    short = sessionmaker(
+        bind=session.get_bind().execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
+    )
     pending: list[CatalogueImage] = []
     seen: dict[str, str] = {}  # sha256 -> category of a photo already taken in this request
 
@@ -137,10 +138,9 @@ def ingest_uploads(
             )
             if row is not None:
                 pending.append(row)
-            if len(pending) >= INSERT_BATCH:
-                _insert(short, pending, result)
-                pending = []
-    _insert(short, pending, result)
+    # every row in the caller's session, uncommitted: the caller adds the ingest job and commits both
+    # at once, so a request that fails at any point leaves no photo without a job to prepare it
+    _insert(session, pending, result)
     ids = {a["sha256"]: a["id"] for a in result.accepted if a["id"] is not None}
     for entry in result.accepted:  # a photo sent twice in one request: the id its first copy got
         if entry["id"] is None:
@@ -162,7 +162,10 @@ def _prepare_one(
     """Decode and clean one photo, and store it unless it is a duplicate; the row to insert, or None."""
     try:
         clean = validate_image(
-            upload.data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
+            upload.data,
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
+            max_aspect=settings.max_aspect_ratio,
         )
     except RejectedImage as exc:
         result.rejected.append({"filename": upload.filename, "reason": str(exc)})
@@ -198,31 +201,31 @@ def _prepare_one(
     )
 
 
-def _insert(short: sessionmaker, rows: list[CatalogueImage], result: IngestResult) -> None:
-    """One short transaction for the batch; a row that a concurrent upload inserted first becomes a
-    duplicate of that row."""
+def _insert(s: Session, rows: list[CatalogueImage], result: IngestResult) -> None:
+    """The rows, into the caller's transaction (left open: the caller commits it with the ingest job);
+    a row that a concurrent upload inserted first becomes a duplicate of that row. The write lock is
+    taken only here, after every Pillow decode and S3 PUT of the request."""
     if not rows:
         return
-    with short() as s, s.begin():
-        for row in rows:
-            try:
-                with s.begin_nested():
-                    s.add(row)
-            except IntegrityError:  # a concurrent upload of the same photo won the insert
-                existing = s.scalars(select(CatalogueImage).where(CatalogueImage.sha256 == row.sha256)).one()
-                result.accepted.append(
-                    {
-                        "id": existing.id,
-                        "sha256": existing.sha256,
-                        "category": existing.category,
-                        "duplicate": True,
-                    }
-                )
-            else:
-                result.new_ids.append(row.id)
-                result.accepted.append(
-                    {"id": row.id, "sha256": row.sha256, "category": row.category, "duplicate": False}
-                )
+    for row in rows:
+        try:
+            with s.begin_nested():
+                s.add(row)
+        except IntegrityError:  # a concurrent upload of the same photo won the insert
+            existing = s.scalars(select(CatalogueImage).where(CatalogueImage.sha256 == row.sha256)).one()
+            result.accepted.append(
+                {
+                    "id": existing.id,
+                    "sha256": existing.sha256,
+                    "category": existing.category,
+                    "duplicate": True,
+                }
+            )
+        else:
+            result.new_ids.append(row.id)
+            result.accepted.append(
+                {"id": row.id, "sha256": row.sha256, "category": row.category, "duplicate": False}
+            )
 
 
 def stats(*, session: Session, period: str = "month") -> dict[str, Any]:

@@ -5,10 +5,11 @@ already prepared is skipped, so a re-delivered message redoes nothing."""
 
 from __future__ import annotations
 
+from PIL import Image
 from sqlalchemy import or_, select
 
 from atelier.catalogue.import_run import run_import
-from atelier.catalogue.photos import prepare_for_training
+from atelier.catalogue.photos import RejectedImage, prepare_for_training
 from atelier.core import units
 from atelier.core.config import get_settings
 from atelier.core.models import CatalogueImage, utcnow
@@ -66,11 +67,18 @@ def run_ingest(lease: Lease) -> None:
 
 
 def prepare_photos(lease: Lease, *, store: ObjectStore, size: int, image_ids: list[str]) -> int:
-    """Prepare those of `image_ids` not yet prepared at `size`; how many were."""
+    """Prepare those of `image_ids` not yet prepared at `size` nor rejected; how many were.
+
+    Each try is counted in SQL before Pillow sees the photo, and a prepared photo is recorded at once,
+    so a photo that kills its worker (whatever the reason) uses up only its own tries: after
+    ATELIER_MAX_PREPARE_ATTEMPTS it is `rejected` without being opened again, and the photos around it
+    are not blamed. A photo Pillow refuses is rejected at the first try."""
+    settings = get_settings()
     todo = lease.sql(
         lambda s: s.execute(
             select(CatalogueImage.id, CatalogueImage.sha256, CatalogueImage.key).where(
                 CatalogueImage.id.in_(image_ids),
+                CatalogueImage.rejected_reason.is_(None),
                 or_(
                     CatalogueImage.prepared_key.is_(None),
                     ~CatalogueImage.prepared_key.startswith(f"catalogue/prepared/{size}/"),
@@ -78,17 +86,40 @@ def prepare_photos(lease: Lease, *, store: ObjectStore, size: int, image_ids: li
             )
         ).all()
     )
-    prepared = {}
+    prepared = 0
     for image_id, sha256, original in todo:  # S3 and Pillow work outside any SQL transaction
+        tries = lease.sql(lambda s, i=image_id: _count_try(s, i))
+        if tries > settings.max_prepare_attempts:
+            reason = f"could not be prepared in {tries - 1} tries (ATELIER_MAX_PREPARE_ATTEMPTS)"
+            lease.sql(lambda s, i=image_id, r=reason: _mark(s, i, rejected_reason=r))
+            continue
         key = prepared_key(sha256, size)
-        data = prepare_for_training(lease.retrying(lambda o=original: store.get(o), what="photo read"), size)
-        lease.retrying(lambda k=key, d=data: store.put(k, d, content_type="image/png"), what="prepared put")
-        prepared[image_id] = key
-    if prepared:
-        lease.sql(lambda s: _mark_prepared(s, prepared))
-    return len(prepared)
+        data = lease.retrying(lambda o=original: store.get(o), what="photo read")
+        try:
+            clean = prepare_for_training(
+                data, size, max_pixels=settings.max_image_pixels, max_aspect=settings.max_aspect_ratio
+            )
+        except (RejectedImage, OSError, ValueError, MemoryError, Image.DecompressionBombError) as exc:
+            reason = str(exc)[:500]
+            lease.sql(lambda s, i=image_id, r=reason: _mark(s, i, rejected_reason=r))
+            lease.event("photo_rejected", f"photo {image_id} rejected: {reason}", {"image_id": image_id})
+            continue
+        lease.retrying(lambda k=key, d=clean: store.put(k, d, content_type="image/png"), what="prepared put")
+        lease.sql(lambda s, i=image_id, k=key: _mark(s, i, prepared_key=k))
+        prepared += 1
+    return prepared
 
 
-def _mark_prepared(session, prepared: dict[str, str]) -> None:  # noqa: ANN001
-    for image in session.scalars(select(CatalogueImage).where(CatalogueImage.id.in_(prepared))):
-        image.prepared_key, image.prepared_at = prepared[image.id], utcnow()
+def _count_try(session, image_id: str) -> int:  # noqa: ANN001
+    """One more preparation try of the photo; the number of tries so far, this one included."""
+    image = session.get(CatalogueImage, image_id)
+    image.prepare_attempts = (image.prepare_attempts or 0) + 1
+    return image.prepare_attempts
+
+
+def _mark(session, image_id: str, *, prepared_key: str | None = None, rejected_reason: str | None = None):  # noqa: ANN001, ANN202
+    image = session.get(CatalogueImage, image_id)
+    if prepared_key is not None:
+        image.prepared_key, image.prepared_at = prepared_key, utcnow()
+    if rejected_reason is not None:
+        image.rejected_reason = rejected_reason

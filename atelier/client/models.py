@@ -197,6 +197,7 @@ class CatalogueImage(ApiModel):
     created_at: datetime
     captured_at: datetime | None = None
     prepared: bool
+    rejected_reason: str | None = None
     url: str | None = None
 
 

@@ -42,6 +42,16 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(512 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=10_000)
     max_zip_members: int = Field(20_000, ge=1)
+    # A long, thin photo (100000x400) passes the pixel cap but would pad to a max(w,h)^2 square: the
+    # longer side may be at most this many times the shorter, checked from the header at upload.
+    max_aspect_ratio: float = Field(10.0, ge=1.0)
+    # A photo whose preparation failed (or killed its worker) this many times is `rejected`: excluded
+    # from training, never retried again.
+    max_prepare_attempts: int = Field(3, ge=1)
+    # A ZIP's central directory is parsed only when its declared size is within this (20,000 entries
+    # with 100-character names take 3 MB): millions of tiny entries would otherwise cost gigabytes of
+    # parsed entries before the member cap applies.
+    max_zip_directory_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     prepared_size: int = Field(256, ge=16, le=1024)
     # A data set import (POST /v1/catalogue/imports) steps aside after this long and goes on in a new
     # delivery (at the latest after half the task's soft time limit), so a large one never meets it.
@@ -116,6 +126,9 @@ class Settings(BaseSettings):
     db_network_timeout_seconds: float = Field(15.0, ge=0)
     db_idle_in_transaction_seconds: float = Field(60.0, ge=0)
     api_max_concurrent_requests: int = Field(100, ge=1)
+    # Event streams last minutes, so they are outside the request cap above, with a cap of their own
+    # per API process (503 + Retry-After past it), besides each key's ATELIER_QUOTA_EVENT_STREAMS.
+    api_max_event_streams: int = Field(200, ge=1)
     api_retry_after_seconds: int = Field(1, ge=1)
     api_key_cache_seconds: float = Field(5.0, ge=0)
     # Where the API shares its host's cores with the batch work (the embedded stack), the gpu and cpu
@@ -134,6 +147,9 @@ class Settings(BaseSettings):
     # Hostile input: the JSON body limit (checked before a body is read, like max_request_bytes on the
     # upload route), how many files one upload may carry, and the caps of an archive as a whole.
     max_json_body_bytes: int = Field(1024 * 1024, ge=1024)
+    # Gallery form posts (sign-in included) are a few fields: limited before the form is parsed and
+    # before the session is looked at, so an anonymous client cannot make the API parse megabytes.
+    max_form_body_bytes: int = Field(64 * 1024, ge=1024)
     # After a 413 the API keeps reading (and discarding) the rest of the body for up to this many bytes
     # and seconds before it closes: closing with unread bytes makes the kernel reset the connection,
     # and clients such as urllib, requests and httpx then report the reset instead of the 413.
@@ -148,6 +164,9 @@ class Settings(BaseSettings):
     # per-key signing secret still signs after a rotation.
     webhook_allow_networks: str = ""
     webhook_timeout_seconds: float = Field(10.0, gt=0)
+    # A receiver's answer is read up to this many bytes (its status is what counts), within the
+    # attempt's total deadline: a receiver cannot feed a worker an endless or slow-drip response.
+    webhook_max_response_bytes: int = Field(64 * 1024, ge=0)
     webhook_secret_overlap_seconds: int = Field(24 * 3600, ge=0)
 
     # Per-key quotas (429 with Retry-After) and the size of job that may ask for `interactive`.

@@ -1,7 +1,10 @@
 """Infrastructure faults: what they are, and waiting them out.
 
     is_infrastructure(exc)   S3 / SQL / broker unreachable, timed out, throttled or restarting: not the
-                             job's fault. Everything else (a bad model, bad input, a bug) is.
+                             job's fault. Everything else (a bad model, bad input, a bug) is, and a
+                             permanent SQL error anywhere in the chain (a constraint, a value the column
+                             cannot hold, SQL the schema does not know) is never infrastructure: retried,
+                             it would fail the same way forever.
     retrying(fn, ...)        call fn, retrying infrastructure faults with exponential backoff and full
                              jitter until `deadline` seconds have passed; then InfrastructureUnavailable.
 
@@ -51,14 +54,34 @@ class InfrastructureUnavailable(Exception):
     """An infrastructure fault outlasted the time given to it; the work should be retried later."""
 
 
+# DB-API error classes (PEP 249) that the same statement would raise again: the caller's own mistake.
+# psycopg's specific errors (UniqueViolation, StringDataRightTruncation, UndefinedTable...) subclass them.
+_SQL_PERMANENT = {"IntegrityError", "DataError", "ProgrammingError", "NotSupportedError"}
+# SQLite reports schema and syntax errors as OperationalError, alongside "database is locked"
+_SQLITE_PERMANENT_MESSAGES = ("no such table", "no such column", "has no column named", "syntax error")
+
+
 def is_infrastructure(exc: BaseException) -> bool:
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if _is_infrastructure_one(exc):
-            return True
+    chain: list[BaseException] = []
+    while exc is not None and all(exc is not seen for seen in chain):
+        chain.append(exc)
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return False
+    if any(is_permanent_sql(e) for e in chain):
+        return False
+    return any(_is_infrastructure_one(e) for e in chain)
+
+
+def is_permanent_sql(exc: BaseException) -> bool:
+    """A SQL error that no retry can cure (checked before the infrastructure rules: sqlite3's schema
+    errors are OperationalErrors, like a locked database)."""
+    module = type(exc).__module__ or ""
+    if not module.startswith(("sqlalchemy", "psycopg", "sqlite3")):
+        return False
+    if any(cls.__name__ in _SQL_PERMANENT for cls in type(exc).__mro__):
+        return True
+    return type(exc).__name__ == "OperationalError" and any(
+        m in str(exc).lower() for m in _SQLITE_PERMANENT_MESSAGES
+    )
 
 
 def _is_infrastructure_one(exc: BaseException) -> bool:

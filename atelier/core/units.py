@@ -162,7 +162,9 @@ def claim(*, session: Session, unit_id: int, worker: str, settings: Settings) ->
     unit = session.get(WorkUnit, unit_id)
     if unit is None or unit.status not in OPEN:
         return None
-    job = session.get(Job, unit.job_id)
+    # the job row first, as cancel does (api/routes/jobs.py locks it, then its units): on PostgreSQL
+    # the two never wait for each other in opposite orders
+    job = session.get(Job, unit.job_id, with_for_update=True)
     if job is None:
         return None
     if (unit.kind in _CANCELLABLE and job.cancel_requested) or (
@@ -175,15 +177,20 @@ def claim(*, session: Session, unit_id: int, worker: str, settings: Settings) ->
     # both times are the database's, computed in the UPDATE: a worker's own clock never decides
     # whether a lease is stale (atelier.core.dbclock)
     now, stale_before = db_now(), db_now(-settings.stale_after_seconds)
+    confirm_before = db_now(-_confirm_seconds(settings).total_seconds())
     won = session.execute(
         update(WorkUnit)
         .where(WorkUnit.id == unit_id)
         .where(
             or_(
                 WorkUnit.status == QUEUED,
+                # a running unit only after the reconciler's two steps: stale, suspected, and still
+                # silent a pass later (a late heartbeat clears the suspicion), as reconcile() demands
                 and_(
                     WorkUnit.status == RUNNING,
                     or_(WorkUnit.heartbeat_at.is_(None), WorkUnit.heartbeat_at < stale_before),
+                    WorkUnit.suspected_at.is_not(None),
+                    WorkUnit.suspected_at < confirm_before,
                 ),
             )
         )
@@ -453,6 +460,11 @@ def record_chunk_progress(*, session: Session, unit_id: int, worker: str, job_id
 # ---------------------------------------------------------------- reconciliation
 
 
+def _confirm_seconds(settings: Settings) -> timedelta:
+    """How long a suspicion stands before it is confirmed (by reconcile, or by a claim)."""
+    return timedelta(seconds=max(2 * settings.heartbeat_seconds, settings.reconcile_every_seconds))
+
+
 def reconcile(*, session: Session, settings: Settings) -> dict[str, int]:
     """One pass; the caller commits. See the module docstring for what each step repairs. Every time
     compared here is the database's: `now` is read from its clock once for the pass."""
@@ -460,9 +472,7 @@ def reconcile(*, session: Session, settings: Settings) -> dict[str, int]:
     counts = {"suspected": 0, "requeued": 0, "failed": 0, "cancelled": 0, "resent": 0, "repaired": 0}
     stale_before = now - timedelta(seconds=settings.stale_after_seconds)
     # confirm a suspicion only after the live workers had time to beat again
-    confirm_before = now - timedelta(
-        seconds=max(2 * settings.heartbeat_seconds, settings.reconcile_every_seconds)
-    )
+    confirm_before = now - _confirm_seconds(settings)
     stale = session.scalars(
         select(WorkUnit).where(
             WorkUnit.status == RUNNING,

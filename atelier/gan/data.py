@@ -1,7 +1,7 @@
 """Data preparation: photos -> one uint8 tensor per (dataset, resolution).
 
-    bytes (JPEG/PNG/WebP) -> EXIF orientation -> RGB on white -> pad to square (never crop)
-        -> LANCZOS resize -> uint8 [3, R, R]
+    bytes (JPEG/PNG/WebP) -> EXIF orientation -> RGB on white -> LANCZOS resize of the longer side
+        -> pad to square (never crop) -> uint8 [3, R, R]
 
 Training indexes this tensor directly, so no JPEG is decoded inside the training loop; the whole set
 is one ``torch.save`` dict (``images``, ``labels``, optional ``class_names``) that loads with
@@ -48,8 +48,24 @@ def pad_to_square(img: Image.Image, pad: str = "white") -> Image.Image:
     return canvas
 
 
+def _fit_square(img: Image.Image, resolution: int, pad: str) -> Image.Image:
+    """pad_to_square then resize, in the other order: the canvas is resolution^2 whatever the shape
+    (padding a 100000x400 strip first would allocate 30 GB)."""
+    w, h = img.size
+    if w == h:
+        return img.resize((resolution, resolution), Image.Resampling.LANCZOS)
+    if pad not in PAD_MODES:
+        raise ValueError(f"pad must be one of {PAD_MODES}, got {pad!r}")
+    colour = (255, 255, 255) if pad == "white" else _edge_colour(img)
+    scale = resolution / max(w, h)
+    fitted = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (resolution, resolution), colour)
+    canvas.paste(fitted, ((resolution - fitted.width) // 2, (resolution - fitted.height) // 2))
+    return canvas
+
+
 def decode_photo(data: bytes, resolution: int, pad: str = "white") -> torch.Tensor:
-    img = Image.open(io.BytesIO(data))
+    img = Image.open(io.BytesIO(data), formats=["JPEG", "PNG", "WEBP"])
     # A JPEG can be decoded at 1/2, 1/4, 1/8 scale for free; keep at least 2x the target for LANCZOS.
     img.draft("RGB", (resolution * 2, resolution * 2))
     img = ImageOps.exif_transpose(img)
@@ -58,8 +74,7 @@ def decode_photo(data: bytes, resolution: int, pad: str = "white") -> torch.Tens
         bg = Image.new("RGB", img.size, (255, 255, 255))  # transparent product cut-outs go on white
         bg.paste(img, mask=img.getchannel("A"))
         img = bg
-    img = pad_to_square(img.convert("RGB"), pad)
-    img = img.resize((resolution, resolution), Image.Resampling.LANCZOS)
+    img = _fit_square(img.convert("RGB"), resolution, pad)
     return torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(resolution, resolution, 3)
 
 

@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 
@@ -83,6 +84,11 @@ async def generate_submit(
     request: Request, key: UiSubmit, _: Csrf, session: SessionDep, settings: SettingsDep
 ):
     form = dict(await request.form())
+    # the submit reads and writes SQL: on a worker thread, never on the event loop that serves everyone
+    return await run_in_threadpool(_submit, request, key, session, settings, form)
+
+
+def _submit(request: Request, key, session, settings, form: dict[str, Any]):  # noqa: ANN001, ANN202
     try:
         body = GenerationRequest.model_validate(_request_body(form))
     except (ValidationError, ValueError) as exc:

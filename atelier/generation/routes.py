@@ -164,21 +164,11 @@ async def stream_job(job_id: str, request: Request, key: ReadKey):
     first = await to_thread.run_sync(_read_job, job_id, key)
     if first is None:
         raise HTTPException(404, detail=f"no job with id {job_id!r}")
-    limit = get_settings().quota_event_streams
-    if _streams.get(key.id, 0) >= limit:
-        raise too_many(
-            f"this key has {limit} event streams open, the limit (ATELIER_QUOTA_EVENT_STREAMS)",
-            STREAM_POLL_SECONDS * 10,
-        )
+    release = _reserve_stream(key.id)  # no await between the check and the count: nothing can race it
 
     async def events():
-        # counted from the first byte: a generator that never starts never runs its `finally`
-        _streams[key.id] = _streams.get(key.id, 0) + 1
-        try:
-            async for chunk in _events():
-                yield chunk
-        finally:
-            _streams[key.id] -= 1
+        async for chunk in _events():
+            yield chunk
 
     async def _events():
         current, last_sent = first, time.monotonic()
@@ -196,8 +186,56 @@ async def stream_job(job_id: str, request: Request, key: ReadKey):
             await asyncio.sleep(STREAM_POLL_SECONDS)
             current = await to_thread.run_sync(_read_job, job_id, key) or current
 
-    return StreamingResponse(
+    return _CountedStream(
         events(),
+        release,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _reserve_stream(key_id: str):  # noqa: ANN202
+    """Count one more open stream of the key and of the process, or refuse: 429 past the key's quota,
+    503 past the process's cap (streams are not in the request concurrency cap: they last minutes).
+    Synchronous on the event loop, so concurrent requests are counted one after another."""
+    settings = get_settings()
+    limit = settings.quota_event_streams
+    if _streams.get(key_id, 0) >= limit:
+        raise too_many(
+            f"this key has {limit} event streams open, the limit (ATELIER_QUOTA_EVENT_STREAMS)",
+            STREAM_POLL_SECONDS * 10,
+        )
+    if sum(_streams.values()) >= settings.api_max_event_streams:
+        raise HTTPException(
+            503,
+            detail=f"the API has {settings.api_max_event_streams} event streams open, the limit "
+            "(ATELIER_API_MAX_EVENT_STREAMS)",
+            headers={"Retry-After": str(settings.api_retry_after_seconds)},
+        )
+    _streams[key_id] = _streams.get(key_id, 0) + 1
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            _streams[key_id] -= 1
+            if _streams[key_id] <= 0:
+                del _streams[key_id]
+
+    return release
+
+
+class _CountedStream(StreamingResponse):
+    """Gives its stream slot back however the response ends: finished, disconnected, or never started
+    (a generator that never runs never reaches its `finally`, so the count is not kept there)."""
+
+    def __init__(self, content, release, **kwargs) -> None:  # noqa: ANN001, ANN003
+        super().__init__(content, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()

@@ -99,6 +99,8 @@ def run_schedule(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ):
+    # the retrain's catalogue read and manifest PUT before this session's first statement (the write lock)
+    frozen = schedules.prepare_retrain(session=session, store=store, name=name)
     schedule = session.get(Schedule, name)
     if schedule is None:
         raise HTTPException(404, detail=f"no schedule named {name!r}")
@@ -112,7 +114,12 @@ def run_schedule(
         response.status_code = 200
     else:
         run = schedules.fire(
-            session=session, store=store, schedule=schedule, scheduled_for=schedules.utcnow(), run_key=run_key
+            session=session,
+            store=store,
+            schedule=schedule,
+            scheduled_for=schedules.utcnow(),
+            run_key=run_key,
+            frozen=frozen,
         )
     if run is None and scoped:  # a concurrent repeat started it
         run = session.get(ScheduleRun, run_key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from atelier.core.db import session_scope
-from atelier.core.models import utcnow
+from atelier.core.models import Schedule, utcnow
 from atelier.core.queue import FIRE_SCHEDULES
 from atelier.core.storage import get_store
 from atelier.training import schedules
@@ -20,17 +20,27 @@ def fire_schedules() -> list[str]:
 
 
 def run_fire_schedules() -> list[str]:
+    """Each due schedule in a write transaction of its own, whose catalogue read and manifest PUT came
+    before it (schedules.prepare_retrain): the nightly retrain holds SQLite's write lock for a few
+    short statements, not for a full catalogue read and an S3 PUT."""
     fired = []
     now = utcnow()
-    with session_scope() as session:
-        for schedule in schedules.due(session=session, now=now):
-            scheduled_for = schedule.next_run_at
+    store = get_store()
+    with session_scope(readonly=True) as reading:
+        due = [(s.name, s.next_run_at) for s in schedules.due(session=reading, now=now)]
+    for name, scheduled_for in due:
+        with session_scope() as session:
+            frozen = schedules.prepare_retrain(session=session, store=store, name=name)
+            schedule = session.get(Schedule, name)
+            if schedule is None or not schedule.enabled or schedule.next_run_at != scheduled_for:
+                continue  # changed since it was read: the next tick sees it as it is now
             run = schedules.fire(
                 session=session,
-                store=get_store(),
+                store=store,
                 schedule=schedule,
                 scheduled_for=scheduled_for,
                 run_key=schedules.run_key_for(schedule.name, scheduled_for),
+                frozen=frozen,
             )
             if run is not None:
                 log.info("schedule %s: %s", run.run_key, run.outcome)

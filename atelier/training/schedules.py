@@ -89,11 +89,34 @@ def due(*, session: Session, now: datetime) -> list[Schedule]:
     )
 
 
+def prepare_retrain(*, session: Session, store: ObjectStore, name: str) -> snapshots.Frozen | None:
+    """The catalogue read and manifest PUT of schedule `name`'s next retrain, done before `fire` takes
+    the write lock (snapshots.prepare); None when there is nothing to freeze (fire then says why)."""
+    with snapshots.reader(session) as r:
+        schedule = r.get(Schedule, name)
+        params = dict(schedule.params) if schedule is not None else None
+        r.rollback()
+    if params is None:
+        return None
+    try:
+        categories = RetrainParams(**params).categories
+        return snapshots.prepare(session=session, store=store, categories=categories)
+    except (ValueError, snapshots.EmptySelection):  # pydantic's ValidationError is a ValueError
+        return None
+
+
 def fire(
-    *, session: Session, store: ObjectStore, schedule: Schedule, scheduled_for: datetime, run_key: str
+    *,
+    session: Session,
+    store: ObjectStore,
+    schedule: Schedule,
+    scheduled_for: datetime,
+    run_key: str,
+    frozen: snapshots.Frozen | None = None,
 ) -> ScheduleRun | None:
     """Start the run `run_key` unless it already exists. Returns the run, or None when another beat
-    (or a repeated tick) fired it first. Commits."""
+    (or a repeated tick) fired it first. Commits. `frozen`: prepare_retrain's result, so that the
+    catalogue read and the S3 PUT happened before this transaction."""
     run = ScheduleRun(run_key=run_key, schedule_name=schedule.name, scheduled_for=scheduled_for)
     try:
         with session.begin_nested():
@@ -104,7 +127,7 @@ def fire(
     if run_key.startswith(f"{schedule.name}:") and ":manual:" not in run_key:
         schedule.next_run_at = next_after(schedule.cron, max(scheduled_for, utcnow()))
     run.outcome, run.job_id = _start_retrain(
-        session=session, store=store, params=RetrainParams(**schedule.params)
+        session=session, store=store, params=RetrainParams(**schedule.params), frozen=frozen
     )
     try:
         session.commit()
@@ -114,7 +137,9 @@ def fire(
     return run
 
 
-def _start_retrain(*, session: Session, store: ObjectStore, params: RetrainParams) -> tuple[str, str | None]:
+def _start_retrain(
+    *, session: Session, store: ObjectStore, params: RetrainParams, frozen: snapshots.Frozen | None = None
+) -> tuple[str, str | None]:
     current = registry.production(session=session)
     snapshot = session.get(DatasetSnapshot, current.dataset_snapshot_id) if current else None
     new = snapshots.images_added_since(session=session, snapshot=snapshot)
@@ -139,6 +164,7 @@ def _start_retrain(*, session: Session, store: ObjectStore, params: RetrainParam
             extra={"retrain": True},
             # a retrain that notifies belongs to the admin key that asked for it, whose secret signs
             api_key_id=params.webhook_key_id if params.webhook_url else None,
+            frozen=frozen,
         )
     except training.InvalidRequest as exc:
         return f"skipped: {exc}", None

@@ -104,9 +104,18 @@ def submit_training(
     extra: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
+    frozen: snapshots.Frozen | None = None,
 ) -> Job:
-    """Freeze the dataset, resolve the base model and queue the job (the caller dispatches and commits)."""
-    known = snapshots.known_categories(session=session)
+    """Freeze the dataset, resolve the base model and queue the job (the caller dispatches and commits).
+
+    `frozen` is the freeze's read and PUT done beforehand (snapshots.prepare), outside the caller's
+    write transaction; without it they happen here."""
+    try:
+        if frozen is None:
+            frozen = snapshots.prepare(session=session, store=store, categories=request.categories)
+    except snapshots.EmptySelection:
+        frozen = None
+    known = frozen.known if frozen is not None else snapshots.known_categories(session=session)
     if request.categories:
         unknown = sorted(set(request.categories) - set(known))
         if unknown:
@@ -125,10 +134,9 @@ def submit_training(
     resolution = request.resolution or (base.resolution if base else PRESETS[request.preset])
     if base is not None and resolution != base.resolution:
         raise InvalidRequest("resolution", f"base model {base.id} is {base.resolution} px, not {resolution}")
-    try:
-        snapshot = snapshots.freeze(session=session, store=store, categories=request.categories)
-    except snapshots.EmptySelection as exc:
-        raise InvalidRequest("categories", str(exc)) from exc
+    if frozen is None:
+        raise InvalidRequest("categories", "the catalogue has no images for these categories")
+    snapshot = snapshots.record(session=session, store=store, frozen=frozen, categories=request.categories)
     params = TrainParams(
         **{
             **request.model_dump(mode="json"),
@@ -163,6 +171,12 @@ def submit(
     """POST /v1/training-jobs: (job, created). A repeated Idempotency-Key answers with the first job
     (before the quota is counted); a new job is checked against the key's quota, then queued."""
     check_devices(request, settings)
+    # the catalogue read and the manifest PUT before this session's first statement, which on SQLite
+    # takes the write lock: the write transaction below is a few short statements
+    try:
+        frozen = snapshots.prepare(session=session, store=store, categories=request.categories)
+    except snapshots.EmptySelection:
+        frozen = None
     scoped = idempotency.scoped(key.id, idempotency_key)
     body_hash = idempotency.request_hash(request.model_dump(mode="json")) if scoped else None
     earlier = idempotency.existing(session, scoped, body_hash)
@@ -181,6 +195,7 @@ def submit(
             api_key_id=key.id,
             idempotency_key=scoped,
             request_hash=body_hash,
+            frozen=frozen,
         ),
     )
     if created:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -74,6 +75,11 @@ def _request_body(form: dict[str, Any]) -> dict[str, Any]:
 @router.post("/trends")
 async def trends_submit(request: Request, key: UiSubmit, _: Csrf, session: SessionDep, settings: SettingsDep):
     form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    # the submit reads and writes SQL: on a worker thread, never on the event loop that serves everyone
+    return await run_in_threadpool(_submit, request, key, session, settings, form)
+
+
+def _submit(request: Request, key, session, settings, form: dict[str, str]):  # noqa: ANN001, ANN202
     try:
         body = TrendParams.model_validate(_request_body(form))
         job = trend_routes.submit_trend_report(

@@ -52,6 +52,9 @@ def tryon_preview(
     if image is None:
         raise HTTPException(404, detail=f"job {job_id} has no image {index} (yet)")
     stored = tryon.template_of((job.params or {}).get("postprocess") or [])
+    # what follows is S3 and rendering: hand the connection back first (the rows' values stay loaded)
+    session.expunge(image)
+    session.close()
     template = template or stored or tryon.DEFAULT_TEMPLATE
     filename = f"{job_id}-{index}-tryon-{template}.png"
     headers = {"Content-Disposition": f'inline; filename="{filename}"'}

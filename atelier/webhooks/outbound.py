@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -155,18 +156,25 @@ def post_webhook(
     resolve: Resolver | None = None,
 ) -> Outcome:
     """POST once to a destination that passes the policy; redirects are not followed (a 3xx could
-    point anywhere). Errors, time-outs, 408, 429 and 5xx are worth retrying; other 4xx are not."""
+    point anywhere). Errors, time-outs, 408, 429 and 5xx are worth retrying; other 4xx are not.
+    `timeout` bounds each network operation and, from the first byte sent, the whole attempt up to
+    the end of the response body, of which at most ATELIER_WEBHOOK_MAX_RESPONSE_BYTES are read."""
     try:
         dest = check_destination(url, settings, resolve=resolve)
     except RefusedDestination:
         return Outcome("refused_by_policy")
     sent = {**headers, "Host": _host_header(dest)}
     extensions = {"sni_hostname": dest.host} if dest.scheme == "https" else {}
+    deadline = time.monotonic() + timeout
     try:
         with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
             request = client.build_request("POST", _dial_url(dest), content=body, headers=sent)
             request.extensions.update(extensions)
-            response = client.send(request)
+            response = client.send(request, stream=True)
+            try:
+                _read_capped(response, settings.webhook_max_response_bytes, deadline)
+            finally:
+                response.close()
     except httpx.TimeoutException:
         return Outcome("timed_out", retryable=True)
     except httpx.ConnectError as exc:
@@ -178,6 +186,19 @@ def post_webhook(
     if 200 <= code < 300:
         return Outcome("delivered", status_code=code)
     return Outcome(f"http_{code}", status_code=code, retryable=code >= 500 or code in (408, 429))
+
+
+def _read_capped(response: httpx.Response, cap: int, deadline: float) -> int:
+    """Read at most `cap` bytes of the answer, before `deadline`: only its status matters, and a
+    receiver must not feed a worker an endless body or one dripped a byte per timeout. Bytes read."""
+    seen = 0
+    for chunk in response.iter_raw():  # as the bytes arrive: a chunk_size would wait to fill it
+        seen += len(chunk)
+        if seen >= cap:
+            break
+        if time.monotonic() > deadline:
+            raise httpx.ReadTimeout("webhook response past its total deadline", request=response.request)
+    return seen
 
 
 def redact_url(url: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import resource
+import zipfile
 
 import pytest
 from PIL import Image
@@ -111,3 +112,40 @@ def test_orientation_is_applied_before_it_is_dropped():
 def test_bombs_and_disguised_files_are_rejected(data, reason):
     with pytest.raises(RejectedImage, match=reason):
         validate_image(data, **LIMITS)
+
+
+def _tiny_entries_zip(n: int) -> bytes:
+    """n empty STORED members: about 50 B of local header and 80 B of central directory each."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        for i in range(n):
+            z.writestr(f"d/{i:07d}.jpg", b"")
+    return out.getvalue()
+
+
+def test_a_huge_central_directory_is_refused_before_it_is_parsed():
+    import tracemalloc
+
+    data = _tiny_entries_zip(80_000)  # 4.7 MB of central directory, ~40 MB once parsed
+    tracemalloc.start()
+    try:
+        photos, rejected = run(data, Settings(max_zip_members=100_000))  # the size, not the count, refuses it
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert photos == [] and "ATELIER_MAX_ZIP_DIRECTORY_BYTES" in rejected["up.zip"]
+    assert peak < 2 * 1024 * 1024, f"{peak} bytes traced while refusing it"
+
+
+def test_the_declared_entry_count_is_checked_too():
+    data = _tiny_entries_zip(300)
+    photos, rejected = run(data, Settings(max_zip_members=100))
+    assert photos == [] and "ATELIER_MAX_ZIP_MEMBERS" in rejected["up.zip"]
+
+
+def test_a_directory_that_lies_about_its_count_is_bounded_by_its_size():
+    data = bytearray(_tiny_entries_zip(30_000))
+    end = data.rfind(b"PK\x05\x06")
+    data[end + 8 : end + 12] = (1).to_bytes(2, "little") * 2  # claims one entry
+    photos, rejected = run(bytes(data), Settings(max_zip_directory_bytes=1024 * 1024))
+    assert photos == [] and "ATELIER_MAX_ZIP_DIRECTORY_BYTES" in rejected["up.zip"]

@@ -137,3 +137,51 @@ def test_category_names_normalised(raw, expected):
 def test_bad_category_names_refused(raw):
     with pytest.raises(ValueError, match="category"):
         normalize_category(raw)
+
+
+def thin_png(width: int = 100_000, height: int = 400) -> bytes:
+    """A long, thin strip: a few KB of PNG, under the pixel cap, that pads to a width^2 square."""
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (250, 250, 250)).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_a_long_thin_photo_is_refused_at_upload_naming_the_aspect_limit():
+    data = thin_png()
+    assert len(data) < 200_000
+    with pytest.raises(RejectedImage, match="ATELIER_MAX_ASPECT_RATIO"):
+        validate_image(data, max_bytes=5_000_000, max_pixels=40_000_000, max_aspect=10.0)
+    # the shape of an ordinary garment photo passes
+    tall = encode(Image.new("RGB", (100, 400), (250, 250, 250)), "PNG")
+    assert validate_image(tall, max_bytes=5_000_000, max_pixels=40_000_000, max_aspect=10.0).height == 400
+
+
+def test_preparation_checks_the_shape_before_decoding():
+    with pytest.raises(RejectedImage, match="ATELIER_MAX_ASPECT_RATIO"):
+        prepare_for_training(thin_png(), 64, max_pixels=40_000_000, max_aspect=10.0)
+
+
+def test_preparing_a_thin_photo_never_allocates_the_padded_square():
+    """With the aspect check out of the way (a photo stored before it existed), preparation resizes before
+    it pads: peak memory stays near the decoded strip (40 Mpx = 120 MB), not 100000^2 pixels (30 GB)."""
+    import resource
+
+    data = thin_png(100_000, 400)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = Image.open(io.BytesIO(prepare_for_training(data, 64, max_pixels=40_000_000, max_aspect=1e9)))
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert out.size == (64, 64)
+    assert grown_mb < 600, f"peak memory grew by {grown_mb:.0f} MB"
+
+
+def test_training_decode_of_a_thin_photo_is_bounded_too():
+    import resource
+
+    from atelier.gan.data import decode_photo
+
+    data = thin_png(100_000, 400)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tensor = decode_photo(data, 32)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert tuple(tensor.shape) == (32, 32, 3)
+    assert grown_mb < 600, f"peak memory grew by {grown_mb:.0f} MB"

@@ -84,6 +84,9 @@ def test_a_skewed_worker_keeps_no_dead_lease(session, settings, skew, sign):
     # its heartbeat is stamped with the database's time, not its own
     assert abs(heartbeat_age(session, unit)) < 60
     age_by_db_clock(session, unit, 45)  # then it dies: 45 s without a beat, by the database's clock
+    # the reconciler suspected it a pass ago (a claim takes a running unit only after that step)
+    session.execute(update(WorkUnit).where(WorkUnit.id == unit.id).values(suspected_at=db_now(-30)))
+    session.commit()
     skew(-sign * SKEW)  # and the worker that takes over is off the other way
     taken = units.claim(session=session, unit_id=unit.id, worker="host-b:2:next", settings=settings)
     session.commit()

@@ -176,3 +176,55 @@ def test_failures_are_short_categories(receiver):
 
 def test_redacted_url_keeps_the_host_only():
     assert redact_url("https://u:p@hooks.example.com:8443/t/SECRET?k=v") == "https://hooks.example.com:8443/…"
+
+
+class Flood(BaseHTTPRequestHandler):
+    """A receiver that answers 200 and then an endless body, or one dripped slowly."""
+
+    drip = 0.0
+    sent = 0
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.end_headers()  # no length: the body ends when the connection does
+        piece = b"x" * (1 if Flood.drip else 64 * 1024)
+        try:
+            while Flood.sent < 512 * 1024 * 1024:
+                self.wfile.write(piece)
+                Flood.sent += len(piece)
+                if Flood.drip:
+                    time.sleep(Flood.drip)
+        except OSError:
+            pass
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def flood():
+    Flood.drip, Flood.sent = 0.0, 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flood)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+def test_an_endless_response_is_read_only_up_to_the_cap(flood):
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    outcome = post_webhook(f"http://127.0.0.1:{flood}/", b"{}", {}, settings=OPEN, timeout=5)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert outcome.delivered
+    assert grown_mb < 50, f"{grown_mb:.0f} MB"
+    assert Flood.sent < 64 * 1024 * 1024  # the sender was cut off long before its 512 MB
+
+
+def test_a_dripped_response_meets_the_total_deadline(flood):
+    """One byte every 50 ms never trips a per-read timeout of 0.5 s; the attempt's total deadline ends it."""
+    Flood.drip = 0.05
+    outcome = post_webhook(f"http://127.0.0.1:{flood}/", b"{}", {}, settings=OPEN, timeout=0.5)
+    assert (outcome.category, outcome.retryable) == ("timed_out", True)
+    assert Flood.sent < OPEN.webhook_max_response_bytes

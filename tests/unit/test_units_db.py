@@ -65,6 +65,15 @@ def test_a_stale_lease_is_claimed_again_and_counted(session, settings, sent):
     units.claim(session=session, unit_id=unit.id, worker="w1", settings=settings)
     session.commit()
     age(session, unit, 60)
+    # stale but not yet suspected: a duplicate delivery does not take a unit that may still be alive
+    assert units.claim(session=session, unit_id=unit.id, worker="w2", settings=settings) is None
+    session.commit()
+    unit.suspected_at = utcnow() - timedelta(seconds=5)  # suspected, but not a pass ago yet
+    session.commit()
+    assert units.claim(session=session, unit_id=unit.id, worker="w2", settings=settings) is None
+    session.commit()
+    unit.suspected_at = utcnow() - timedelta(seconds=60)  # and still silent a pass later
+    session.commit()
     again = units.claim(session=session, unit_id=unit.id, worker="w2", settings=settings)
     session.commit()
     assert again is not None and again.worker == "w2" and again.deliveries == 2
@@ -284,3 +293,41 @@ def test_cancel_while_chunks_run_still_finalizes_and_a_finished_job_ends_succeed
     claimed = units.claim(session=session, unit_id=final.id, worker="f", settings=settings)
     assert claimed is not None, "a cancel must not stop the finalize that records the outcome"
     assert units.heartbeat(session=session, unit_id=final.id, worker="f") is False
+
+
+def test_cancel_and_claim_take_their_locks_in_the_same_order(db_url, session, settings, sent):
+    """The cancel route locks the job row, then its units; a claim arriving meanwhile must wait on the
+    job row before it locks its unit. In the opposite order PostgreSQL finds a deadlock and one of the
+    two fails; here both finish: the claim finds the job cancelled."""
+    import threading
+    import time
+
+    from atelier.core.db import session_factory
+
+    job, unit = ingest_job(session)
+    canceller = session_factory(db_url)()
+    locked = canceller.get(Job, job.id, with_for_update=True)  # the cancel route's first step
+    outcome: dict = {}
+
+    def claimer() -> None:
+        with session_factory(db_url)() as s:
+            try:
+                outcome["claim"] = units.claim(session=s, unit_id=unit.id, worker="w1", settings=settings)
+                s.commit()
+            except Exception as exc:  # noqa: BLE001
+                outcome["error"] = exc
+
+    thread = threading.Thread(target=claimer)
+    thread.start()
+    time.sleep(0.5)  # not an assertion: gives the claim time to reach its first lock
+    try:
+        units.cancel_job(session=canceller, job=locked)
+        canceller.commit()
+    finally:
+        canceller.close()
+    thread.join(60)
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["claim"] is None
+    session.expire_all()
+    assert session.get(WorkUnit, unit.id).status == "cancelled"
+    assert session.get(Job, job.id).status == "cancelled"

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 
+from atelier.api import key_cache
 from atelier.api.deps import SessionDep, SettingsDep, StoreDep
 from atelier.api.routes import jobs as job_routes
 from atelier.api.schemas import JobOut
@@ -69,7 +70,9 @@ def login(
     if origin and origin != origin_of(request):
         # a sign-in form posted from another site would sign this browser in to the attacker's key
         raise HTTPException(403, detail="sign-in is only accepted from this site's own form")
-    key = auth.find_key(session=session, secret=api_key.strip()) if api_key.strip() else None
+    secret = api_key.strip()
+    # a string not shaped like an issued key is refused without a query (key_cache.well_formed)
+    key = auth.find_key(session=session, secret=secret) if key_cache.well_formed(secret) else None
     if key is None or not auth.has_scope(key, "read"):
         error = "unknown or revoked API key" if key is None else "this API key lacks the `read` scope"
         return render(request, "login.html", status_code=401, next=_safe_next(next), error=error)

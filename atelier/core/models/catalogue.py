@@ -29,6 +29,10 @@ class CatalogueImage(Base):
     size_bytes: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     prepared_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Preparation tries started (counted before the work, so a try that killed its worker counts too),
+    # and why the photo could not be prepared: a rejected photo is left out of training for good.
+    prepare_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rejected_reason: Mapped[str | None] = mapped_column(String(512))
     # when the photo was taken (or the season it belongs to): trend reports group by it
     captured_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
