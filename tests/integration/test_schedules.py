@@ -51,6 +51,11 @@ def test_retrain_first_trains_and_promotes_then_skips_then_fine_tunes(stack, adm
     from atelier.core.db import session_scope
     from atelier.training import registry
 
+    # a training job of an earlier test on this stack (one that killed a worker under it) may still be
+    # running, and would promote its model after the line below
+    for status in ("queued", "running"):
+        for earlier in admin.get("/v1/jobs", kind="train", status=status)["items"]:
+            admin.wait(earlier["id"], timeout=600)
     with session_scope() as session:  # this test is about the first production model
         current = registry.production(session=session)
         if current is not None:
@@ -64,7 +69,7 @@ def test_retrain_first_trains_and_promotes_then_skips_then_fine_tunes(stack, adm
     assert "training from scratch" in first["outcome"]
     job = admin.wait(first["job_id"], timeout=300)
     assert job["status"] == "succeeded", job["error"]
-    assert job["result"]["promoted"] is True and "first model" in job["result"]["promotion"]
+    assert job["result"]["promoted"] is True and "first model" in job["result"]["promotion"], job["result"]
     production = admin.get("/v1/models/production")
     assert production["id"] == job["result"]["model_version"]
 

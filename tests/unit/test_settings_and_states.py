@@ -12,7 +12,12 @@ from atelier.core.pagination import BadCursor, decode_cursor, encode_cursor
 
 
 def test_production_refuses_development_secrets(monkeypatch):
-    for name in ("ATELIER_S3_SECRET_KEY", "ATELIER_WEBHOOK_SECRET", "ATELIER_UI_SESSION_SECRET"):
+    for name in (
+        "ATELIER_S3_SECRET_KEY",
+        "ATELIER_WEBHOOK_SECRET",
+        "ATELIER_UI_SESSION_SECRET",
+        "ATELIER_DATABASE_URL",  # a PostgreSQL test's URL without a password is refused in production
+    ):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ValidationError, match="ATELIER_S3_SECRET_KEY"):
         Settings(env="production")
