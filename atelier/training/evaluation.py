@@ -171,8 +171,6 @@ def promotion_gate(
     from atelier.gan.metrics import binomial_se
 
     typical = variety_refusal(candidate, min_diversity=min_diversity, min_recall=min_recall)
-    if typical:
-        return False, f"{typical}; production {production_id} stays"
     kid_margin = (
         sigmas * math.hypot(candidate.get("kid_std", 0.0), production.get("kid_std", 0.0)) + tolerance
     )
@@ -194,6 +192,9 @@ def promotion_gate(
     summary = ", ".join(
         f"{name} {candidate[k]:.4f} vs {production[k]:.4f} (+-{m:.4f})" for name, _, m, k in checks
     )
+    if typical:
+        # A floor, whatever production scores; the comparisons are shown beside it all the same.
+        return False, f"worse than production {production_id} in variety: {typical} (all: {summary})"
     if lost:
         # Every comparison, not only the lost ones: whoever reads a refusal sees what was weighed.
         return (
