@@ -191,6 +191,27 @@ def _join(nproc, nnodes, node_rank, master_addr, master_port, device):  # noqa: 
     click.echo(json.dumps(out))
 
 
+# What `atelier gan train` prints of its evaluation (all of it is in OUT/metrics.json).
+EVAL_SUMMARY = (
+    "gan_test_accuracy",
+    "judge_heldout_accuracy",
+    "kid",
+    "recall",
+    "recall_ratio",
+    "diversity",
+    "diversity_min",
+    "diversity_by_category",
+)
+
+
+def _by_category(values: list | None, names: list[str]) -> dict | None:
+    return (
+        None
+        if values is None
+        else {n: (None if v is None else round(v, 3)) for n, v in zip(names, values, strict=True)}
+    )
+
+
 @gan.command()
 @click.option(
     "--data",
@@ -198,7 +219,9 @@ def _join(nproc, nnodes, node_rank, master_addr, master_port, device):  # noqa: 
     help="one folder per category (required, except on hosts other than node 0)",
 )
 @click.option("--out", type=click.Path(file_okay=False), help="required, except on hosts other than node 0")
-@click.option("--preset", default="tiny", show_default=True, type=click.Choice(["tiny", "small", "base"]))
+@click.option(
+    "--preset", default="tiny", show_default=True, type=click.Choice(["tiny", "small", "base", "large"])
+)
 @click.option("--arch", default="atelier", show_default=True, type=click.Choice(["atelier", "dcgan"]))
 @click.option("--resolution", type=int, default=None, help="power of two, 16..256 (default: the preset's)")
 @click.option("--minutes", type=float, default=None, help="wall-clock budget")
@@ -250,7 +273,7 @@ def train(
         if not value:
             raise click.UsageError(f"Missing option '{name}'.")
     from atelier.gan.config import preset_config
-    from atelier.gan.figures import loss_curve_png, sample_grid_png
+    from atelier.gan.figures import category_chart_png, loss_curve_png, sample_grid_png
     from atelier.gan.launch import DistributedTrainingError, run_distributed_segment
     from atelier.gan.rank import write_atomic
     from atelier.gan.sampling import load_generator
@@ -350,7 +373,7 @@ def train(
     if not distributed:  # with ranks, rank 0 has written it
         ckpt_path.write_bytes(checkpoint_to_bytes(ckpt))
     G, _, _ = load_generator(ckpt, device, **fast)
-    truncation = 1.0
+    truncation, summary = 1.0, None
     if sweep:  # the trained checkpoint is already on disk: a failed sweep loses no training
         from atelier.core.config import get_settings
         from atelier.gan.metrics import SWEPT_CHECKPOINT_FIELDS, chosen_truncation, swept_metrics
@@ -361,11 +384,28 @@ def train(
         # seeds 20,000+: neither `gan eval`'s (10,000+) nor `gan sample`'s (0+)
         swept = swept_metrics(
             G, judge, dataset, settings.truncation_values, n_per_class=settings.eval_per_class,
-            seed=20_000, max_real=settings.eval_max_real,
+            seed=20_000, max_real=settings.eval_max_real, min_diversity=settings.truncation_min_diversity,
         )  # fmt: skip
         truncation = chosen_truncation(swept)
         ckpt.update({k: swept[k] for k in SWEPT_CHECKPOINT_FIELDS})
         ckpt_path.write_bytes(checkpoint_to_bytes(ckpt))
+        swept["diversity_by_category"] = _by_category(swept.get("diversity_per_class"), names)
+        (out_dir / "metrics.json").write_text(json.dumps(swept, indent=1))
+        (out_dir / "categories.png").write_bytes(
+            category_chart_png(swept, names, settings.truncation_min_diversity)
+        )
+        summary = {k: swept.get(k) for k in EVAL_SUMMARY}
+        # The gate's own verdict on variety, as a nightly retrain would apply it.
+        from atelier.training.evaluation import variety_refusal
+
+        summary["variety"] = (
+            variety_refusal(
+                swept,
+                min_diversity=settings.promotion_min_diversity,
+                min_recall=settings.promotion_min_recall,
+            )
+            or "varied enough to promote"
+        )
     (out_dir / "grid.png").write_bytes(sample_grid_png(G, names, per_row=8, seed=seed, truncation=truncation))
     (out_dir / "losses.png").write_bytes(loss_curve_png(state.history))
     click.echo(
@@ -379,6 +419,7 @@ def train(
                 "checkpoint": str(ckpt_path),
                 "grid": str(out_dir / "grid.png"),
                 "losses": str(out_dir / "losses.png"),
+                **({"eval": summary, "metrics": str(out_dir / "metrics.json")} if summary else {}),
             }
         )
     )
@@ -484,14 +525,22 @@ def eval_cmd(
         raise click.ClickException(f"categories differ: checkpoint {names}, data {dataset['class_names']}")
     judge = _judge(judge_path, dataset, judge_epochs, judge_seconds)
     if sweep:
-        metrics = swept_metrics(G, judge, dataset, n_per_class=n_per_class, seed=seed)
+        from atelier.core.config import get_settings
+
+        settings = get_settings()
+        metrics = swept_metrics(
+            G, judge, dataset, settings.truncation_values, n_per_class=n_per_class, seed=seed,
+            min_diversity=settings.truncation_min_diversity,
+        )  # fmt: skip
         ckpt.update({k: metrics[k] for k in SWEPT_CHECKPOINT_FIELDS})
         Path(checkpoint).write_bytes(checkpoint_to_bytes(ckpt))
     else:
         metrics = evaluate(G, judge, dataset, n_per_class=n_per_class, seed=seed, truncation=truncation)
     metrics.update(
-        step=ckpt["step"], arch=cfg.arch, preset=cfg.preset, resolution=cfg.resolution, categories=names
-    )
+        step=ckpt["step"], arch=cfg.arch, generator=cfg.generator, preset=cfg.preset,
+        resolution=cfg.resolution, categories=names,
+        diversity_by_category=_by_category(metrics.get("diversity_per_class"), names),
+    )  # fmt: skip
     json.dump(metrics, sys.stdout)
     sys.stdout.write("\n")
 
@@ -501,17 +550,27 @@ def eval_cmd(
 @click.option("--production", required=True, type=click.File(), help="its `atelier gan eval` JSON")
 @click.option("--kid-tolerance", type=float, default=0.0, show_default=True, help="added to the KID margin")
 @click.option("--sigmas", type=float, default=None, help="default: ATELIER_PROMOTION_SIGMAS")
-def gate(candidate, production, kid_tolerance, sigmas):
+@click.option("--min-diversity", type=float, default=None, help="default: ATELIER_PROMOTION_MIN_DIVERSITY")
+@click.option("--min-recall", type=float, default=None, help="default: ATELIER_PROMOTION_MIN_RECALL")
+def gate(candidate, production, kid_tolerance, sigmas, min_diversity, min_recall):
     """Print the nightly promotion gate's verdict on two evaluations of the same judge and data."""
     from atelier.core.config import get_settings
     from atelier.training.evaluation import promotion_gate
 
-    sigmas = get_settings().promotion_sigmas if sigmas is None else sigmas
+    settings = get_settings()
+    sigmas = settings.promotion_sigmas if sigmas is None else sigmas
+    min_diversity = settings.promotion_min_diversity if min_diversity is None else min_diversity
+    min_recall = settings.promotion_min_recall if min_recall is None else min_recall
     name = Path(production.name).name  # the file stands for the production model's id
     promote, reason = promotion_gate(
-        json.load(candidate), json.load(production), name, tolerance=kid_tolerance, sigmas=sigmas
-    )
-    json.dump({"promote": promote, "reason": reason, "sigmas": sigmas}, sys.stdout)
+        json.load(candidate), json.load(production), name, tolerance=kid_tolerance, sigmas=sigmas,
+        min_diversity=min_diversity, min_recall=min_recall,
+    )  # fmt: skip
+    json.dump(
+        {"promote": promote, "reason": reason, "sigmas": sigmas, "min_diversity": min_diversity,
+         "min_recall": min_recall},
+        sys.stdout,
+    )  # fmt: skip
     sys.stdout.write("\n")
 
 

@@ -101,15 +101,21 @@ class Settings(BaseSettings):
     # Truncations every new model version is evaluated at; the best one that keeps diversity becomes its
     # stored default (gan/metrics.py:truncation_sweep). "1.0" alone: no sweep, the default is 1.
     truncation_sweep: str = "1.0,0.9,0.8,0.7"
+    # The sweep's strongest truncation must keep the mean within-category diversity (spread of generated
+    # over spread of real photos in the judge's features) at or above this; so must a per-category one.
+    truncation_min_diversity: float = Field(0.9, ge=0, le=2)
 
     webhook_secret: str = _DEV_WEBHOOK_SECRET
     max_generation_count: int = Field(100_000, ge=1)
     # Promotion gate: a candidate may be worse than production by this many standard errors of the
     # difference (KID, GAN-test, recall) before it is refused; below that the two are not told apart.
     promotion_sigmas: float = Field(2.0, ge=0)
-    # The most a training request or a schedule may add to the KID margin (`kid_tolerance`): beyond
-    # it the gate would pass any model, which is an admin's forced promotion by another name.
-    max_kid_tolerance: float = Field(0.1, ge=0)
+    # And it refuses, whatever production scores, a candidate whose designs are typical rather than
+    # varied: mean within-category diversity, or recall against held-out photos as a ratio to the
+    # real-vs-real recall, below these (0: off). A first model is promoted regardless (there is nothing
+    # better to keep serving).
+    promotion_min_diversity: float = Field(0.85, ge=0, le=2)
+    promotion_min_recall: float = Field(0.85, ge=0, le=2)
 
     # The read path under load. SQL connections per process: the API runs sync routes on anyio's 40
     # threads, so 40 plus a little overflow means a request never waits for a connection while a thread

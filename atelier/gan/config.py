@@ -4,6 +4,7 @@ A config travels inside every checkpoint as a plain dict (``to_dict``), so it mu
 values; ``from_dict`` ignores unknown keys so old checkpoints keep loading after a field is added.
 
     preset_config("tiny")                    -> 32 px, CPU-sized widths
+    preset_config("small")                   -> 64 px, the StyleGAN2-style generator, CPU-sized
     preset_config("small", resolution=128)   -> the small widths, grown or shrunk to 128 px
     preset_config("tiny", arch="dcgan")      -> the seed's DCGAN baseline at the same size
 """
@@ -13,12 +14,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 ARCHS = ("atelier", "dcgan")
+# The generator of the "atelier" arch: "film" (per-channel scale and shift after pixel norm, networks.py)
+# or "style" (StyleGAN2: modulated and demodulated convs, noise inputs, skip toRGB; stylegan.py). The
+# "dcgan" arch is the seed's baseline, G and D together.
+GENERATORS = ("film", "style")
 MIN_RESOLUTION, MAX_RESOLUTION = 16, 256
 
 
 @dataclass
 class GanConfig:
     arch: str = "atelier"
+    # "film" is the default so that checkpoints saved before the field existed load as what they are.
+    generator: str = "film"
     preset: str = "tiny"
     resolution: int = 32
     num_classes: int = 1
@@ -91,6 +98,7 @@ class GanConfig:
 # learned about training reaches descendants instead of the parent's config being frozen into them.
 ARCH_FIELDS = (
     "arch",
+    "generator",
     "preset",
     "resolution",
     "z_dim",
@@ -149,23 +157,30 @@ PRESETS: dict[str, dict] = {
         mbstd_by_class=True,
         **_CLASS_SIGNAL,
     ),
-    # 64 px, the GPU default. Batch 128: a modern GPU is far from full at 64 (steps/s barely changes).
-    # The class embedding as wide as z and the per-category minibatch-stddev, as in tiny (GAN_NOTES.md).
+    # 64 px on a CPU: the StyleGAN2-style generator (stylegan.py) at widths a 2-core CPU trains in
+    # 30 minutes (GAN_NOTES.md, round 8: params and steps/s). What tiny learned carries over: the
+    # class embedding as wide as z, per-category minibatch-stddev, the class signal, no augmentation
+    # (a CPU run is too short for D to memorise the catalogue), one conv per block.
     "small": dict(
         resolution=64,
-        z_dim=128,
-        w_dim=256,
-        embed_dim=128,
+        generator="style",
+        z_dim=64,
+        w_dim=128,
+        embed_dim=64,
         mbstd_by_class=True,
-        channel_base=8192,
-        channel_max=256,
-        batch_size=128,
-        **_ADA,
+        channel_base=1024,
+        channel_max=128,
+        g_convs=1,
+        d_convs=1,
+        batch_size=32,
+        augment="",
         **_CLASS_SIGNAL,
     ),
-    # 128 px.
+    # 128 px for a GPU: the same family at StyleGAN2's widths, two convs per block, ADA. Not measured
+    # on a GPU yet.
     "base": dict(
         resolution=128,
+        generator="style",
         z_dim=128,
         w_dim=256,
         embed_dim=128,
@@ -173,6 +188,20 @@ PRESETS: dict[str, dict] = {
         channel_base=16384,
         channel_max=512,
         batch_size=64,
+        **_ADA,
+        **_CLASS_SIGNAL,
+    ),
+    # 256 px for a GPU with room: as base, one more block, a smaller batch.
+    "large": dict(
+        resolution=256,
+        generator="style",
+        z_dim=128,
+        w_dim=256,
+        embed_dim=128,
+        mbstd_by_class=True,
+        channel_base=32768,
+        channel_max=512,
+        batch_size=32,
         **_ADA,
         **_CLASS_SIGNAL,
     ),
@@ -195,6 +224,8 @@ _DCGAN_OVERRIDES = dict(
 def validate(cfg: GanConfig) -> None:
     if cfg.arch not in ARCHS:
         raise ValueError(f"unknown arch {cfg.arch!r}; expected one of {', '.join(ARCHS)}")
+    if cfg.generator not in GENERATORS:
+        raise ValueError(f"unknown generator {cfg.generator!r}; expected one of {', '.join(GENERATORS)}")
     r = cfg.resolution
     if not isinstance(r, int) or r < MIN_RESOLUTION or r > MAX_RESOLUTION or r & (r - 1):
         raise ValueError(

@@ -116,3 +116,38 @@ def loss_curve_png(history, width: int = 640, height: int = 360, smooth: int = 1
             draw.ellipse([pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2], fill=COLOURS[name])
         draw.text((left + 10 + 90 * i, 6), name, fill=COLOURS[name])
     return png_bytes(img)
+
+
+def category_chart_png(metrics: dict, class_names: list[str], min_diversity: float | None = None) -> bytes:
+    """Per category, two bars: GAN-test (does the judge see the category) and diversity (spread of the
+    generated designs over that of the real photos; a line marks ``min_diversity``). A category that is
+    recognised but not varied shows a tall first bar and a short second one."""
+    bars = (
+        ("GAN-test", metrics.get("gan_test_per_class") or [], (31, 119, 180)),
+        ("diversity", metrics.get("diversity_per_class") or [], (44, 160, 44)),
+    )
+    row, width, left, scale = 22, 520, LABEL_W, 1.2  # bars from 0 to 1.2 (diversity may pass 1)
+    height = 30 + row * len(class_names) + 10
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    span = width - left - 16
+
+    def x(v: float) -> float:
+        return left + max(0.0, min(v, scale)) / scale * span
+
+    for i, (name, _, colour) in enumerate(bars):
+        draw.text((left + 110 * i, 6), name, fill=colour)
+    for c, cname in enumerate(class_names):
+        y = 30 + c * row
+        draw.text((4, y + 4), cname[:14], fill=(0, 0, 0))
+        for i, (_, values, colour) in enumerate(bars):
+            v = values[c] if c < len(values) else None
+            if v is None:
+                continue
+            top = y + 2 + i * 9
+            draw.rectangle([left, top, x(v), top + 7], fill=colour)
+            draw.text((x(v) + 3, top - 3), f"{v:.2f}", fill=colour)
+    for v, colour in ((1.0, (128, 128, 128)), (min_diversity, (214, 39, 40))):
+        if v is not None:
+            draw.line([x(v), 24, x(v), height - 6], fill=colour)
+    return png_bytes(img)

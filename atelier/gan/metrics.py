@@ -7,8 +7,12 @@ precision_recall(r, f, k)   k-NN manifold estimate (Kynkaenniemi et al. 2019): f
 gan_test_accuracy(j, x, y)  does the judge see the asked-for category in the generated image
 novelty(fake, train)        distance to the nearest training photo, relative to how far that photo
                             is from its own nearest neighbour; < threshold flags a near-copy
+diversity_per_class(...)    per category, spread of generated over spread of real photos (mean
+                            pairwise distance in judge features): 1 = as varied as the catalogue
+recall_vs_heldout(...)      recall against photos the judge never trained on, over the recall other
+                            real photos reach (the real-vs-real baseline): 1 = covers as real photos do
 evaluate(G, judge, data)    all of the above for a generator (GAN-test on n_per_class per category,
-                            KID / precision / recall against the real set with its category mix)
+                            KID / precision / recall / diversity against the real set with its mix)
 """
 
 from __future__ import annotations
@@ -116,6 +120,78 @@ def novelty(fake_f: torch.Tensor, train_f: torch.Tensor, *, threshold: float = 0
     }
 
 
+def spread(f: torch.Tensor) -> float | None:
+    """Mean pairwise L2 distance between feature vectors (None under 2): how varied a set is."""
+    m = f.shape[0]
+    if m < 2:
+        return None
+    d = torch.cdist(f.double(), f.double())
+    return float(d.sum() / (m * (m - 1)))  # the zero diagonal left out
+
+
+def diversity_per_class(real_f, real_labels, fake_f, fake_labels, num_classes: int) -> list[float | None]:
+    """Per category: the spread of its generated images over the spread of its real photos (1: as
+    varied as the catalogue; a G that draws one typical design per category tends to 0). None where a
+    category has fewer than 2 of either."""
+    out = []
+    for c in range(num_classes):
+        r, f = spread(real_f[real_labels == c]), spread(fake_f[fake_labels == c])
+        out.append(None if r is None or f is None or r == 0 else f / r)
+    return out
+
+
+def mean_diversity(per_class: list[float | None]) -> float | None:
+    values = [v for v in per_class if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def reference_split(labels: torch.Tensor, held: torch.Tensor | None, seed: int = 0):
+    """(held positions, matched positions): photos to measure recall on, and for each of them another
+    photo of the same category outside the held set, the real-vs-real baseline. ``held``: the judge's
+    held-out positions if known, else a stratified half of ``labels``."""
+    gen = torch.Generator().manual_seed(seed)
+    if held is None:
+        held_parts = []
+        for c in labels.unique().tolist():
+            idx = (labels == c).nonzero().flatten()
+            held_parts.append(idx[torch.randperm(idx.numel(), generator=gen)][: idx.numel() // 2])
+        held = torch.cat(held_parts) if held_parts else torch.zeros(0, dtype=torch.int64)
+    is_held = torch.zeros(labels.numel(), dtype=torch.bool)
+    is_held[held] = True
+    keep, match = [], []
+    for c in labels[held].unique().tolist():
+        h = held[labels[held] == c]
+        pool = ((labels == c) & ~is_held).nonzero().flatten()
+        if pool.numel() == 0:
+            continue
+        # Without replacement where the category has enough photos outside the held set.
+        order = torch.randperm(pool.numel(), generator=gen)
+        picks = pool[order[torch.arange(h.numel()) % pool.numel()]]
+        keep.append(h)
+        match.append(picks)
+    if not keep:
+        return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
+    return torch.cat(keep), torch.cat(match)
+
+
+def recall_vs_heldout(real_f, fake_f, labels, held: torch.Tensor | None, seed: int = 0) -> dict:
+    """Recall of the generated images against photos held out of the judge's training, as a ratio to
+    the recall that other real photos of the same categories reach (k-NN recall is far from 1 even
+    between two halves of one catalogue, so the raw figure has no fixed target). ``fake_f[i]`` carries
+    ``labels[i]``, as evaluate's KID fakes do."""
+    held, match = reference_split(labels, held, seed)
+    if held.numel() < 4:
+        return {"recall_heldout": None, "recall_real_baseline": None, "recall_ratio": None, "n_recall": 0}
+    fake = precision_recall(real_f[held], fake_f[held])["recall"]
+    base = precision_recall(real_f[held], real_f[match])["recall"]
+    return {
+        "recall_heldout": fake,
+        "recall_real_baseline": base,
+        "recall_ratio": fake / base if base > 0 else None,
+        "n_recall": int(held.numel()),
+    }
+
+
 @torch.no_grad()
 def extract_features(judge: Judge, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
     """Judge features (float64, on the CPU); the judge runs where it lives, the images go there."""
@@ -141,6 +217,7 @@ def evaluate(
     max_real: int = 5000,
     kid_subsets: int = 50,
     keep_samples: bool = False,
+    real_features: torch.Tensor | None = None,
 ) -> dict:
     """All metrics for generator ``G`` (use G_ema) against ``dataset``'s real images.
 
@@ -180,7 +257,8 @@ def evaluate(
     if n > max_real:
         real_idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_real].sort().values
     # Real features once, indexed by position in the dataset (-1: not computed).
-    real_f = extract_features(judge, images[real_idx])
+    # The real photos' features depend on the judge, the seed and max_real only: a sweep passes them on.
+    real_f = real_features if real_features is not None else extract_features(judge, images[real_idx])
     offset = seed + gen_labels.numel()
     kid_fakes = generate(
         G,
@@ -236,6 +314,17 @@ def evaluate(
             )
         )
         out["kid_heldout"] = kid(real_features(held), held_fake_f, seed=seed, subsets=kid_subsets)
+    kid_labels = labels[real_idx]
+    out["diversity_per_class"] = diversity_per_class(real_f, kid_labels, fake_f, kid_labels, num_classes)
+    out["diversity"] = mean_diversity(out["diversity_per_class"])
+    known = [v for v in out["diversity_per_class"] if v is not None]
+    out["diversity_min"] = min(known) if known else None
+    # Recall against the judge's held-out photos among those measured (positions in real_idx).
+    held_pos = None
+    if held is not None:
+        held_pos = torch.isin(real_idx, torch.as_tensor(held)).nonzero().flatten()
+        held_pos = held_pos if held_pos.numel() >= 4 else None
+    out.update(recall_vs_heldout(real_f, fake_f, kid_labels, held_pos, seed=seed))
     train_idx = info.get("train_index") if same_data else None
     train_f = real_features(torch.as_tensor(train_idx)) if train_idx is not None else real_f
     nov = novelty(extract_features(judge, fakes), train_f)
@@ -247,7 +336,7 @@ def evaluate(
             "gan_test_labels": gen_labels,
             "real_f": real_f,
             "fake_f": fake_f,
-            "kid_labels": labels[real_idx],
+            "kid_labels": kid_labels,
         }
     return out
 
@@ -255,6 +344,11 @@ def evaluate(
 def binomial_se(p: float, n: int) -> float:
     """Standard error of a fraction ``p`` of ``n`` (GAN-test over its images, recall over the photos)."""
     return math.sqrt(max(p * (1 - p), 0.0) / max(n, 1))
+
+
+# The diversity a truncation must keep (per category, spread of generated over spread of real photos)
+# unless the caller names another (ATELIER_TRUNCATION_MIN_DIVERSITY on the stack).
+MIN_DIVERSITY = 0.9
 
 
 def truncation_sweep(
@@ -267,29 +361,36 @@ def truncation_sweep(
     kid_slack: float = 1.1,
     sigmas: float = 2.0,
     class_sigmas: float = 1.0,
+    min_diversity: float = MIN_DIVERSITY,
     **kwargs,
 ) -> dict:
-    """Evaluate G at each truncation and choose the default: the highest GAN-test accuracy among the
-    values that keep recall >= ``recall_keep`` x and KID <= ``kid_slack`` x those at 1.0 (truncation
-    trades diversity for fidelity; past that point it only makes the catalogue monotonous).
+    """Evaluate G at each truncation and choose the default: the strongest truncation (the lowest value)
+    that keeps the mean within-category diversity >= ``min_diversity`` and recall >= ``recall_keep`` x
+    and KID <= ``kid_slack`` x those at 1.0; 1.0 when none does. Truncation trades variety for
+    fidelity: it pulls every design of a category towards the typical one, and past that point a
+    catalogue of generated designs is monotonous (GAN_NOTES.md round 8: diversity 0.83 of the real
+    photos' at the 32 px model's chosen truncation).
 
-    Both limits allow ``sigmas`` standard errors of the difference, as the promotion gate does: a good
-    model's KID is small next to its own spread (0.0064 +- 0.0010 at 1.0 and 0.0079 +- 0.0012 at 0.8
-    for one tiny model, GAN_NOTES.md round 5), and a bare 1.1x would refuse a truncation for the noise
-    of one estimate.
+    Recall and KID allow ``sigmas`` standard errors of the difference, as the promotion gate does: a
+    good model's KID is small next to its own spread (0.0064 +- 0.0010 at 1.0 and 0.0079 +- 0.0012 at
+    0.8 for one tiny model, GAN_NOTES.md round 5), and a bare 1.1x would refuse a truncation for the
+    noise of one estimate.
 
     Then per category (``class_truncation``, None when no category moves): a category leaves the
     default for the truncation where the judge recognises the most more of its images, when that gain
     exceeds ``class_sigmas`` x its paired standard error (the same seeds at every truncation, so only
-    the images that change verdict count: sqrt(discordant)); the mix must then still keep both limits,
-    measured on the recombined KID features, or the smallest gains go back to the default. A rare
-    category (skirt: 112 photos of 3,068) needs more truncation to be recognised than t-shirts do,
-    and one global value pays for it with every category's diversity (GAN_NOTES.md round 6).
+    the images that change verdict count: sqrt(discordant)) and the category's own diversity there
+    stays >= ``min_diversity``; the mix must then still keep every limit, measured on the recombined
+    KID features, or the smallest gains go back to the default. A rare category (skirt: 112 photos of
+    3,068) needs more truncation to be recognised than t-shirts do, and one global value pays for it
+    with every category's diversity (GAN_NOTES.md round 6).
     """
-    rows = {
-        float(t): evaluate(G, judge, dataset, truncation=float(t), keep_samples=True, **kwargs)
-        for t in values
-    }
+    rows, real_f = {}, None
+    for t in values:
+        rows[float(t)] = evaluate(
+            G, judge, dataset, truncation=float(t), keep_samples=True, real_features=real_f, **kwargs
+        )
+        real_f = (rows[float(t)].get("samples") or {}).get("real_f")  # the same photos at every truncation
     samples = {t: m.pop("samples", None) for t, m in rows.items()}
     ref = rows[max(rows)]
 
@@ -298,20 +399,24 @@ def truncation_sweep(
         recall_margin = sigmas * math.hypot(
             binomial_se(m["recall"], m["n_real"]), binomial_se(ref["recall"], ref["n_real"])
         )
+        diverse = m.get("diversity") is None or m["diversity"] >= min_diversity
         return (
-            m["recall"] >= recall_keep * ref["recall"] - recall_margin
+            diverse
+            and m["recall"] >= recall_keep * ref["recall"] - recall_margin
             and m["kid"] <= kid_slack * ref["kid"] + kid_margin
         )
 
     ok = [t for t, m in rows.items() if keeps(m)]
-    best = max(ok or [max(rows)], key=lambda t: (rows[t]["gan_test_accuracy"], t))
+    best = min(ok) if ok else max(rows)
     per_class = None
     if all(s is not None for s in samples.values()):
-        per_class = _class_truncation(samples, best, keeps, class_sigmas, kwargs)
+        per_class = _class_truncation(samples, rows, best, keeps, class_sigmas, min_diversity, kwargs)
     return {"default_truncation": best, "class_truncation": per_class, "sweep": rows}
 
 
-def _class_truncation(samples: dict, best: float, keeps, class_sigmas: float, kwargs: dict) -> list | None:
+def _class_truncation(
+    samples: dict, rows: dict, best: float, keeps, class_sigmas: float, min_diversity: float, kwargs: dict
+) -> list | None:
     base = samples[best]
     labels, kid_labels = base["gan_test_labels"], base["kid_labels"]
     num_classes = int(labels.max()) + 1
@@ -319,6 +424,9 @@ def _class_truncation(samples: dict, best: float, keeps, class_sigmas: float, kw
     for c in range(num_classes):
         before = base["hits"][labels == c]
         for t in sorted(samples, reverse=True):
+            div = rows[t].get("diversity_per_class", [None] * num_classes)[c]
+            if div is not None and div < min_diversity:
+                continue  # this category would turn typical at t
             after = samples[t]["hits"][labels == c]
             net = int(after.sum()) - int(before.sum())
             if net > class_sigmas * math.sqrt(int((after != before).sum())) and net > gains[c]:
@@ -332,15 +440,17 @@ def _class_truncation(samples: dict, best: float, keeps, class_sigmas: float, kw
         kid_, kid_std = kid_with_spread(
             real_f, fake_f, seed=kwargs.get("seed", 0), subsets=kwargs.get("kid_subsets", 50)
         )
+        per_class = diversity_per_class(real_f, kid_labels, fake_f, kid_labels, num_classes)
         return {
             "kid": kid_,
             "kid_std": kid_std,
             "n_real": real_f.shape[0],
+            "diversity": mean_diversity(per_class),
             **precision_recall(real_f, fake_f),
         }
 
     moved = [c for c in range(num_classes) if choice[c] != best]
-    # Give back the smallest gains first until the mix keeps the diversity limits.
+    # Give back the smallest gains first until the mix keeps the limits.
     while moved and not keeps(recombined()):
         c = min(moved, key=lambda c: gains[c])
         choice[c] = best
@@ -348,25 +458,45 @@ def _class_truncation(samples: dict, best: float, keeps, class_sigmas: float, kw
     return choice if moved else None
 
 
-SWEEP_FIELDS = ("gan_test_accuracy", "gan_test_per_class", "kid", "kid_std", "precision", "recall")
+SWEEP_FIELDS = (
+    "gan_test_accuracy",
+    "gan_test_per_class",
+    "kid",
+    "kid_std",
+    "precision",
+    "recall",
+    "recall_ratio",
+    "diversity",
+    "diversity_per_class",
+)
 # The sweep chooses on seeds of its own; the metrics reported for the choice come from the caller's
 # seeds, which the choice never saw (a maximum over noisy estimates is biased upwards).
 SELECTION_SEED_OFFSET = 1_000_000
 
 
-def swept_metrics(G, judge: Judge, dataset: dict, values=(1.0, 0.9, 0.8, 0.7), **kwargs) -> dict:
+def swept_metrics(
+    G,
+    judge: Judge,
+    dataset: dict,
+    values=(1.0, 0.9, 0.8, 0.7),
+    *,
+    min_diversity: float = MIN_DIVERSITY,
+    **kwargs,
+) -> dict:
     """The metrics at the truncation a sweep chooses (measured again on ``seed``, which the choice never
     saw), with ``default_truncation``, ``class_truncation`` (None, or one value per category) and, to be
     kept with the model (checkpoint and version), the sweep's headline metrics per truncation in
     ``truncation_sweep``."""
     seed = kwargs.pop("seed", 0)
-    result = truncation_sweep(G, judge, dataset, values, seed=seed + SELECTION_SEED_OFFSET, **kwargs)
+    result = truncation_sweep(
+        G, judge, dataset, values, seed=seed + SELECTION_SEED_OFFSET, min_diversity=min_diversity, **kwargs
+    )
     chosen = result["class_truncation"] or result["default_truncation"]
     return {
         **evaluate(G, judge, dataset, truncation=chosen, seed=seed, **kwargs),
         "default_truncation": result["default_truncation"],
         "class_truncation": result["class_truncation"],
-        "truncation_sweep": {str(t): {k: m[k] for k in SWEEP_FIELDS} for t, m in result["sweep"].items()},
+        "truncation_sweep": {str(t): {k: m.get(k) for k in SWEEP_FIELDS} for t, m in result["sweep"].items()},
     }
 
 

@@ -460,7 +460,7 @@ def finetune_config(parent: dict, num_classes: int, overrides: dict | None = Non
         raise ValueError(f"a fine-tune keeps its parent's weight shapes; cannot override {', '.join(fixed)}")
     arch = {k: parent[k] for k in ARCH_FIELDS if k in parent}
     # Checkpoints from before a field existed load with the field's "off" default (GanConfig's).
-    for k in ("embed_dim",):
+    for k in ("embed_dim", "generator"):
         arch.setdefault(k, getattr(GanConfig(), k))
     try:
         cfg = preset_config(arch["preset"], arch["resolution"], arch["arch"])

@@ -46,7 +46,14 @@ def evaluate_version(G, judge, dataset: dict, *, sweep: bool = False) -> dict:  
     settings = get_settings()
     kwargs = dict(n_per_class=settings.eval_per_class, seed=0, max_real=settings.eval_max_real)
     if sweep and len(settings.truncation_values) > 1:
-        metrics = swept_metrics(G, judge, dataset, settings.truncation_values, **kwargs)
+        metrics = swept_metrics(
+            G,
+            judge,
+            dataset,
+            settings.truncation_values,
+            min_diversity=settings.truncation_min_diversity,
+            **kwargs,
+        )
     else:
         metrics = evaluate(G, judge, dataset, **kwargs)
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, list, dict, type(None)))}
@@ -95,19 +102,64 @@ def promotion_decision(
     prod_metrics = evaluate_version(
         _remap_labels(G_prod, prod_names, list(dataset["class_names"])), judge, dataset
     )
+    settings = get_settings()
     return promotion_gate(
         metrics,
         prod_metrics,
         prod["id"],
         tolerance=float(params.get("kid_tolerance", 0.0)),
-        sigmas=get_settings().promotion_sigmas,
+        sigmas=settings.promotion_sigmas,
+        min_diversity=settings.promotion_min_diversity,
+        min_recall=settings.promotion_min_recall,
     )
 
 
+def variety_refusal(candidate: dict, *, min_diversity: float = 0.0, min_recall: float = 0.0) -> str | None:
+    """Why the candidate's designs are too typical to serve (None when they are varied enough).
+
+    A GAN that draws the typical design of each category is recognised well and scores a fair KID, but
+    is of little use to a designer; diversity (spread of generated over spread of real photos, per
+    category, averaged) and recall against held-out photos (as a ratio to what real photos reach) are
+    what see it. Each limit is named by its setting; 0 turns it off; a metric the evaluation lacks (an
+    old version) is not held against it."""
+    lost = []
+    for name, key, limit, setting in (
+        ("diversity", "diversity", min_diversity, "ATELIER_PROMOTION_MIN_DIVERSITY"),
+        (
+            "recall vs held-out photos (ratio to real-vs-real)",
+            "recall_ratio",
+            min_recall,
+            "ATELIER_PROMOTION_MIN_RECALL",
+        ),
+    ):
+        value = candidate.get(key)
+        if limit > 0 and value is not None and value < limit:
+            lost.append(f"{name} {value:.3f} below {setting} {limit:g}")
+    if not lost:
+        return None
+    per_class = candidate.get("diversity_per_class")
+    detail = ""
+    if per_class and any(v is not None for v in per_class):
+        detail = (
+            " (diversity per category: "
+            + ", ".join("-" if v is None else f"{v:.2f}" for v in per_class)
+            + ")"
+        )
+    return "designs too typical: " + "; ".join(lost) + detail
+
+
 def promotion_gate(
-    candidate: dict, production: dict, production_id: str, *, tolerance: float = 0.0, sigmas: float = 2.0
+    candidate: dict,
+    production: dict,
+    production_id: str,
+    *,
+    tolerance: float = 0.0,
+    sigmas: float = 2.0,
+    min_diversity: float = 0.0,
+    min_recall: float = 0.0,
 ) -> tuple[bool, str]:
-    """Promote unless the candidate is worse than production beyond the measurement's own noise.
+    """Promote unless the candidate is worse than production beyond the measurement's own noise, or its
+    designs are too typical (``variety_refusal``: below ``min_diversity`` or ``min_recall``).
 
     One KID from one seed moves by ~10-20 % between evaluations of the same model (GAN_NOTES.md), so a
     gate with margin 0 promotes and refuses at random. Margins, ``sigmas`` standard errors of the
@@ -117,6 +169,7 @@ def promotion_gate(
     """
     from atelier.gan.metrics import binomial_se
 
+    typical = variety_refusal(candidate, min_diversity=min_diversity, min_recall=min_recall)
     kid_margin = (
         sigmas * math.hypot(candidate.get("kid_std", 0.0), production.get("kid_std", 0.0)) + tolerance
     )
@@ -138,6 +191,9 @@ def promotion_gate(
     summary = ", ".join(
         f"{name} {candidate[k]:.4f} vs {production[k]:.4f} (+-{m:.4f})" for name, _, m, k in checks
     )
+    if typical:
+        # A floor, whatever production scores; the comparisons are shown beside it all the same.
+        return False, f"worse than production {production_id} in variety: {typical} (all: {summary})"
     if lost:
         # Every comparison, not only the lost ones: whoever reads a refusal sees what was weighed.
         return (

@@ -46,7 +46,7 @@ def test_networks_shapes_per_category(arch, norms, resolution):
 
 
 def test_preset_config_validates():
-    assert set(PRESETS) == {"tiny", "small", "base"}
+    assert set(PRESETS) == {"tiny", "small", "base", "large"}
     assert preset_config("tiny").resolution == 32
     assert preset_config("small", resolution=256).resolution == 256
     assert preset_config("base", arch="dcgan").ema_kimg == 0

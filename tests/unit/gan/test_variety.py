@@ -1,0 +1,159 @@
+"""Variety: within-category diversity, recall against held-out photos, and how the truncation sweep and
+the promotion gate guard them."""
+
+import pytest
+import torch
+
+from atelier.core.config import Settings
+from atelier.gan import metrics
+from atelier.gan.figures import category_chart_png
+from atelier.gan.metrics import (
+    diversity_per_class,
+    evaluate,
+    mean_diversity,
+    recall_vs_heldout,
+    reference_split,
+    spread,
+)
+from atelier.training.evaluation import promotion_gate, variety_refusal
+
+from .conftest import CATEGORIES
+
+
+def _clusters(n_per: int = 40, classes: int = 3, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(classes).repeat_interleave(n_per)
+    feats = torch.randn(labels.numel(), 8, generator=gen) + 5 * labels[:, None].double()
+    return feats.double(), labels
+
+
+def test_spread_and_diversity_per_class():
+    real, labels = _clusters()
+    assert spread(real[:1]) is None
+    # The same photos as "generated": exactly as varied as the catalogue.
+    assert diversity_per_class(real, labels, real, labels, 3) == pytest.approx([1.0, 1.0, 1.0])
+    # Collapsed: every design of a category the same (its mean) -> 0; half as spread -> 0.5.
+    means = torch.stack([real[labels == c].mean(dim=0) for c in range(3)])
+    collapsed = means[labels]
+    assert diversity_per_class(real, labels, collapsed, labels, 3) == pytest.approx([0.0, 0.0, 0.0])
+    half = means[labels] + 0.5 * (real - means[labels])
+    per_class = diversity_per_class(real, labels, half, labels, 3)
+    assert per_class == pytest.approx([0.5, 0.5, 0.5])
+    # A category with a single generated image has no spread to compare; the mean skips it.
+    one = diversity_per_class(real, labels, real[:41], labels[:41], 3)
+    assert one[0] == pytest.approx(1.0) and one[1] is None and one[2] is None
+    assert mean_diversity([0.5, None, 1.0]) == pytest.approx(0.75) and mean_diversity([None]) is None
+
+
+def test_recall_against_heldout_photos_as_a_ratio_to_real_vs_real():
+    real, labels = _clusters(n_per=60)
+    held, match = reference_split(labels, None, seed=0)
+    assert held.numel() == 90 and torch.equal(labels[held], labels[match])
+    assert not set(held.tolist()) & set(match.tolist())  # the baseline photos are other photos
+    # Fresh draws from the same distribution cover the held-out photos about as real photos do.
+    fresh, _ = _clusters(n_per=60, seed=1)
+    good = recall_vs_heldout(real, fresh, labels, None)
+    assert 0.7 < good["recall_ratio"] < 1.3 and good["n_recall"] == 90
+    assert good["recall_heldout"] == pytest.approx(good["recall_ratio"] * good["recall_real_baseline"])
+    # A generator that draws the typical design of each category covers almost nothing.
+    means = torch.stack([real[labels == c].mean(dim=0) for c in range(3)])
+    typical = means[labels] + 0.01 * fresh
+    assert recall_vs_heldout(real, typical, labels, None)["recall_ratio"] < 0.3
+    # With the judge's own held-out positions.
+    given = torch.tensor([0, 1, 60, 61, 120, 121])
+    h, m = reference_split(labels, given)
+    assert sorted(h.tolist()) == given.tolist() and torch.equal(labels[h], labels[m])
+
+
+def test_evaluate_reports_diversity_per_category_and_recall_ratio(tiny_dataset):
+    from atelier.gan.judge import train_judge
+    from atelier.gan.sampling import load_generator
+    from atelier.gan.training import new_state, state_to_checkpoint
+
+    from .conftest import tiny_config
+
+    judge, _ = train_judge(tiny_dataset, seed=0, epochs=1)
+    state = new_state(tiny_config(generator="style"), CATEGORIES, seed=0)
+    G, _, _ = load_generator(state_to_checkpoint(state), "cpu")
+    m = evaluate(G, judge, tiny_dataset, n_per_class=4, kid_subsets=2)
+    assert len(m["diversity_per_class"]) == len(CATEGORIES)
+    assert all(v is None or v >= 0 for v in m["diversity_per_class"])
+    assert m["diversity"] == pytest.approx(mean_diversity(m["diversity_per_class"]))
+    assert m["recall_ratio"] is None or m["recall_ratio"] >= 0
+    assert {"recall_heldout", "recall_real_baseline", "n_recall", "diversity_min"} <= set(m)
+    # Truncation 0 draws each category's centre: no spread left at all.
+    flat = evaluate(G, judge, tiny_dataset, n_per_class=4, kid_subsets=2, truncation=0.0)
+    assert flat["diversity"] == pytest.approx(0.0, abs=1e-6)
+    png = category_chart_png(m, CATEGORIES, 0.9)
+    assert png.startswith(b"\x89PNG")
+
+
+def _rows(diversity: dict):
+    """What evaluate gives at each truncation: GAN-test rises as truncation strengthens, diversity falls."""
+
+    def fake_evaluate(G, judge, dataset, *, truncation, keep_samples=False, real_features=None, **kw):
+        return {
+            "gan_test_accuracy": 1.5 - truncation,
+            "kid": 0.01,
+            "kid_std": 0.001,
+            "recall": 0.4,
+            "n_real": 1000,
+            "diversity": diversity[truncation],
+            "diversity_per_class": [diversity[truncation]],
+            "samples": None,
+        }
+
+    return fake_evaluate
+
+
+def test_the_sweep_takes_the_strongest_truncation_that_keeps_diversity(monkeypatch):
+    values = (1.0, 0.9, 0.8, 0.7)
+    monkeypatch.setattr(metrics, "evaluate", _rows({1.0: 0.97, 0.9: 0.93, 0.8: 0.88, 0.7: 0.80}))
+    result = metrics.truncation_sweep(None, None, None, values)
+    assert result["default_truncation"] == 0.9  # 0.8 and 0.7 are stronger but typical
+    assert metrics.truncation_sweep(None, None, None, values, min_diversity=0.85)["default_truncation"] == 0.8
+    # Nothing keeps it (not even 1.0): no truncation at all.
+    monkeypatch.setattr(metrics, "evaluate", _rows({1.0: 0.8, 0.9: 0.7, 0.8: 0.6, 0.7: 0.5}))
+    assert metrics.truncation_sweep(None, None, None, values)["default_truncation"] == 1.0
+
+
+def _metrics(**kw):
+    base = dict(
+        kid=0.02,
+        kid_std=0.002,
+        gan_test_accuracy=0.7,
+        n_gan_test=500,
+        recall=0.4,
+        n_real=2000,
+        diversity=0.95,
+        diversity_per_class=[0.9, 1.0],
+        recall_ratio=0.9,
+    )
+    base.update(kw)
+    return base
+
+
+def test_the_gate_refuses_typical_designs_naming_the_settings():
+    prod = _metrics()
+    ok, why = promotion_gate(_metrics(), prod, "v1", min_diversity=0.85, min_recall=0.85)
+    assert ok, why
+    typical = _metrics(diversity=0.80, diversity_per_class=[0.7, 0.9])
+    ok, why = promotion_gate(typical, prod, "v1", min_diversity=0.85, min_recall=0.85)
+    assert not ok
+    assert "ATELIER_PROMOTION_MIN_DIVERSITY 0.85" in why and "0.800" in why and "0.70, 0.90" in why
+    ok, why = promotion_gate(_metrics(recall_ratio=0.6), prod, "v1", min_diversity=0.85, min_recall=0.85)
+    assert not ok and "ATELIER_PROMOTION_MIN_RECALL 0.85" in why and "DIVERSITY" not in why
+    # Refused even when production is worse still: variety is a floor, not a comparison.
+    worse_prod = _metrics(kid=0.2, diversity=0.5, recall_ratio=0.3)
+    assert promotion_gate(_metrics(diversity=0.8), worse_prod, "v1", min_diversity=0.85)[0] is False
+    # 0 turns a limit off; an evaluation without the metric (an old version) is not held against it.
+    assert promotion_gate(_metrics(diversity=0.5), prod, "v1", min_diversity=0.0)[0] is True
+    assert variety_refusal({"kid": 0.1}, min_diversity=0.85, min_recall=0.85) is None
+
+
+def test_the_limits_are_settings():
+    s = Settings()
+    limits = (s.truncation_min_diversity, s.promotion_min_diversity, s.promotion_min_recall)
+    assert limits == (0.9, 0.85, 0.85)
+    with pytest.raises(ValueError, match="promotion_min_recall"):
+        Settings(promotion_min_recall=-1)
