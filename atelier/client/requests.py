@@ -96,7 +96,7 @@ class GenerationRequest(Body):
 class TrainingRequest(Body):
     """POST /v1/training-jobs."""
 
-    preset: Literal["tiny", "small", "base"] | None = None
+    preset: Literal["tiny", "small", "base", "large"] | None = None
     resolution: int | None = None
     steps: int | None = None
     categories: list[str] | None = None
@@ -114,7 +114,7 @@ class RetrainParams(Body):
 
     kind: Literal["retrain"] | None = None
     min_new_images: int | None = None
-    preset: Literal["tiny", "small", "base"] | None = None
+    preset: Literal["tiny", "small", "base", "large"] | None = None
     resolution: int | None = None
     steps: int | None = None
     arch: Literal["atelier", "dcgan"] | None = None

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PresetName = Literal["tiny", "small", "base"]
+PresetName = Literal["tiny", "small", "base", "large"]
 ArchName = Literal["atelier", "dcgan"]
 Mode = Literal["sample", "variations", "interpolate"]
 Priority = Literal["interactive", "bulk"]

@@ -33,7 +33,7 @@ class RetrainParams(BaseModel):
 
     kind: Literal["retrain"] = "retrain"
     min_new_images: int = Field(100, ge=0)
-    preset: Literal["tiny", "small", "base"] = "small"
+    preset: Literal["tiny", "small", "base", "large"] = "small"
     resolution: int | None = None
     steps: int = Field(10_000, ge=1, le=training.MAX_STEPS)
     arch: Literal["atelier", "dcgan"] = "atelier"

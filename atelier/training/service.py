@@ -18,8 +18,8 @@ from atelier.core.params import ArchName, PresetName, TrainParams
 from atelier.core.storage import ObjectStore
 from atelier.training import registry, snapshots
 
-PRESETS = {"tiny": 32, "small": 64, "base": 128}
-BATCH_SIZES = {"tiny": 32, "small": 128, "base": 64}  # the global batch, split evenly over the devices
+PRESETS = {"tiny": 32, "small": 64, "base": 128, "large": 256}
+BATCH_SIZES = {"tiny": 32, "small": 32, "base": 64, "large": 32}  # the global batch, split evenly over the devices
 ARCHS = ("atelier", "dcgan")
 MAX_STEPS = 1_000_000
 
