@@ -28,7 +28,9 @@ def training_progress_line(job: Job) -> str:
 
 
 @click.command("train")
-@click.option("--preset", type=click.Choice(["tiny", "small", "base", "large"]), default="small", show_default=True)
+@click.option(
+    "--preset", type=click.Choice(["tiny", "small", "base", "large"]), default="small", show_default=True
+)
 @click.option("--resolution", type=int, default=None, help="power of two 16..256 (default: the preset's)")
 @click.option("--steps", type=int, default=10_000, show_default=True)
 @click.option("--categories", default=None, help="comma-separated (default: every category)")

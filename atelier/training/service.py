@@ -19,7 +19,12 @@ from atelier.core.storage import ObjectStore
 from atelier.training import registry, snapshots
 
 PRESETS = {"tiny": 32, "small": 64, "base": 128, "large": 256}
-BATCH_SIZES = {"tiny": 32, "small": 32, "base": 64, "large": 32}  # the global batch, split evenly over the devices
+BATCH_SIZES = {
+    "tiny": 32,
+    "small": 32,
+    "base": 64,
+    "large": 32,
+}  # the global batch, split evenly over the devices
 ARCHS = ("atelier", "dcgan")
 MAX_STEPS = 1_000_000
 
