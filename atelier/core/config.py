@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     # Promotion gate: a candidate may be worse than production by this many standard errors of the
     # difference (KID, GAN-test, recall) before it is refused; below that the two are not told apart.
     promotion_sigmas: float = Field(2.0, ge=0)
+    # The most a training request or a schedule may add to the KID margin (`kid_tolerance`): beyond
+    # it the gate would pass any model, which is an admin's forced promotion by another name.
+    max_kid_tolerance: float = Field(0.1, ge=0)
     # And it refuses, whatever production scores, a candidate whose designs are typical rather than
     # varied: mean within-category diversity, or recall against held-out photos as a ratio to the
     # real-vs-real recall, below these (0: off). A first model is promoted regardless (there is nothing
