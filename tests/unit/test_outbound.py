@@ -11,6 +11,7 @@ import pytest
 
 from atelier.core.config import Settings
 from atelier.webhooks.outbound import RefusedDestination, check_destination, post_webhook, redact_url
+from tests.receivers import header_drip
 
 DEFAULT = Settings()
 OPEN = Settings(webhook_allow_networks="127.0.0.0/8,::1/128")
@@ -230,53 +231,14 @@ def test_a_dripped_response_meets_the_total_deadline(flood):
     assert Flood.sent < OPEN.webhook_max_response_bytes
 
 
-@pytest.fixture
-def header_drip():
-    """A raw TCP receiver that reads the request, then sends its status line and one header byte per
-    0.2 s; after `Drip.give_up` seconds it ends the headers and answers 200 (so that a client without a
-    total deadline is seen delivering late rather than hanging the test)."""
-    import socket
-
-    stop = threading.Event()
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    sent = []
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.recv(65536)
-                try:
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
-                    began = time.monotonic()
-                    while not stop.is_set() and time.monotonic() - began < 10:
-                        conn.sendall(b"a")
-                        sent.append(1)
-                        time.sleep(0.2)
-                    conn.sendall(b"\r\nContent-Length: 0\r\n\r\n")
-                except OSError:
-                    pass
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1], sent
-    stop.set()
-    thread.join()
-    listener.close()
-
-
-def test_dripped_headers_meet_the_total_deadline(header_drip):
+def test_dripped_headers_meet_the_total_deadline():
     """One header byte every 0.2 s never trips the per-read time-out of 1 s; the attempt's total deadline
     (ATELIER_WEBHOOK_TIMEOUT_SECONDS) ends it while the headers are still coming, and the outcome is a
     retryable time-out like any other."""
-    port, sent = header_drip
-    began = time.monotonic()
-    outcome = post_webhook(f"http://127.0.0.1:{port}/", b"{}", {}, settings=OPEN, timeout=1.0)
-    took = time.monotonic() - began
+    with header_drip() as (port, sent):
+        began = time.monotonic()
+        outcome = post_webhook(f"http://127.0.0.1:{port}/", b"{}", {}, settings=OPEN, timeout=1.0)
+        took = time.monotonic() - began
     assert (outcome.category, outcome.retryable) == ("timed_out", True)
     assert took < 1.0 + 5, f"{took:.1f} s"  # the receiver would have dripped for 10 s
     assert sent  # the headers were really being dripped when it gave up
