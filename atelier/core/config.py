@@ -173,6 +173,7 @@ class Settings(BaseSettings):
     # per-key signing secret still signs after a rotation.
     webhook_allow_networks: str = ""
     webhook_timeout_seconds: float = Field(10.0, gt=0)
+    # The time-out is one total deadline for the attempt (connect, headers and body), not per read.
     # A receiver's answer is read up to this many bytes (its status is what counts), within the
     # attempt's total deadline: a receiver cannot feed a worker an endless or slow-drip response.
     webhook_max_response_bytes: int = Field(64 * 1024, ge=0)

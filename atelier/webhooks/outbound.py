@@ -17,6 +17,7 @@ raw errors ("connection refused" against "HTTP 405") would make the webhook a po
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -26,8 +27,11 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from atelier.core.config import Settings
+from atelier.webhooks.deadline import DeadlineTransport
 
 Resolver = Callable[[str, int], Sequence[str]]
+
+log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -157,8 +161,9 @@ def post_webhook(
 ) -> Outcome:
     """POST once to a destination that passes the policy; redirects are not followed (a 3xx could
     point anywhere). Errors, time-outs, 408, 429 and 5xx are worth retrying; other 4xx are not.
-    `timeout` bounds each network operation and, from the first byte sent, the whole attempt up to
-    the end of the response body, of which at most ATELIER_WEBHOOK_MAX_RESPONSE_BYTES are read."""
+    `timeout` bounds each network operation and the whole attempt: connect, request, status line,
+    headers and body (atelier.webhooks.deadline), of which at most ATELIER_WEBHOOK_MAX_RESPONSE_BYTES
+    are read."""
     try:
         dest = check_destination(url, settings, resolve=resolve)
     except RefusedDestination:
@@ -167,7 +172,9 @@ def post_webhook(
     extensions = {"sni_hostname": dest.host} if dest.scheme == "https" else {}
     deadline = time.monotonic() + timeout
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+        with httpx.Client(
+            timeout=timeout, follow_redirects=False, trust_env=False, transport=DeadlineTransport(deadline)
+        ) as client:
             request = client.build_request("POST", _dial_url(dest), content=body, headers=sent)
             request.extensions.update(extensions)
             response = client.send(request, stream=True)
@@ -175,7 +182,8 @@ def post_webhook(
                 _read_capped(response, settings.webhook_max_response_bytes, deadline)
             finally:
                 response.close()
-    except httpx.TimeoutException:
+    except httpx.TimeoutException as exc:
+        log.info("webhook to %s timed out: %s", redact_url(url), exc)
         return Outcome("timed_out", retryable=True)
     except httpx.ConnectError as exc:
         tls = "SSL" in type(exc.__cause__ or exc).__name__ or "certificate" in str(exc).lower()

@@ -11,6 +11,7 @@ import pytest
 
 from atelier.core.config import Settings
 from atelier.webhooks.outbound import RefusedDestination, check_destination, post_webhook, redact_url
+from tests.receivers import header_drip
 
 DEFAULT = Settings()
 OPEN = Settings(webhook_allow_networks="127.0.0.0/8,::1/128")
@@ -228,3 +229,16 @@ def test_a_dripped_response_meets_the_total_deadline(flood):
     outcome = post_webhook(f"http://127.0.0.1:{flood}/", b"{}", {}, settings=OPEN, timeout=0.5)
     assert (outcome.category, outcome.retryable) == ("timed_out", True)
     assert Flood.sent < OPEN.webhook_max_response_bytes
+
+
+def test_dripped_headers_meet_the_total_deadline():
+    """One header byte every 0.2 s never trips the per-read time-out of 1 s; the attempt's total deadline
+    (ATELIER_WEBHOOK_TIMEOUT_SECONDS) ends it while the headers are still coming, and the outcome is a
+    retryable time-out like any other."""
+    with header_drip() as (port, sent):
+        began = time.monotonic()
+        outcome = post_webhook(f"http://127.0.0.1:{port}/", b"{}", {}, settings=OPEN, timeout=1.0)
+        took = time.monotonic() - began
+    assert (outcome.category, outcome.retryable) == ("timed_out", True)
+    assert took < 1.0 + 5, f"{took:.1f} s"  # the receiver would have dripped for 10 s
+    assert sent  # the headers were really being dripped when it gave up
