@@ -58,6 +58,27 @@ def postgres() -> Iterator[PostgresDatabases | None]:
     dbs.drop_all()
 
 
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001
+    """`one_backend`: a test whose subject is not SQL (the CLI's output, torch.distributed ranks, the
+    webhook envelope) runs on one backend even where both are configured; the rest run on both."""
+    keep, dropped = [], []
+    for item in items:
+        marker = item.get_closest_marker("one_backend")
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        backend = next((v for v in params.values() if isinstance(v, str) and v in BACKENDS), None)
+        wanted = (marker.args[0] if marker and marker.args else "sqlite") if marker else None
+        if wanted and backend and len(_backends()) > 1 and backend != wanted:
+            dropped.append(item)
+        else:
+            keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
 def new_database_url(backend: str, tmp_path: Path, postgres: PostgresDatabases | None) -> str:
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / f'atelier-{uuid.uuid4().hex[:8]}.db'}"

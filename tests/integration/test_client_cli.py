@@ -21,7 +21,7 @@ from atelier.cli import exits
 from atelier.client import Client
 from tests.integration.test_generation import model  # noqa: F401 - the tiny 16 px model fixture
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_backend("sqlite")]
 
 CATS = ("dress", "hat", "pants")
 

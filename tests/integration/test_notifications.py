@@ -18,7 +18,7 @@ from atelier.client import Client, Conflict, InvalidRequest, Job, RetrainParams,
 from tests.integration.conftest import wait_for
 from tests.integration.test_generation import model  # noqa: F401 - the tiny 16 px model fixture
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_backend("sqlite")]
 
 CATS = ["dress", "hat", "pants"]
 

@@ -18,7 +18,7 @@ import pytest
 from atelier.cli.netns import unavailable
 from tests.conftest import _backends, new_database_url
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_backend("postgresql")]  # the cut is real only there
 
 IMAGES, CHUNK = 600, 40
 

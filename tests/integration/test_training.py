@@ -142,6 +142,7 @@ def _kill_a_rank_mid_segment(admin, job_id: str) -> int:
     return wait_for(kill, timeout=180, interval=0.05, what="a training rank mid-segment")
 
 
+@pytest.mark.one_backend("sqlite")  # torch.distributed ranks, not SQL, are its subject
 def test_a_job_on_two_ranks_trains_and_a_killed_rank_retries_its_segment(stack, admin, catalogue):
     """devices=2 on the CPU: every segment runs as two gloo ranks on the worker's host. One rank is
     SIGKILLed mid-segment: the segment is retried from the last checkpoint in S3 and the job succeeds."""

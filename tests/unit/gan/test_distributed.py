@@ -325,8 +325,8 @@ def test_two_hosts_on_loopback_and_a_survivor_fails_by_the_groups_timeout_when_i
         frozen = int((work1 / "rank-1.pid").read_text())
         os.kill(frozen, signal.SIGSTOP)
         frozen_at = time.monotonic()
-        runner.join(timeout=timeout + 45)
-        assert not runner.is_alive()
+        runner.join(timeout=timeout + 120)
+        assert not runner.is_alive(), "node 0 hung on its frozen peer instead of failing"
         os.kill(frozen, signal.SIGKILL)  # a stopped process dies of SIGKILL; node 1's launcher sees it
         _, err = node1.communicate(timeout=60)
     finally:
@@ -336,7 +336,9 @@ def test_two_hosts_on_loopback_and_a_survivor_fails_by_the_groups_timeout_when_i
     assert isinstance(outcome.get("error"), DistributedTrainingError)
     assert "rank 0 exited with status" in str(outcome["error"])  # it failed by itself, not stopped
     waited = outcome["ended"] - frozen_at
-    assert timeout - 1 < waited < timeout + 30  # the group's timeout, then the launcher's bookkeeping
+    # it waited for the group's timeout (not less), and ended by itself (the join above bounds it; a
+    # tighter upper bound would time the machine's load, not the code)
+    assert waited > timeout - 1
     assert node1.returncode != 0 and "rank 1 was killed by SIGKILL" in err
     assert not _alive(frozen)
 
