@@ -73,7 +73,7 @@ def test_a_training_submit_puts_its_manifest_outside_any_write_transaction(bare_
     url = bare_stack_db.settings.database_url
     with session_scope(url) as session:
         key, _ = auth.create_key(session=session, name="trainer", scopes=["submit"])
-        key = SimpleNamespace(id=key.id)
+        key = SimpleNamespace(id=key.id, scopes=list(key.scopes))
     _upload(bare_stack_db, 1, ("hat",))  # a list no earlier run froze: its manifest is new
     with session_scope(url) as session:
         store = _probe(bare_stack_db, session)

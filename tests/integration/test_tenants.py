@@ -143,11 +143,14 @@ def test_forced_promotion_is_an_admins_and_tolerances_are_bounded(api, bare_stac
     assert wide.status_code == 422
     (err,) = wide.json()["detail"]
     assert err["loc"] == ["body", "kid_tolerance"] and "ATELIER_MAX_KID_TOLERANCE=0.1" in err["msg"]
-    # an admin passes the promote check (the bare stack's empty catalogue is the next refusal)
+    # an admin passes the promote check: the next refusal is the unknown base model, checked after it
     by_admin = api(
-        "POST", "/v1/training-jobs", admin, json={"preset": "tiny", "steps": 1, "promote": "always"}
+        "POST",
+        "/v1/training-jobs",
+        admin,
+        json={"preset": "tiny", "steps": 1, "promote": "always", "base_model": "no-such-model"},
     )
-    assert by_admin.status_code == 422 and by_admin.json()["detail"][0]["loc"] == ["body", "categories"]
+    assert by_admin.status_code == 422 and by_admin.json()["detail"][0]["loc"] == ["body", "base_model"]
     schedule = {"cron": "0 2 * * *", "enabled": False, "params": {"kid_tolerance": 5}}
     wide_schedule = api("PUT", "/v1/schedules/wide-gate", admin, json=schedule)
     assert wide_schedule.status_code == 422
