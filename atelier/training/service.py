@@ -176,7 +176,7 @@ def submit(
     """POST /v1/training-jobs: (job, created). A repeated Idempotency-Key answers with the first job
     (before the quota is counted); a new job is checked against the key's quota, then queued."""
     check_devices(request, settings)
-    # the catalogue read and the manifest PUT before this session's first statement, which on SQLite
+    # the catalogue read and the manifest PUT before the SQL transaction's first statement, which on SQLite
     # takes the write lock: the write transaction below is a few short statements
     try:
         frozen = snapshots.prepare(session=session, store=store, categories=request.categories)
