@@ -99,7 +99,7 @@ def run_schedule(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ):
-    # the retrain's catalogue read and manifest PUT before the SQL transaction's first write (SQLite's write lock)
+    # the retrain's catalogue read and manifest PUT before the SQL transaction's first write (SQLite locks)
     frozen = schedules.prepare_retrain(session=session, store=store, name=name)
     schedule = session.get(Schedule, name)
     if schedule is None:
