@@ -7,6 +7,9 @@ from ImageNet), so metrics use a classifier trained on the catalogue's own real 
     judge.features(images)   -> penultimate features                    (KID, precision/recall, novelty)
 
 It sees images at ``min(R, 64)`` px whatever the dataset resolution, so one judge fits every preset.
+Above 32 px a stem (one 3x3 conv at the full resolution, then a 2x max-pool) comes before the three
+stages, so a 64 px judge sees the 64 px detail at about the cost of a 32 px one: without it an epoch
+took 93 s at one thread and the 87-epoch ruler over two hours (GAN_NOTES.md round 9).
 A stratified held-out split (recorded in ``judge.info``) measures its own accuracy, the yardstick for
 GAN-test accuracy.
 
@@ -44,10 +47,22 @@ def _stage(cin: int, cout: int) -> nn.Sequential:
 
 
 class Judge(nn.Module):
-    def __init__(self, num_classes: int, width: int = 32, input_res: int = 32):
+    def __init__(self, num_classes: int, width: int = 32, input_res: int = 32, stem: int = 0):
         super().__init__()
-        self.num_classes, self.width, self.input_res = num_classes, width, input_res
-        self.body = nn.Sequential(_stage(3, width), _stage(width, 2 * width), _stage(2 * width, 4 * width))
+        self.num_classes, self.width, self.input_res, self.stem = num_classes, width, input_res, stem
+        # stem: channels of the full-resolution conv before the stages (0: none, as judges saved before it).
+        layers = []
+        if stem:
+            layers.append(
+                nn.Sequential(
+                    nn.Conv2d(3, stem, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(stem),
+                    nn.ReLU(),
+                    nn.MaxPool2d(2),
+                )
+            )
+        layers += [_stage(stem or 3, width), _stage(width, 2 * width), _stage(2 * width, 4 * width)]
+        self.body = nn.Sequential(*layers)
         self.dropout = nn.Dropout(0.3)
         self.head = nn.Linear(4 * width, num_classes)
         # log of the train split's class frequencies, subtracted from the logits; zeros (no correction)
@@ -136,7 +151,8 @@ def train_judge(
         num_classes = max(num_classes, len(dataset["class_names"]))
     train_idx, held_idx = stratified_split(labels, heldout_fraction, seed)
     torch.manual_seed(seed)
-    judge = Judge(num_classes, width=width, input_res=min(images.shape[-1], 64))
+    input_res = min(images.shape[-1], 64)
+    judge = Judge(num_classes, width=width, input_res=input_res, stem=width // 2 if input_res > 32 else 0)
     opt = torch.optim.AdamW(judge.parameters(), lr=2e-3, weight_decay=5e-4)
     gen = torch.Generator().manual_seed(seed)
     x_train, y_train = images_as_float(images[train_idx]), labels[train_idx]
@@ -196,7 +212,12 @@ def judge_knows_split(info: dict, labels: torch.Tensor) -> bool:
 
 def judge_to_bytes(judge: Judge) -> bytes:
     buf = io.BytesIO()
-    meta = {"num_classes": judge.num_classes, "width": judge.width, "input_res": judge.input_res}
+    meta = {
+        "num_classes": judge.num_classes,
+        "width": judge.width,
+        "input_res": judge.input_res,
+        "stem": judge.stem,
+    }
     torch.save({"meta": meta, "state_dict": judge.state_dict(), "info": judge.info}, buf)
     return buf.getvalue()
 

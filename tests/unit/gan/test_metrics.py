@@ -1,3 +1,5 @@
+import io
+
 import pytest
 import torch
 
@@ -54,6 +56,30 @@ def test_judge_round_trip_and_evaluate(tiny_dataset):
     assert len(m["gan_test_per_class"]) == 3
 
 
+def test_a_64_px_judge_has_a_full_resolution_stem_and_older_judges_still_load():
+    gen = torch.Generator().manual_seed(0)
+    data = {
+        "images": torch.randint(0, 256, (12, 3, 64, 64), dtype=torch.uint8, generator=gen),
+        "labels": torch.arange(12) % 3,
+        "class_names": ["a", "b", "c"],
+    }
+    judge, _ = train_judge(data, seed=0, epochs=1, width=8, heldout_fraction=0.25)
+    assert judge.input_res == 64 and judge.stem == 4
+    # the stem convolves the 64 px image, then the stages run at 32 px and below
+    stem = judge.body[0]
+    assert stem[0].in_channels == 3 and stem[0].out_channels == 4 and isinstance(stem[-1], torch.nn.MaxPool2d)
+    x = torch.rand(2, 3, 64, 64)
+    assert judge.body[1](stem(x)).shape[-1] == 16
+    again = judge_from_bytes(judge_to_bytes(judge))
+    assert again.stem == 4 and torch.equal(judge.features(x), again.features(x))
+    # a judge saved before the stem existed (no "stem" in its meta) loads as it was built
+    older, _ = train_judge({**data, "images": data["images"][:, :, :32, :32]}, seed=0, epochs=1, width=8)
+    buf = io.BytesIO()
+    meta = {"num_classes": 3, "width": 8, "input_res": 32}
+    torch.save({"meta": meta, "state_dict": older.state_dict(), "info": {}}, buf)
+    assert judge_from_bytes(buf.getvalue()).stem == 0
+
+
 def test_judge_trains_for_its_epochs_and_seconds_only_cap_them(tiny_dataset):
     # Epochs make the ruler: the same judge wherever it trains (bit for bit on one machine).
     a, info = train_judge(tiny_dataset, seed=0, epochs=3, width=8)
@@ -67,8 +93,6 @@ def test_judge_trains_for_its_epochs_and_seconds_only_cap_them(tiny_dataset):
 
 
 def test_judge_answers_as_if_every_category_were_equally_likely(tiny_dataset):
-    import io
-
     # an unbalanced catalogue: every photo of the first category, three of each other
     labels = tiny_dataset["labels"]
     keep = torch.cat(
