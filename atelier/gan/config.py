@@ -157,10 +157,12 @@ PRESETS: dict[str, dict] = {
         mbstd_by_class=True,
         **_CLASS_SIGNAL,
     ),
-    # 64 px on a CPU: the StyleGAN2-style generator (stylegan.py) at widths a 2-core CPU trains in
-    # 30 minutes (GAN_NOTES.md, round 8: params and steps/s). What tiny learned carries over: the
-    # class embedding as wide as z, per-category minibatch-stddev, the class signal, no augmentation
-    # (a CPU run is too short for D to memorise the catalogue), one conv per block.
+    # 64 px on a CPU: the StyleGAN2-style generator (stylegan.py) at tiny's widths per resolution plus
+    # one 64 px block (16 channels). channel_base 1024 (twice tiny's widths) ran 1.0 step per
+    # CPU-second, 512 runs 2.1: in 30 minutes a thread reaches about the step count at which tiny met
+    # its targets (GAN_NOTES.md, rounds 8 and 9). What tiny learned carries over: the class embedding
+    # as wide as z, per-category minibatch-stddev, the class signal, no augmentation (a CPU run is too
+    # short for D to memorise the catalogue), one conv per block.
     "small": dict(
         resolution=64,
         generator="style",
@@ -168,7 +170,7 @@ PRESETS: dict[str, dict] = {
         w_dim=128,
         embed_dim=64,
         mbstd_by_class=True,
-        channel_base=1024,
+        channel_base=512,
         channel_max=128,
         g_convs=1,
         d_convs=1,
