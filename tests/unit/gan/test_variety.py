@@ -154,6 +154,6 @@ def test_the_gate_refuses_typical_designs_naming_the_settings():
 def test_the_limits_are_settings():
     s = Settings()
     limits = (s.truncation_min_diversity, s.promotion_min_diversity, s.promotion_min_recall)
-    assert limits == (0.9, 0.85, 0.85)
+    assert limits == (0.9, 0.85, 0.2)
     with pytest.raises(ValueError, match="promotion_min_recall"):
         Settings(promotion_min_recall=-1)
