@@ -74,6 +74,9 @@ class GanConfig:
     # Auxiliary classifier head on D's features beside the projection (AC-GAN): D learns to name the
     # category of real photos (cross-entropy), G is rewarded when D names the asked-for category.
     aux_weight: float = 0.0
+    # Mode-seeking term in G's loss (losses.mode_seeking, MSGAN): designs of one category drawn from
+    # distant z are pushed apart, against typical designs. 0 = off (the loss of checkpoints before it).
+    mode_seeking: float = 0.0
     # Real batches sample category c with weight count(c) ** -class_balance: 0 = the catalogue's mix,
     # 1 = every category equally often (rare categories are otherwise learned last, or never).
     class_balance: float = 0.0
@@ -220,6 +223,7 @@ _DCGAN_OVERRIDES = dict(
     ada_target=0.0,
     aux_weight=0.0,
     class_balance=0.0,
+    mode_seeking=0.0,
 )
 
 
@@ -241,8 +245,8 @@ def validate(cfg: GanConfig) -> None:
         raise ValueError(f"augment_p must be in [0, 1], got {cfg.augment_p}")
     if not 0.0 <= cfg.ada_target < 1.0:
         raise ValueError(f"ada_target must be in [0, 1), got {cfg.ada_target}")
-    if cfg.aux_weight < 0 or cfg.class_balance < 0:
-        raise ValueError("aux_weight and class_balance must not be negative")
+    if cfg.aux_weight < 0 or cfg.class_balance < 0 or cfg.mode_seeking < 0:
+        raise ValueError("aux_weight, class_balance and mode_seeking must not be negative")
 
 
 def preset_config(

@@ -39,7 +39,7 @@ from torch import nn
 from .augment import diff_augment, parse_policy
 from .config import ARCH_FIELDS, GanConfig, preset_config
 from .data import images_as_float
-from .losses import d_loss, g_loss, r1_penalty
+from .losses import d_loss, g_loss, mode_seeking, r1_penalty
 from .networks import build_networks
 
 HISTORY_EVERY = 10  # record (step, loss_d, loss_g) every N steps for the loss curve
@@ -281,6 +281,10 @@ def train_step(
     total_g = loss_g
     if aux and g_cls is not None:
         total_g = total_g + cfg.aux_weight * F.cross_entropy(g_cls.float(), y)
+    if cfg.mode_seeking > 0:
+        # Over this rank's rows: pairs within a rank's share of the batch (the term is a mean, so the
+        # gradient average across ranks keeps its scale).
+        total_g = total_g + cfg.mode_seeking * mode_seeking(fake, z, y)
     state.opt_G.zero_grad(set_to_none=True)
     total_g.backward()
     state.opt_G.step()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from atelier.gan.config import PRESETS, GanConfig, preset_config
-from atelier.gan.losses import d_loss, g_loss
+from atelier.gan.losses import d_loss, g_loss, mode_seeking
 from atelier.gan.networks import build_networks
 
 from .conftest import tiny_config
@@ -23,6 +23,32 @@ def test_seed_losses_equal_hand_computation():
     zeros = torch.zeros(5)
     assert d_loss(zeros, zeros).item() == pytest.approx(2 * math.log(2))
     assert g_loss(zeros).item() == pytest.approx(math.log(2))
+
+
+def test_mode_seeking_equals_hand_computation_over_same_label_pairs():
+    z = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [1.0, 1.0]])
+    img = torch.tensor([0.0, 0.5, 3.0, 9.0]).reshape(4, 1, 1, 1).expand(4, 3, 2, 2)
+    labels = torch.tensor([0, 0, 1, 1])
+    # Pairs (0, 1) and (2, 3): mean|dz| / mean|dimg| = 1 / 0.5 and 2 / 6 (up to eps).
+    assert mode_seeking(img, z, labels).item() == pytest.approx((2.0 + 1 / 3) / 2, rel=1e-4)
+    # No two rows share a label: no pair, no term (and no NaN from an empty mean).
+    assert mode_seeking(img, z, torch.arange(4)).item() == 0.0
+
+
+def test_mode_seeking_gradient_pushes_same_label_designs_apart():
+    torch.manual_seed(0)
+    z = torch.randn(6, 8)
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    img = (0.01 * torch.randn(6, 3, 4, 4)).requires_grad_(True)
+    before = torch.cdist(img.detach().flatten(1), img.detach().flatten(1))
+    mode_seeking(img, z, labels).backward()
+    with torch.no_grad():
+        moved = img - 1e-4 * img.grad
+    after = torch.cdist(moved.flatten(1), moved.flatten(1))
+    same = torch.triu(labels[:, None] == labels[None, :], diagonal=1)
+    assert (after[same] > before[same]).all()
+    # The lone category-2 row has no partner: the term leaves it where it is.
+    assert img.grad[5].abs().sum().item() == 0.0
 
 
 def test_losses_stay_finite_on_extreme_logits():
@@ -57,8 +83,14 @@ def test_preset_config_validates():
     for bad in (8, 48, 512):
         with pytest.raises(ValueError, match="power of two"):
             preset_config("tiny", resolution=bad)
+    with pytest.raises(ValueError, match="mode_seeking must not be negative"):
+        preset_config("tiny", mode_seeking=-1.0)
     cfg = preset_config("tiny", num_classes=7)
     assert GanConfig.from_dict({**cfg.to_dict(), "future_field": 1}) == cfg
+    # A checkpoint saved before the field loads without the term.
+    assert (
+        GanConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "mode_seeking"}).mode_seeking == 0
+    )
 
 
 def test_mbstd_by_label_sees_collapse_within_a_label():
