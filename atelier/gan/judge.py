@@ -34,16 +34,16 @@ from torch import nn
 from .data import images_as_float
 
 
-def _stage(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-    )
+def _stage(cin: int, cout: int, convs: int = 2) -> nn.Sequential:
+    """``convs`` x (3x3 conv, batch norm, ReLU), then a 2x max-pool."""
+    layers = []
+    for i in range(convs):
+        layers += [
+            nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
+        ]
+    return nn.Sequential(*layers, nn.MaxPool2d(2))
 
 
 class Judge(nn.Module):
@@ -51,16 +51,7 @@ class Judge(nn.Module):
         super().__init__()
         self.num_classes, self.width, self.input_res, self.stem = num_classes, width, input_res, stem
         # stem: channels of the full-resolution conv before the stages (0: none, as judges saved before it).
-        layers = []
-        if stem:
-            layers.append(
-                nn.Sequential(
-                    nn.Conv2d(3, stem, 3, padding=1, bias=False),
-                    nn.BatchNorm2d(stem),
-                    nn.ReLU(),
-                    nn.MaxPool2d(2),
-                )
-            )
+        layers = [_stage(3, stem, convs=1)] if stem else []
         layers += [_stage(stem or 3, width), _stage(width, 2 * width), _stage(2 * width, 4 * width)]
         self.body = nn.Sequential(*layers)
         self.dropout = nn.Dropout(0.3)
