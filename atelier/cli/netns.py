@@ -80,6 +80,12 @@ class NetHosts:
         return ["ip", "netns", "exec", self.namespaces[i], "unshare", "--uts", "sh", "-c",
                 f"hostname {_quote(hostname)} && exec {inner}"]  # fmt: skip
 
+    def pids(self, i: int) -> list[int]:
+        """The processes on host i: everything in its network namespace, whatever session each runs in."""
+        argv = ["ip", "netns", "pids", self.namespaces[i]]
+        out = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=10).stdout
+        return [int(p) for p in out.split()]
+
     def cut(self, i: int) -> None:
         _ip("link", "set", self.root_links[i], "down")
 

@@ -20,6 +20,7 @@ system (queue, SQL, S3, network), not the GPU.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -36,6 +37,9 @@ import click
 import httpx
 
 CATEGORIES = ["dress", "hat", "pants"]
+# How long the cut host stands stopped before the check that precedes its cut (well under a lease's
+# staleness below): a statement it sent before it stopped reaches the database meanwhile.
+CUT_SETTLE_SECONDS = 0.3
 # fast lease recovery, short network timeouts: a cut host's work moves within seconds
 SCALE_ENV = {
     "ATELIER_HEARTBEAT_SECONDS": "1",
@@ -110,6 +114,12 @@ def _tiny_model() -> str:
         version.checkpoint_key = registry.checkpoint_key(version.id)
         get_store().put(version.checkpoint_key, data)
         return version.id
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # one that exited meanwhile
+            os.kill(pid, sig)
 
 
 class ScaleOut:
@@ -284,6 +294,27 @@ class ScaleOut:
             "share": self.share(job_id),
         }
 
+    def _cut_while_holding(self, job_id: str) -> tuple[list[int], int]:
+        """Cut host a's link while it holds a unit it has recorded nothing of: (those units, images done
+        then), or ([], 0) and no cut where it holds none. Host a is stopped (SIGSTOP) from the check to
+        the cut: on a loaded machine a check takes longer than a chunk, and a unit seen unfinished was
+        otherwise finished before the link went down (its failover then never happened). The pause
+        before the check lets a commit that a sent before it stopped land on the server. WAL readers and
+        PostgreSQL do not wait on a stopped writer."""
+        # Every process on the host: the worker's Celery children each run in a session of their own.
+        pids = self.net.pids(0)
+        _signal_all(pids, signal.SIGSTOP)
+        try:
+            time.sleep(CUT_SETTLE_SECONDS)
+            held = self.running_on(job_id, self.names[0], fresh=True)
+            if not held:
+                return [], 0
+            done = self.job(job_id)["progress"]["done"]
+            self.net.cut(0)
+            return held, done
+        finally:
+            _signal_all(pids, signal.SIGCONT)
+
     def cut_batch(self, images: int, chunk_size: int, seed: int, timeout: float) -> dict[str, Any]:
         """Host a's link goes down once both hosts have finished work, a holds a unit and a quarter is
         done; b finishes."""
@@ -292,17 +323,17 @@ class ScaleOut:
         deadline = time.monotonic() + timeout
         while True:
             job = self.job(job_id)
-            held = self.running_on(job_id, a, fresh=True)
             share = self.share(job_id)
-            if held and share.get(a) and share.get(b) and job["progress"]["done"] >= images // 4:
-                break
+            if share.get(a) and share.get(b) and job["progress"]["done"] >= images // 4:
+                held, done_at_cut = self._cut_while_holding(job_id)
+                if held:
+                    break
+                job = self.job(job_id)
             if job["status"] != "running" and job["status"] != "queued" or time.monotonic() > deadline:
                 raise AssertionError(
                     f"both hosts never worked on the batch together: {job}, {self.units(job_id)}"
                 )
             time.sleep(0.05)
-        done_at_cut = job["progress"]["done"]
-        self.net.cut(0)
         cut_at = time.monotonic()
         # recovered: every unit a held at the cut is running or finished on another host
         recovered = None
