@@ -33,8 +33,8 @@ def unavailable() -> str | None:
     return None
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+def _ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=10).stdout
 
 
 class NetHosts:
@@ -82,9 +82,7 @@ class NetHosts:
 
     def pids(self, i: int) -> list[int]:
         """The processes on host i: everything in its network namespace, whatever session each runs in."""
-        argv = ["ip", "netns", "pids", self.namespaces[i]]
-        out = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=10).stdout
-        return [int(p) for p in out.split()]
+        return [int(p) for p in _ip("netns", "pids", self.namespaces[i]).split()]
 
     def cut(self, i: int) -> None:
         _ip("link", "set", self.root_links[i], "down")
