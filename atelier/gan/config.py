@@ -74,6 +74,9 @@ class GanConfig:
     # Auxiliary classifier head on D's features beside the projection (AC-GAN): D learns to name the
     # category of real photos (cross-entropy), G is rewarded when D names the asked-for category.
     aux_weight: float = 0.0
+    # A twin of that head trained on fakes (TAC-GAN), whose naming of the category G is penalised with
+    # the same weight: the head's reward without its push towards typical designs. Needs aux_weight > 0.
+    aux_twin: bool = False
     # Mode-seeking term in G's loss (losses.mode_seeking, MSGAN): designs of one category drawn from
     # distant z are pushed apart, against typical designs. 0 = off (the loss of checkpoints before it),
     # in every preset: at 1 (small, 64 px, ~4,100 steps, two seeds) recall_ratio rose 0.33-0.39 ->
@@ -224,6 +227,7 @@ _DCGAN_OVERRIDES = dict(
     conditional=False,
     ada_target=0.0,
     aux_weight=0.0,
+    aux_twin=False,
     class_balance=0.0,
     mode_seeking=0.0,
 )
@@ -249,6 +253,8 @@ def validate(cfg: GanConfig) -> None:
         raise ValueError(f"ada_target must be in [0, 1), got {cfg.ada_target}")
     if cfg.aux_weight < 0 or cfg.class_balance < 0 or cfg.mode_seeking < 0:
         raise ValueError("aux_weight, class_balance and mode_seeking must not be negative")
+    if cfg.aux_twin and not (cfg.aux_weight > 0 and cfg.conditional):
+        raise ValueError("aux_twin needs the classifier head: aux_weight > 0 and a conditional model")
 
 
 def preset_config(

@@ -72,4 +72,4 @@ class DCGANDiscriminator(nn.Module):
 
     def forward(self, x, labels, with_aux: bool = False):
         logits = self.net(x).flatten()
-        return (logits, None) if with_aux else logits
+        return (logits, None, None) if with_aux else logits

@@ -21,13 +21,14 @@ BF16 = dict(precision="bf16", channels_last=True)
 
 def _cfg(**kw):
     # Every optional piece on: R1 at step 0, EMA, DiffAugment with ADA, the classifier head, balancing,
-    # the mode-seeking term.
+    # its twin, the mode-seeking term.
     base = dict(
         augment="color,translation,cutout",
         augment_p=0.5,
         ada_target=0.6,
         ada_interval=2,
         aux_weight=0.5,
+        aux_twin=True,
         mode_seeking=1.0,
         class_balance=1.0,
         embed_dim=16,
@@ -66,6 +67,7 @@ def test_train_step_with_r1_ema_ada_aux_under_bf16_channels_last(bf16_state, tin
     for net in (s.G, s.D, s.G_ema):
         assert all(torch.isfinite(p).all() for p in net.parameters())
     assert s.D.aux is not None and s.D.aux.weight.grad is not None
+    assert s.D.aux_twin is not None and s.D.aux_twin.weight.grad is not None
     # EMA moved towards G, and G_ema is not G.
     assert not torch.equal(s.G_ema.const.weight, s.G.const.weight)
     ckpt = state_to_checkpoint(s)
@@ -155,13 +157,14 @@ def test_discriminator_channels_last_matches_contiguous():
     torch.manual_seed(0)
     D = Discriminator(_cfg()).eval()
     x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
-    ref, ref_cls = D(x, y, with_aux=True)
+    ref, ref_cls, ref_twin = D(x, y, with_aux=True)
     D2 = D.to(memory_format=torch.channels_last)
-    out, cls = D2(x.contiguous(memory_format=torch.channels_last), y, with_aux=True)
+    out, cls, twin = D2(x.contiguous(memory_format=torch.channels_last), y, with_aux=True)
     assert (
         torch.allclose(ref, out, atol=1e-5)
-        and cls.shape == (4, 3)
+        and cls.shape == twin.shape == (4, 3)
         and torch.allclose(ref_cls, cls, atol=1e-5)
+        and torch.allclose(ref_twin, twin, atol=1e-5)
     )
 
 
