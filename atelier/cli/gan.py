@@ -120,7 +120,12 @@ def _parse_overrides(cfg, overrides: tuple[str, ...]) -> dict:  # noqa: ANN001 -
             raise ValueError(f"--set {name}: {_OWN_OPTIONS[name]}")
         current = values[name]
         if isinstance(current, bool):
-            parsed[name] = raw.lower() in ("1", "true", "yes", "on")
+            flag = {"1": True, "true": True, "yes": True, "on": True}
+            flag.update({"0": False, "false": False, "no": False, "off": False})
+            if raw.lower() not in flag:
+                # A typo must not quietly turn a flag off.
+                raise ValueError(f"--set {name}: {raw!r} is not a flag (true/false, yes/no, on/off, 1/0)")
+            parsed[name] = flag[raw.lower()]
         elif isinstance(current, (int, float)):
             try:
                 parsed[name] = type(current)(raw)

@@ -192,6 +192,8 @@ def test_set_overrides_a_preset_field_and_names_what_is_wrong(tmp_path):
     assert bad.exit_code != 0 and "--set 'nonsense=1'" in bad.output
     own = CliRunner().invoke(gan, [*base, "--no-resume", "--set", "resolution=64"])
     assert own.exit_code != 0 and "--set resolution: use --resolution" in own.output
+    flag = CliRunner().invoke(gan, [*base, "--no-resume", "--set", "xflip=ture"])
+    assert flag.exit_code != 0 and "--set xflip: 'ture' is not a flag" in flag.output
     policy = CliRunner().invoke(gan, [*base, "--no-resume", "--set", "augment=color,blur"])
     assert policy.exit_code != 0 and "--set augment: unknown augmentation ['blur']" in policy.output
     res = CliRunner().invoke(gan, [*base, "--no-resume", "--set", "augment=color", "--set", "ada_target=0.6"])
