@@ -14,6 +14,7 @@ import math
 from torch import nn
 
 from .config import GanConfig
+from .d_outputs import DOutputs
 
 
 def _init(m: nn.Module) -> None:
@@ -70,6 +71,6 @@ class DCGANDiscriminator(nn.Module):
         self.net = nn.Sequential(*layers)
         self.apply(_init)
 
-    def forward(self, x, labels, with_aux: bool = False):
+    def forward(self, x, labels, heads: bool = False):
         logits = self.net(x).flatten()
-        return (logits, None, None) if with_aux else logits
+        return DOutputs(logits, None, None, None) if heads else logits

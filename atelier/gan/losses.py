@@ -51,6 +51,7 @@ def mode_seeking(
     images: torch.Tensor, z: torch.Tensor, labels: torch.Tensor, eps: float = 1e-5
 ) -> torch.Tensor:
     """Mean over same-label pairs of mean|z_i - z_j| / mean|G_i - G_j| (0 when no two rows share a label).
+    ``images``: G's designs, or any per-design tensor to measure their distance in (D's features).
 
     All pairs of the batch, not only adjacent ones: with 10 categories a batch of 32 holds ~50 such pairs.
     No value is read on the host, so a CUDA step only queues kernels."""

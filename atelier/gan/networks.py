@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import GanConfig
+from .d_outputs import DOutputs
 from .dcgan import DCGANDiscriminator, DCGANGenerator
 from .mapping import Mapping, he_init, pixel_norm
 from .stylegan import StyleGenerator
@@ -196,9 +197,8 @@ class Discriminator(nn.Module):
         if cfg.he_init:
             he_init(self)
 
-    def forward(self, x, labels, with_aux: bool = False):
-        """Logits [N]; with ``with_aux``, (logits, aux class logits [N, C], twin class logits [N, C]),
-        None for a head this D does not have."""
+    def forward(self, x, labels, heads: bool = False):
+        """Logits [N]; with ``heads``, a ``DOutputs`` with the class heads' logits and the features."""
         x = F.leaky_relu(self.from_rgb(x), 0.2)
         x = self.blocks(x)
         if self.mbstd_by_class:
@@ -210,11 +210,12 @@ class Discriminator(nn.Module):
         logits = self.out(phi).squeeze(1)
         if self.embed is not None:
             logits = logits + (self.embed(labels) * phi).sum(dim=1) / math.sqrt(phi.shape[1])
-        if with_aux:
-            return (
+        if heads:
+            return DOutputs(
                 logits,
                 self.aux(phi) if self.aux is not None else None,
                 self.aux_twin(phi) if self.aux_twin is not None else None,
+                phi,
             )
         return logits
 

@@ -256,16 +256,16 @@ def train_step(
     do_r1 = cfg.r1_gamma > 0 and state.step % cfg.r1_interval == 0
     real_in = aug(real).detach().requires_grad_(do_r1)
     with cast:
-        real_logits, real_cls, _ = D_fwd(real_in, y, with_aux=True)
-        fake_logits, _, fake_twin = D_fwd(aug(fake.detach()), y, with_aux=True)
-    real_logits, fake_logits = real_logits.float(), fake_logits.float()
+        real_out = D_fwd(real_in, y, heads=True)
+        fake_out = D_fwd(aug(fake.detach()), y, heads=True)
+    real_logits, fake_logits = real_out.logits.float(), fake_out.logits.float()
     loss_d = d_loss(real_logits, fake_logits)
     total_d = loss_d
-    if aux and real_cls is not None:
-        total_d = total_d + cfg.aux_weight * F.cross_entropy(real_cls.float(), y)
-    if aux and fake_twin is not None:
+    if aux and real_out.aux is not None:
+        total_d = total_d + cfg.aux_weight * F.cross_entropy(real_out.aux.float(), y)
+    if aux and fake_out.twin is not None:
         # The twin learns the asked-for category of fakes (TAC-GAN), with the head's weight.
-        total_d = total_d + cfg.aux_weight * F.cross_entropy(fake_twin.float(), y)
+        total_d = total_d + cfg.aux_weight * F.cross_entropy(fake_out.twin.float(), y)
     if do_r1:
         # The gradient norm in fp32 (the backward through the convs runs at the pass's precision).
         total_d = total_d + r1_penalty(real_in, real_logits) * (cfg.r1_gamma / 2 * cfg.r1_interval)
@@ -279,15 +279,16 @@ def train_step(
     # DDP, so that no gradient hook of D fires: this pass calls the plain D, not its wrapper).
     D.requires_grad_(False)
     with cast:
-        g_logits, g_cls, g_twin = D(aug(fake), y, with_aux=True)
-    loss_g = g_loss(g_logits.float())
+        g_out = D(aug(fake), y, heads=True)
+    loss_g = g_loss(g_out.logits.float())
     total_g = loss_g
-    if aux and g_cls is not None:
-        total_g = total_g + cfg.aux_weight * class_loss_g(g_cls, g_twin, y)
+    if aux and g_out.aux is not None:
+        total_g = total_g + cfg.aux_weight * class_loss_g(g_out.aux, g_out.twin, y)
     if cfg.mode_seeking > 0:
         # Over this rank's rows: pairs within a rank's share of the batch (the term is a mean, so the
         # gradient average across ranks keeps its scale).
-        total_g = total_g + cfg.mode_seeking * mode_seeking(fake, z, y)
+        apart = g_out.features if cfg.mode_seeking_space == "features" else fake
+        total_g = total_g + cfg.mode_seeking * mode_seeking(apart, z, y)
     state.opt_G.zero_grad(set_to_none=True)
     total_g.backward()
     state.opt_G.step()

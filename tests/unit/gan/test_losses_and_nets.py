@@ -85,6 +85,10 @@ def test_preset_config_validates():
             preset_config("tiny", resolution=bad)
     with pytest.raises(ValueError, match="mode_seeking must not be negative"):
         preset_config("tiny", mode_seeking=-1.0)
+    with pytest.raises(ValueError, match="unknown mode_seeking_space 'logits'"):
+        preset_config("tiny", mode_seeking_space="logits")
+    with pytest.raises(ValueError, match="needs the atelier arch"):
+        preset_config("tiny", arch="dcgan", mode_seeking=1.0, mode_seeking_space="features")
     with pytest.raises(ValueError, match="aux_twin needs the classifier head"):
         preset_config("tiny", aux_weight=0.0, aux_twin=True)
     cfg = preset_config("tiny", num_classes=7)
@@ -119,8 +123,9 @@ def test_twin_head_exists_only_with_aux_twin_and_old_discriminators_keep_their_k
     _, D_twin = build_networks(GanConfig.from_dict({**cfg.to_dict(), "aux_twin": True}))
     assert set(D_twin.state_dict()) - set(D.state_dict()) == {"aux_twin.weight", "aux_twin.bias"}
     x, y = torch.randn(2, 3, cfg.resolution, cfg.resolution), torch.tensor([0, 2])
-    logits, cls, twin = D_twin(x, y, with_aux=True)
-    assert logits.shape == (2,) and cls.shape == twin.shape == (2, 3)
+    out = D_twin(x, y, heads=True)
+    assert out.logits.shape == (2,) and out.aux.shape == out.twin.shape == (2, 3)
+    assert out.features.shape == (2, D_twin.fc.out_features)
 
 
 def test_mbstd_by_label_sees_collapse_within_a_label():
