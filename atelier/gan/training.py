@@ -287,7 +287,12 @@ def train_step(
     if cfg.mode_seeking > 0:
         # Over this rank's rows: pairs within a rank's share of the batch (the term is a mean, so the
         # gradient average across ranks keeps its scale).
-        apart = g_out.features if cfg.mode_seeking_space == "features" else fake
+        apart = fake
+        if cfg.mode_seeking_space == "features":
+            # At unit RMS (a constant to G): D's features change scale as D trains, and the term's
+            # strength would follow them; pixels keep one scale.
+            f = g_out.features.float()
+            apart = f / f.detach().square().mean().sqrt().clamp_min(1e-6)
         total_g = total_g + cfg.mode_seeking * mode_seeking(apart, z, y)
     state.opt_G.zero_grad(set_to_none=True)
     total_g.backward()
