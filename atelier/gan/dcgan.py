@@ -14,7 +14,6 @@ import math
 from torch import nn
 
 from .config import GanConfig
-from .d_outputs import DOutputs
 
 
 def _init(m: nn.Module) -> None:
@@ -71,6 +70,6 @@ class DCGANDiscriminator(nn.Module):
         self.net = nn.Sequential(*layers)
         self.apply(_init)
 
-    def forward(self, x, labels, heads: bool = False):
+    def forward(self, x, labels, with_aux: bool = False):
         logits = self.net(x).flatten()
-        return DOutputs(logits, None, None, None) if heads else logits
+        return (logits, None) if with_aux else logits

@@ -10,11 +10,6 @@ The softplus form is the same number without the log(sigmoid) underflow at large
 Mode seeking (MSGAN, Mao et al. 2019), for G: two designs of one category drawn from different z should
 differ as their z do. ``mode_seeking`` is 1 / (|G(z1) - G(z2)| / |z1 - z2|), averaged over the pairs of
 a batch that share a label; it is large where G maps distant z to near-identical designs.
-
-The class terms of G (AC-GAN, and TAC-GAN's twin): cross-entropy of the head on the asked-for category,
-minus that of the twin head, which D trains on fakes. The first alone rewards the designs the head names
-most surely (typical ones); with the twin subtracted G's category mix is pulled towards the real
-photos' rather than past them (Gong et al. 2019).
 """
 
 from __future__ import annotations
@@ -31,16 +26,6 @@ def g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return F.softplus(-fake_logits).mean()
 
 
-def class_loss_g(
-    cls_logits: torch.Tensor, twin_logits: torch.Tensor | None, labels: torch.Tensor
-) -> torch.Tensor:
-    """CE(head, y) - CE(twin, y) on G's designs; CE(head, y) where D has no twin."""
-    loss = F.cross_entropy(cls_logits.float(), labels)
-    if twin_logits is not None:
-        loss = loss - F.cross_entropy(twin_logits.float(), labels)
-    return loss
-
-
 def r1_penalty(real_images: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:
     """E[||grad_x D(x)||^2] on reals (Mescheder et al. 2018); ``real_images`` must require grad."""
     (grad,) = torch.autograd.grad(real_logits.sum(), real_images, create_graph=True)
@@ -51,7 +36,6 @@ def mode_seeking(
     images: torch.Tensor, z: torch.Tensor, labels: torch.Tensor, eps: float = 1e-5
 ) -> torch.Tensor:
     """Mean over same-label pairs of mean|z_i - z_j| / mean|G_i - G_j| (0 when no two rows share a label).
-    ``images``: G's designs, or any per-design tensor to measure their distance in (D's features).
 
     All pairs of the batch, not only adjacent ones: with 10 categories a batch of 32 holds ~50 such pairs.
     No value is read on the host, so a CUDA step only queues kernels."""

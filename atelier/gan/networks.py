@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import GanConfig
-from .d_outputs import DOutputs
 from .dcgan import DCGANDiscriminator, DCGANGenerator
 from .mapping import Mapping, he_init, pixel_norm
 from .stylegan import StyleGenerator
@@ -190,15 +189,11 @@ class Discriminator(nn.Module):
         self.embed = nn.Embedding(cfg.num_classes, c4) if cfg.conditional else None
         # Auxiliary classifier (AC-GAN) beside the projection: a direct, per-category training signal.
         self.aux = nn.Linear(c4, cfg.num_classes) if cfg.conditional and cfg.aux_weight > 0 else None
-        # Its twin (TAC-GAN, Gong et al. 2019) learns to name the category G was asked for on fakes. G is
-        # rewarded when the first names it and penalised when the twin does: the head's pull towards the
-        # most recognisable (typical) designs is cancelled where it exceeds what real photos show.
-        self.aux_twin = nn.Linear(c4, cfg.num_classes) if self.aux is not None and cfg.aux_twin else None
         if cfg.he_init:
             he_init(self)
 
-    def forward(self, x, labels, heads: bool = False):
-        """Logits [N]; with ``heads``, a ``DOutputs`` with the class heads' logits and the features."""
+    def forward(self, x, labels, with_aux: bool = False):
+        """Logits [N]; with ``with_aux``, also the auxiliary class logits [N, C] (None without the head)."""
         x = F.leaky_relu(self.from_rgb(x), 0.2)
         x = self.blocks(x)
         if self.mbstd_by_class:
@@ -210,13 +205,8 @@ class Discriminator(nn.Module):
         logits = self.out(phi).squeeze(1)
         if self.embed is not None:
             logits = logits + (self.embed(labels) * phi).sum(dim=1) / math.sqrt(phi.shape[1])
-        if heads:
-            return DOutputs(
-                logits,
-                self.aux(phi) if self.aux is not None else None,
-                self.aux_twin(phi) if self.aux_twin is not None else None,
-                phi,
-            )
+        if with_aux:
+            return logits, self.aux(phi) if self.aux is not None else None
         return logits
 
 

@@ -39,7 +39,7 @@ from torch import nn
 from .augment import diff_augment, parse_policy
 from .config import ARCH_FIELDS, GanConfig, preset_config
 from .data import images_as_float
-from .losses import class_loss_g, d_loss, g_loss, mode_seeking, r1_penalty
+from .losses import d_loss, g_loss, mode_seeking, r1_penalty
 from .networks import build_networks
 
 HISTORY_EVERY = 10  # record (step, loss_d, loss_g) every N steps for the loss curve
@@ -256,16 +256,13 @@ def train_step(
     do_r1 = cfg.r1_gamma > 0 and state.step % cfg.r1_interval == 0
     real_in = aug(real).detach().requires_grad_(do_r1)
     with cast:
-        real_out = D_fwd(real_in, y, heads=True)
-        fake_out = D_fwd(aug(fake.detach()), y, heads=True)
-    real_logits, fake_logits = real_out.logits.float(), fake_out.logits.float()
+        real_logits, real_cls = D_fwd(real_in, y, with_aux=True)
+        fake_logits = D_fwd(aug(fake.detach()), y)
+    real_logits, fake_logits = real_logits.float(), fake_logits.float()
     loss_d = d_loss(real_logits, fake_logits)
     total_d = loss_d
-    if aux and real_out.aux is not None:
-        total_d = total_d + cfg.aux_weight * F.cross_entropy(real_out.aux.float(), y)
-    if aux and fake_out.twin is not None:
-        # The twin learns the asked-for category of fakes (TAC-GAN), with the head's weight.
-        total_d = total_d + cfg.aux_weight * F.cross_entropy(fake_out.twin.float(), y)
+    if aux and real_cls is not None:
+        total_d = total_d + cfg.aux_weight * F.cross_entropy(real_cls.float(), y)
     if do_r1:
         # The gradient norm in fp32 (the backward through the convs runs at the pass's precision).
         total_d = total_d + r1_penalty(real_in, real_logits) * (cfg.r1_gamma / 2 * cfg.r1_interval)
@@ -279,21 +276,15 @@ def train_step(
     # DDP, so that no gradient hook of D fires: this pass calls the plain D, not its wrapper).
     D.requires_grad_(False)
     with cast:
-        g_out = D(aug(fake), y, heads=True)
-    loss_g = g_loss(g_out.logits.float())
+        g_logits, g_cls = D(aug(fake), y, with_aux=True)
+    loss_g = g_loss(g_logits.float())
     total_g = loss_g
-    if aux and g_out.aux is not None:
-        total_g = total_g + cfg.aux_weight * class_loss_g(g_out.aux, g_out.twin, y)
+    if aux and g_cls is not None:
+        total_g = total_g + cfg.aux_weight * F.cross_entropy(g_cls.float(), y)
     if cfg.mode_seeking > 0:
         # Over this rank's rows: pairs within a rank's share of the batch (the term is a mean, so the
         # gradient average across ranks keeps its scale).
-        apart = fake
-        if cfg.mode_seeking_space == "features":
-            # At unit RMS (a constant to G): D's features change scale as D trains, and the term's
-            # strength would follow them; pixels keep one scale.
-            f = g_out.features.float()
-            apart = f / f.detach().square().mean().sqrt().clamp_min(1e-6)
-        total_g = total_g + cfg.mode_seeking * mode_seeking(apart, z, y)
+        total_g = total_g + cfg.mode_seeking * mode_seeking(fake, z, y)
     state.opt_G.zero_grad(set_to_none=True)
     total_g.backward()
     state.opt_G.step()
@@ -462,15 +453,7 @@ def state_from_checkpoint(
     return state
 
 
-_CLASS_ROWS = (
-    "mapping_net.embed.weight",
-    "mapping_net.w_avg",
-    "embed.weight",
-    "aux.weight",
-    "aux.bias",
-    "aux_twin.weight",
-    "aux_twin.bias",
-)
+_CLASS_ROWS = ("mapping_net.embed.weight", "mapping_net.w_avg", "embed.weight", "aux.weight", "aux.bias")
 
 
 def finetune_config(parent: dict, num_classes: int, overrides: dict | None = None) -> GanConfig:

@@ -45,19 +45,6 @@ def test_finetune_with_a_new_category_keeps_matching_moments_only(tiny_dataset):
     assert ft.G.const.weight in ft.opt_G.state
 
 
-def test_finetune_that_adds_the_twin_head_keeps_the_parents_discriminator(tiny_dataset):
-    ckpt = _parent(tiny_dataset, aux_weight=0.3)
-    ft = finetune_state(ckpt, CATEGORIES, overrides={"aux_twin": True})
-    assert ft.D.aux_twin is not None
-    for name, value in ckpt["D"].items():
-        assert torch.equal(ft.D.state_dict()[name], value), name
-    # Every parameter the parent had keeps its Adam moments; the new head starts without.
-    assert all(p in ft.opt_D.state for name, p in ft.D.named_parameters() if not name.startswith("aux_twin"))
-    assert ft.D.aux_twin.weight not in ft.opt_D.state
-    train(ft, tiny_dataset, steps=2)
-    assert ft.D.aux_twin.weight in ft.opt_D.state
-
-
 def _m(kid, kid_std=0.01, gan_test=0.5, recall=0.3, n=1000):
     return {
         "kid": kid,

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from atelier.gan.config import PRESETS, GanConfig, preset_config
-from atelier.gan.losses import class_loss_g, d_loss, g_loss, mode_seeking
+from atelier.gan.losses import d_loss, g_loss, mode_seeking
 from atelier.gan.networks import build_networks
 
 from .conftest import tiny_config
@@ -85,47 +85,12 @@ def test_preset_config_validates():
             preset_config("tiny", resolution=bad)
     with pytest.raises(ValueError, match="mode_seeking must not be negative"):
         preset_config("tiny", mode_seeking=-1.0)
-    with pytest.raises(ValueError, match="unknown mode_seeking_space 'logits'"):
-        preset_config("tiny", mode_seeking_space="logits")
-    with pytest.raises(ValueError, match="needs the atelier arch"):
-        preset_config("tiny", arch="dcgan", mode_seeking=1.0, mode_seeking_space="features")
-    with pytest.raises(ValueError, match="aux_twin needs the classifier head"):
-        preset_config("tiny", aux_weight=0.0, aux_twin=True)
     cfg = preset_config("tiny", num_classes=7)
     assert GanConfig.from_dict({**cfg.to_dict(), "future_field": 1}) == cfg
     # A checkpoint saved before the field loads without the term.
     assert (
         GanConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "mode_seeking"}).mode_seeking == 0
     )
-    assert GanConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "aux_twin"}).aux_twin is False
-
-
-def test_class_loss_of_g_is_the_heads_cross_entropy_minus_the_twins():
-    y = torch.tensor([0, 2])
-    cls = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
-    twin = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0]], requires_grad=True)
-    ce = lambda logits, k: -torch.log_softmax(logits, 0)[k]  # noqa: E731
-    want_head = (ce(cls[0], 0) + ce(cls[1], 2)) / 2
-    want_twin = (ce(twin[0].detach(), 0) + ce(twin[1].detach(), 2)) / 2
-    assert math.isclose(class_loss_g(cls, None, y).item(), want_head.item(), rel_tol=1e-6)
-    loss = class_loss_g(cls, twin, y)
-    assert math.isclose(loss.item(), (want_head - want_twin).item(), rel_tol=1e-6)
-    # Descending it lowers the twin's confidence in the asked-for category (G is steered away from
-    # what the twin has learned to call a typical fake of that category).
-    loss.backward()
-    assert twin.grad[0, 0] > 0 and twin.grad[1, 2] > 0
-
-
-def test_twin_head_exists_only_with_aux_twin_and_old_discriminators_keep_their_keys():
-    cfg = tiny_config("atelier", num_classes=3, aux_weight=0.3)
-    _, D = build_networks(cfg)
-    assert D.aux_twin is None and not any(k.startswith("aux_twin") for k in D.state_dict())
-    _, D_twin = build_networks(GanConfig.from_dict({**cfg.to_dict(), "aux_twin": True}))
-    assert set(D_twin.state_dict()) - set(D.state_dict()) == {"aux_twin.weight", "aux_twin.bias"}
-    x, y = torch.randn(2, 3, cfg.resolution, cfg.resolution), torch.tensor([0, 2])
-    out = D_twin(x, y, heads=True)
-    assert out.logits.shape == (2,) and out.aux.shape == out.twin.shape == (2, 3)
-    assert out.features.shape == (2, D_twin.fc.out_features)
 
 
 def test_mbstd_by_label_sees_collapse_within_a_label():
