@@ -168,8 +168,8 @@ PRESETS: dict[str, dict] = {
     # its targets (GAN_NOTES.md, rounds 8 and 9). What tiny learned carries over: the class embedding
     # as wide as z, per-category minibatch-stddev, the class signal, no augmentation (a CPU run is too
     # short for D to memorise the catalogue), one conv per block. Adam at twice the default rate: at the
-    # same 4,096 steps (seed 0) GAN-test 0.86x -> 0.98x of the judge, recall_ratio 0.39 -> 0.49, KID and
-    # diversity unchanged (GAN_NOTES.md round 11).
+    # same 4,096-4,177 steps (two seeds) GAN-test 0.81-0.86x -> 0.98-0.99x of the judge, recall_ratio
+    # 0.33-0.39 -> 0.43-0.49, diversity 0.90 kept (GAN_NOTES.md round 11). Fine-tunes take it too.
     "small": dict(
         resolution=64,
         generator="style",
