@@ -107,6 +107,12 @@ _OWN_OPTIONS = {
 }
 
 
+# What --set accepts for a flag field; anything else is refused rather than read as false.
+_FLAG_WORDS = dict.fromkeys(("1", "true", "yes", "on"), True) | dict.fromkeys(
+    ("0", "false", "no", "off"), False
+)
+
+
 def _parse_overrides(cfg, overrides: tuple[str, ...]) -> dict:  # noqa: ANN001 - GanConfig
     """`FIELD=VALUE` pairs over a preset, each VALUE parsed as the field's current type."""
     values = cfg.to_dict()
@@ -120,12 +126,9 @@ def _parse_overrides(cfg, overrides: tuple[str, ...]) -> dict:  # noqa: ANN001 -
             raise ValueError(f"--set {name}: {_OWN_OPTIONS[name]}")
         current = values[name]
         if isinstance(current, bool):
-            flag = {"1": True, "true": True, "yes": True, "on": True}
-            flag.update({"0": False, "false": False, "no": False, "off": False})
-            if raw.lower() not in flag:
-                # A typo must not quietly turn a flag off.
+            if raw.lower() not in _FLAG_WORDS:
                 raise ValueError(f"--set {name}: {raw!r} is not a flag (true/false, yes/no, on/off, 1/0)")
-            parsed[name] = flag[raw.lower()]
+            parsed[name] = _FLAG_WORDS[raw.lower()]
         elif isinstance(current, (int, float)):
             try:
                 parsed[name] = type(current)(raw)
