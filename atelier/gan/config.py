@@ -18,6 +18,9 @@ ARCHS = ("atelier", "dcgan")
 # or "style" (StyleGAN2: modulated and demodulated convs, noise inputs, skip toRGB; stylegan.py). The
 # "dcgan" arch is the seed's baseline, G and D together.
 GENERATORS = ("film", "style")
+# How the style generator's noise inputs are drawn when sampling (stylegan.py): "seeded" from each image's
+# own seed, "const" one fixed map per layer shared by every design (checkpoints before the field).
+SAMPLE_NOISE = ("const", "seeded")
 MIN_RESOLUTION, MAX_RESOLUTION = 16, 256
 
 
@@ -26,6 +29,9 @@ class GanConfig:
     arch: str = "atelier"
     # "film" is the default so that checkpoints saved before the field existed load as what they are.
     generator: str = "film"
+    # "const" is the default so that checkpoints saved before the field keep their designs; the style
+    # presets sample "seeded" (GAN_NOTES.md round 12).
+    sample_noise: str = "const"
     preset: str = "tiny"
     resolution: int = 32
     num_classes: int = 1
@@ -173,6 +179,7 @@ PRESETS: dict[str, dict] = {
     "small": dict(
         resolution=64,
         generator="style",
+        sample_noise="seeded",
         lr_g=4e-4,
         lr_d=4e-4,
         z_dim=64,
@@ -192,6 +199,7 @@ PRESETS: dict[str, dict] = {
     "base": dict(
         resolution=128,
         generator="style",
+        sample_noise="seeded",
         z_dim=128,
         w_dim=256,
         embed_dim=128,
@@ -206,6 +214,7 @@ PRESETS: dict[str, dict] = {
     "large": dict(
         resolution=256,
         generator="style",
+        sample_noise="seeded",
         z_dim=128,
         w_dim=256,
         embed_dim=128,
@@ -236,6 +245,9 @@ _DCGAN_OVERRIDES = dict(
 def validate(cfg: GanConfig) -> None:
     if cfg.arch not in ARCHS:
         raise ValueError(f"unknown arch {cfg.arch!r}; expected one of {', '.join(ARCHS)}")
+    if cfg.sample_noise not in SAMPLE_NOISE:
+        expected = ", ".join(SAMPLE_NOISE)
+        raise ValueError(f"unknown sample_noise {cfg.sample_noise!r}; expected one of {expected}")
     if cfg.generator not in GENERATORS:
         raise ValueError(f"unknown generator {cfg.generator!r}; expected one of {', '.join(GENERATORS)}")
     r = cfg.resolution

@@ -3,7 +3,10 @@
     image i of a request  <-  z_i = randn(z_dim, generator=Generator().manual_seed(seed + i))
 
 z is always drawn on the CPU and then moved, so the same seed gives the same noise on every device,
-at every batch size and position in the batch (G has no batch-dependent layer in eval mode).
+at every batch size and position in the batch (G has no batch-dependent layer in eval mode). A style
+generator that samples "seeded" noise inputs (``G.noise_size`` > 0) takes them from the same stream,
+right after z: drawn per chunk of a request, never for the whole of it (50,000 images at 256 px would
+be 35 GB of noise).
 
     load_generator(ckpt, device, precision) -> (G_ema in eval mode, config, class_names)
     generate(G, seeds=, labels=, truncation) -> uint8 [N, 3, R, R]   (truncation None: the model's default)
@@ -77,6 +80,17 @@ def _truncation_rows(truncation: float | list[float], y: torch.Tensor) -> torch.
 
 def seed_noise(seeds: list[int], z_dim: int) -> torch.Tensor:
     return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+def image_noise(seeds, z_dim: int, size: int) -> torch.Tensor:
+    """[N, size]: the noise inputs of the images of ``seeds``, the ``size`` draws after each one's z."""
+    return torch.stack(
+        [torch.randn(z_dim + size, generator=torch.Generator().manual_seed(int(s)))[z_dim:] for s in seeds]
+    )
+
+
+def _noise_size(G) -> int:
+    return int(getattr(G, "noise_size", 0))
 
 
 def _device_of(G) -> torch.device:
@@ -166,14 +180,30 @@ def generate(
     truncation = resolve_truncation(G, truncation)
     y = _check_labels(G, labels)
     z = seed_noise(seeds, G.z_dim) if seeds else torch.zeros(0, G.z_dim)
-    return _sample(G, z, y, truncation, batch_size)
+    return _sample(G, z, y, truncation, batch_size, noise_seeds=seeds)
 
 
-def _sample(G, z, y, truncation, batch_size):
+def _sample(G, z, y, truncation, batch_size, noise_seeds):
+    """Images of (z, y); the noise inputs (where G takes them) are those of ``noise_seeds``' images."""
     rows = _truncation_rows(truncation, y)
-    if rows is None:
-        return _padded(G, lambda zz, yy: G(zz, yy, truncation=truncation), z, y, batch_size=batch_size)
-    return _padded(G, lambda zz, yy, tt: G(zz, yy, truncation=tt), z, y, rows, batch_size=batch_size)
+    rows = rows if rows is not None else torch.full((z.shape[0], 1), float(truncation))
+    size = _noise_size(G)
+    if not size:
+        return _padded(G, lambda zz, yy, tt: G(zz, yy, truncation=_one(tt, truncation)), z, y, rows,
+                       batch_size=batch_size)  # fmt: skip
+    seeds = torch.as_tensor([int(s) for s in noise_seeds], dtype=torch.int64)
+
+    def run(zz, yy, tt, ss):
+        noise = image_noise(ss.tolist(), G.z_dim, size).to(zz.device)
+        return G(zz, yy, truncation=_one(tt, truncation), noise=noise)
+
+    return _padded(G, run, z, y, rows, seeds, batch_size=batch_size)
+
+
+def _one(rows: torch.Tensor, truncation: float | list[float]):
+    """The truncation G takes: the scalar where one value serves every category (scalar and per-row
+    lerps need not agree to the bit, so a single-value model never goes through the rows)."""
+    return truncation if isinstance(truncation, float) else rows
 
 
 @torch.inference_mode()
@@ -194,7 +224,18 @@ def interpolate(
     w_ends = _padded_mapping(G, z, y[:2], truncation, batch_size)
     t = torch.linspace(0, 1, steps)[:, None] if steps > 1 else torch.zeros(1, 1)
     w = w_ends[0].lerp(w_ends[1], t)
-    return _padded(G, G.synthesis, w, batch_size=batch_size)
+    size = _noise_size(G)
+    if not size:
+        return _padded(G, G.synthesis, w, batch_size=batch_size)
+    # The noise inputs turn from seed_a's to seed_b's along a quarter circle: each frame's noise stays a
+    # standard normal draw (cos^2 + sin^2 = 1), and the ends are exactly generate()'s images.
+    n = image_noise([seed_a, seed_b], G.z_dim, size)
+    angle = t * (torch.pi / 2)
+    noise = torch.cos(angle) * n[0] + torch.sin(angle) * n[1]
+    noise[0] = n[0]
+    if steps > 1:
+        noise[-1] = n[1]  # cos(pi / 2) is 4e-8 in float32, not 0
+    return _padded(G, G.synthesis, w, noise, batch_size=batch_size)
 
 
 def _padded_mapping(G, z, y, truncation, batch_size):
@@ -223,4 +264,5 @@ def variations(
     eps = seed_noise([(seed * 1_000_003 + j + 1) % 2**63 for j in range(n)], G.z_dim)
     # Renormalise so the result stays a standard normal draw (same expected norm as z0).
     z = (z0 + strength * eps) / (1 + strength**2) ** 0.5
-    return _sample(G, z, y, truncation, batch_size)
+    # Every variation keeps seed's noise inputs: only z moves, so at strength 0 they are seed's design.
+    return _sample(G, z, y, truncation, batch_size, noise_seeds=[seed] * n)

@@ -11,9 +11,13 @@ taken over the batch or over an image's pixels (the "droplet" artefacts of AdaIN
 StyleGAN2's non-fused form, x * s -> conv(x, W) -> * d: one ordinary convolution per layer (no
 per-sample grouped conv), which is fast on a CPU, keeps channels_last, and is exact.
 
-Noise: one learned strength per layer (starts at 0) times a fresh per-pixel N(0, 1) map while training;
-in eval mode a fixed map per layer (a buffer, StyleGAN2's noise_mode="const"), so that a sampled image
-depends only on its seed and label, never on the batch or on a global random stream.
+Noise: one learned strength per layer (starts at 0) times a fresh per-pixel N(0, 1) map while training.
+When sampling, the maps are an input (``noise``: [N, noise_size], every layer's map flattened and
+concatenated), drawn by ``sampling.py`` from each image's own seed (``sample_noise: "seeded"``), so that a
+design depends only on its seed and label, never on the batch or on a global random stream. Without that
+input, eval mode falls back to one fixed map per layer (a buffer, StyleGAN2's noise_mode="const"): every
+design then carries the same texture, a variety the model learned that sampling threw away; checkpoints
+saved before the field (``sample_noise: "const"``) keep sampling that way, so their designs do not change.
 
 Skip outputs: every resolution adds its toRGB to the upsampled image of the one before, so the low
 resolutions carry the coarse shape from the first steps (no progressive growing).
@@ -73,13 +77,13 @@ class StyleLayer(nn.Module):
         gen = torch.Generator().manual_seed(resolution * 1_000 + cout)
         self.register_buffer("noise_const", torch.randn(1, 1, resolution, resolution, generator=gen))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         x = self.conv(x, w)
-        if self.training:
+        if noise is None and self.training:
             noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
-        else:
-            noise = self.noise_const.to(x.dtype)
-        x = x + noise * self.noise_strength.to(x.dtype)
+        elif noise is None:
+            noise = self.noise_const
+        x = x + noise.to(x.dtype) * self.noise_strength.to(x.dtype)
         return F.leaky_relu(x, 0.2) * math.sqrt(2)
 
 
@@ -101,19 +105,24 @@ class StyleBlock(nn.Module):
         )
         self.to_rgb = ToRGB(cout, w_dim)
 
-    def forward(self, x: torch.Tensor, rgb: torch.Tensor, w: torch.Tensor):
+    def forward(self, x: torch.Tensor, rgb: torch.Tensor, w: torch.Tensor, noise: list | None = None):
+        noise = noise or [None] * len(self.layers)
         # Nearest upsample + conv for the features (no checkerboard from transposed convs); bilinear for
         # the image skip, which is added to directly and would show nearest's blocks.
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        for layer in self.layers:
-            x = layer(x, w)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, w, noise[i])
         rgb = F.interpolate(rgb, scale_factor=2.0, mode="bilinear", align_corners=False)
         return x, rgb + self.to_rgb(x, w)
 
 
 class StyleGenerator(nn.Module):
     """The same calling convention as the other generators: ``G(z, labels, truncation)``,
-    ``G.mapping(z, labels, truncation, update_w_avg)``, ``G.synthesis(w)``."""
+    ``G.mapping(z, labels, truncation, update_w_avg)``, ``G.synthesis(w)``; plus ``noise=`` (a
+    [N, noise_size] tensor, see the module's docstring) on ``G(...)`` and ``G.synthesis``.
+
+    ``noise_size``: how many noise values one sampled image takes (0 where sampling uses the fixed maps).
+    """
 
     def __init__(self, cfg: GanConfig):
         super().__init__()
@@ -129,22 +138,42 @@ class StyleGenerator(nn.Module):
         self.layer4 = StyleLayer(c4, c4, cfg.w_dim, 4)
         self.rgb4 = ToRGB(c4, cfg.w_dim)
         blocks, cin = [], c4
+        self.noise_shapes = [4]  # the side of each layer's noise map, in the order the layers run
         for k in range(3, int(math.log2(cfg.resolution)) + 1):
             cout = cfg.channels(2**k)
             blocks.append(StyleBlock(cin, cout, cfg.w_dim, 2**k, max(1, cfg.g_convs)))
+            self.noise_shapes += [2**k] * max(1, cfg.g_convs)
             cin = cout
         self.blocks = nn.ModuleList(blocks)
+        self.noise_size = sum(r * r for r in self.noise_shapes) if cfg.sample_noise == "seeded" else 0
 
     def mapping(self, z, labels, truncation: float = 1.0, update_w_avg: bool = False):
         return self.mapping_net(z, labels, truncation, update_w_avg, self.w_avg_beta)
 
-    def synthesis(self, w: torch.Tensor) -> torch.Tensor:
+    def _noise_maps(self, noise: torch.Tensor | None) -> list:
+        """[N, noise_size] -> one [N, 1, r, r] map per layer, in the order the layers run."""
+        if noise is None:
+            return [None] * len(self.noise_shapes)
+        total = sum(r * r for r in self.noise_shapes)
+        if noise.dim() != 2 or noise.shape[1] != total:
+            raise ValueError(f"noise must be [N, {total}], got {list(noise.shape)}")
+        maps, at = [], 0
+        for r in self.noise_shapes:
+            maps.append(noise[:, at : at + r * r].reshape(-1, 1, r, r))
+            at += r * r
+        return maps
+
+    def synthesis(self, w: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        maps = self._noise_maps(noise)
         x = self.const.expand(w.shape[0], -1, -1, -1)
-        x = self.layer4(x, w)
+        x = self.layer4(x, w, maps[0])
         rgb = self.rgb4(x, w)
+        at = 1
         for block in self.blocks:
-            x, rgb = block(x, rgb, w)
+            n = len(block.layers)
+            x, rgb = block(x, rgb, w, maps[at : at + n])
+            at += n
         return rgb  # linear output in ~[-1, 1]; clamped only when converted to pixels
 
-    def forward(self, z, labels, truncation: float = 1.0, update_w_avg: bool = False):
-        return self.synthesis(self.mapping(z, labels, truncation, update_w_avg))
+    def forward(self, z, labels, truncation: float = 1.0, update_w_avg: bool = False, noise=None):
+        return self.synthesis(self.mapping(z, labels, truncation, update_w_avg), noise)

@@ -7,12 +7,21 @@ from atelier.gan.training import new_state, state_to_checkpoint, train
 from .conftest import CATEGORIES, tiny_config
 
 
-@pytest.fixture(scope="module", params=["atelier", "dcgan"])
+@pytest.fixture(scope="module", params=["atelier", "dcgan", "style-seeded"])
 def generator(request, tiny_dataset):
-    state = new_state(tiny_config(request.param), CATEGORIES, seed=0)
+    if request.param == "style-seeded":
+        cfg = tiny_config(generator="style", sample_noise="seeded")
+    else:
+        cfg = tiny_config(request.param)
+    state = new_state(cfg, CATEGORIES, seed=0)
     train(state, tiny_dataset, steps=2)
+    with torch.no_grad():  # noise strengths start at 0: make the noise inputs show in the pixels
+        for m in state.G_ema.modules():
+            if hasattr(m, "noise_strength"):
+                m.noise_strength.fill_(0.5)
     G, cfg, names = load_generator(state_to_checkpoint(state), "cpu")
     assert names == CATEGORIES
+    assert (getattr(G, "noise_size", 0) > 0) == (request.param == "style-seeded")
     return G
 
 

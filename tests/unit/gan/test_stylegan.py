@@ -95,11 +95,45 @@ def test_noise_is_fresh_in_training_and_fixed_when_sampling():
     assert torch.equal(G(z, y), G(z, y))  # a sampled image depends on its seed only
 
 
+def _noisy(G):
+    with torch.no_grad():
+        for m in G.modules():
+            if hasattr(m, "noise_strength"):
+                m.noise_strength.fill_(0.5)
+    return G.eval()
+
+
+def test_each_sampled_design_draws_its_own_noise_inputs_from_its_seed():
+    from atelier.gan.sampling import image_noise, seed_noise, to_uint8
+
+    torch.manual_seed(0)
+    G = _noisy(StyleGenerator(tiny_config(generator="style", sample_noise="seeded")))
+    assert G.noise_size == 4 * 4 + 8 * 8 + 16 * 16  # tiny: one conv per resolution
+    seeds, y = [3, 4], torch.tensor([0, 0])
+    z, n = seed_noise(seeds, 16), image_noise(seeds, 16, G.noise_size)
+    assert not torch.equal(n[0], n[1])
+    # The design is G's output for the seed's z and the seed's noise inputs (padding moves a level at most).
+    expected = to_uint8(G(z, y, noise=n))
+    assert (generate(G, seeds=seeds, labels=[0, 0]).int() - expected.int()).abs().max() <= 1
+    # The noise inputs show: the same z with another seed's noise is another texture.
+    assert not torch.equal(to_uint8(G(z[:1], y[:1], noise=n[1:])), expected[:1])
+    # A checkpoint from before the field samples the fixed maps, as it always did: its designs stay.
+    old = _noisy(StyleGenerator(tiny_config(generator="style")))
+    old.load_state_dict(G.state_dict())
+    assert old.noise_size == 0
+    assert (generate(old, seeds=seeds, labels=[0, 0]).int() - to_uint8(old(z, y)).int()).abs().max() <= 1
+    with pytest.raises(ValueError, match=r"noise must be \[N, 336\]"):
+        G(z, y, noise=n[:, :10])
+
+
 def test_presets_small_base_large():
     small, base, large = (preset_config(p) for p in ("small", "base", "large"))
     assert (small.resolution, base.resolution, large.resolution) == (64, 128, 256)
     assert small.generator == base.generator == large.generator == "style"
     assert preset_config("tiny").generator == "film"  # the 32 px preset keeps the measured FiLM G
+    assert small.sample_noise == base.sample_noise == large.sample_noise == "seeded"
+    with pytest.raises(ValueError, match="sample_noise"):
+        preset_config("small", sample_noise="random")
     G, D = build_networks(GanConfig.from_dict({**small.to_dict(), "num_classes": 10}))
     # Sized for a 2-core CPU (GAN_NOTES.md round 8): about a million parameters in all.
     params = sum(p.numel() for p in G.parameters()) + sum(p.numel() for p in D.parameters())
@@ -158,7 +192,7 @@ def test_checkpoint_round_trip_resumes_bit_identically(tiny_dataset):
 
 
 def test_sampling_at_64_px_gives_decodable_images_under_bf16(tiny_dataset):
-    cfg = _style_cfg(resolution=64)
+    cfg = _style_cfg(resolution=64, sample_noise="seeded")
     data = dict(tiny_dataset)
     data["images"] = F.interpolate(tiny_dataset["images"].float(), size=64).round().to(torch.uint8)
     state = new_state(cfg, CATEGORIES, seed=0, **BF16)
