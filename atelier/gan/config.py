@@ -175,7 +175,9 @@ PRESETS: dict[str, dict] = {
     # as wide as z, per-category minibatch-stddev, the class signal, no augmentation (a CPU run is too
     # short for D to memorise the catalogue), one conv per block. Adam at twice the default rate: at the
     # same 4,096-4,177 steps (two seeds) GAN-test 0.81-0.86x -> 0.98-0.99x of the judge, recall_ratio
-    # 0.33-0.39 -> 0.43-0.49, diversity 0.90 kept (GAN_NOTES.md round 11). Fine-tunes take it too.
+    # 0.33-0.39 -> 0.43-0.49, diversity 0.90 kept (GAN_NOTES.md round 11). Fine-tunes take it too. As
+    # `--minutes 30` at one thread (5,006-5,033 steps, two seeds): 0.89-1.00x, every category 0.57x or
+    # more, diversity 0.90-0.91, recall_ratio 0.53-0.60 (round 12).
     "small": dict(
         resolution=64,
         generator="style",
