@@ -214,6 +214,17 @@ def test_sampling_at_64_px_gives_decodable_images_under_bf16(tiny_dataset):
     assert torch.equal(generate(G, seeds=[5], labels=[1]), generate(G, seeds=[4, 5], labels=[0, 1])[1:])
 
 
+def test_a_checkpoint_from_before_sample_noise_keeps_the_fixed_maps_and_its_fine_tune_does_not():
+    parent = new_state(_style_cfg(sample_noise="seeded"), CATEGORIES, seed=0)
+    ckpt = state_to_checkpoint(parent)
+    ckpt["config"].pop("sample_noise")
+    G, cfg, _ = load_generator(ckpt, "cpu")
+    assert cfg.sample_noise == "const" and G.noise_size == 0  # its designs are what they always were
+    ckpt["config"]["preset"] = "small"
+    # How sampling draws the noise is a preset setting, not part of the weights: the child takes it.
+    assert finetune_state(ckpt, CATEGORIES, seed=1).config.sample_noise == "seeded"
+
+
 def test_a_film_parent_fine_tunes_as_film_under_the_style_preset(tiny_dataset):
     # A checkpoint saved before `generator` existed is a FiLM model; a fine-tune keeps its shapes.
     film = tiny_config()
