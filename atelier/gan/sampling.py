@@ -83,7 +83,9 @@ def seed_noise(seeds: list[int], z_dim: int) -> torch.Tensor:
 
 
 def image_noise(seeds, z_dim: int, size: int) -> torch.Tensor:
-    """[N, size]: the noise inputs of the images of ``seeds``, the ``size`` draws after each one's z."""
+    """[N, size]: the noise inputs of the images of ``seeds``: draws z_dim.. of one randn from each seed.
+    For a z_dim that is a multiple of 16 (every preset's) the first z_dim draws are exactly the image's z
+    (torch fills normals in blocks of 16), so the noise is the stream right after z."""
     return torch.stack(
         [torch.randn(z_dim + size, generator=torch.Generator().manual_seed(int(s)))[z_dim:] for s in seeds]
     )
