@@ -393,6 +393,7 @@ def train(
         swept = swept_metrics(
             G, judge, dataset, settings.truncation_values, n_per_class=settings.eval_per_class,
             seed=20_000, max_real=settings.eval_max_real, min_diversity=settings.truncation_min_diversity,
+            recall_keep=settings.truncation_recall_keep,
         )  # fmt: skip
         truncation = chosen_truncation(swept)
         ckpt.update({k: swept[k] for k in SWEPT_CHECKPOINT_FIELDS})
@@ -538,7 +539,7 @@ def eval_cmd(
         settings = get_settings()
         metrics = swept_metrics(
             G, judge, dataset, settings.truncation_values, n_per_class=n_per_class, seed=seed,
-            min_diversity=settings.truncation_min_diversity,
+            min_diversity=settings.truncation_min_diversity, recall_keep=settings.truncation_recall_keep,
         )  # fmt: skip
         ckpt.update({k: metrics[k] for k in SWEPT_CHECKPOINT_FIELDS})
         Path(checkpoint).write_bytes(checkpoint_to_bytes(ckpt))

@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     # The sweep's strongest truncation must keep the mean within-category diversity (spread of generated
     # over spread of real photos in the judge's features) at or above this; so must a per-category one.
     truncation_min_diversity: float = Field(0.9, ge=0, le=2)
+    # ... and recall at or above this fraction of its value at 1.0, less two standard errors of the
+    # difference: 1.0 lets the truncation cost recall only within its noise.
+    truncation_recall_keep: float = Field(1.0, ge=0, le=1)
 
     webhook_secret: str = _DEV_WEBHOOK_SECRET
     max_generation_count: int = Field(100_000, ge=1)

@@ -52,6 +52,7 @@ def evaluate_version(G, judge, dataset: dict, *, sweep: bool = False) -> dict:  
             dataset,
             settings.truncation_values,
             min_diversity=settings.truncation_min_diversity,
+            recall_keep=settings.truncation_recall_keep,
             **kwargs,
         )
     else:

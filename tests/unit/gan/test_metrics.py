@@ -143,10 +143,17 @@ def test_truncation_sweep_keeps_diversity_and_does_not_refuse_for_noise(monkeypa
         }
 
     monkeypatch.setattr(metrics, "evaluate", fake_evaluate)
-    # 0.7 loses a third of the recall: refused. 0.8's KID is 1.2x that at 1.0, within two spreads: kept.
-    assert metrics.truncation_sweep(None, None, {})["default_truncation"] == 0.8
+    # By default recall may fall only by its noise (two standard errors of the difference, 0.025 over
+    # 3,068 photos): 0.9 already loses 0.051 of it, so there is no truncation.
+    assert metrics.truncation_sweep(None, None, {})["default_truncation"] == 1.0
+    # Allowed to keep 0.8x the recall: 0.7 loses a third of it: refused. 0.8's KID is 1.2x that at 1.0,
+    # within two spreads: kept.
+    assert metrics.truncation_sweep(None, None, {}, recall_keep=0.8)["default_truncation"] == 0.8
     # with no allowance for noise, 0.8 is refused for a KID difference of one spread
-    assert metrics.truncation_sweep(None, None, {}, sigmas=0.0)["default_truncation"] == 0.9
+    assert metrics.truncation_sweep(None, None, {}, recall_keep=0.8, sigmas=0.0)["default_truncation"] == 0.9
+    # a recall within its noise keeps the truncation
+    rows[0.9] = (0.644, 0.0067, 0.0011, 0.480)
+    assert metrics.truncation_sweep(None, None, {})["default_truncation"] == 0.9
     # nothing but 1.0 keeps the diversity: 1.0
     rows.update({t: (0.9, 0.05, 0.001, 0.1) for t in (0.9, 0.8, 0.7)})
     assert metrics.truncation_sweep(None, None, {})["default_truncation"] == 1.0
@@ -224,18 +231,18 @@ def test_swept_metrics_reports_the_choice_on_seeds_it_never_saw(monkeypatch):
 
     calls = []
 
-    def fake_sweep(G, judge, dataset, values, seed, **kwargs):
-        calls.append(("sweep", seed))
+    def fake_sweep(G, judge, dataset, values, seed, recall_keep, **kwargs):
+        calls.append(("sweep", seed, recall_keep))
         return {"default_truncation": 0.9, "class_truncation": [0.9, 0.7], "sweep": {}}
 
-    def fake_evaluate(G, judge, dataset, truncation, seed, **kwargs):
+    def fake_evaluate(G, judge, dataset, truncation, seed, n_per_class):  # the sweep's limits stay out
         calls.append(("evaluate", seed, truncation))
         return {"gan_test_accuracy": 0.5, "truncation": truncation}
 
     monkeypatch.setattr(metrics, "truncation_sweep", fake_sweep)
     monkeypatch.setattr(metrics, "evaluate", fake_evaluate)
-    out = metrics.swept_metrics(None, None, {}, seed=20_000, n_per_class=5)
-    assert calls == [("sweep", 20_000 + metrics.SELECTION_SEED_OFFSET), ("evaluate", 20_000, [0.9, 0.7])]
+    out = metrics.swept_metrics(None, None, {}, seed=20_000, n_per_class=5, recall_keep=0.8)
+    assert calls == [("sweep", 20_000 + metrics.SELECTION_SEED_OFFSET, 0.8), ("evaluate", 20_000, [0.9, 0.7])]
     assert out["class_truncation"] == [0.9, 0.7] and out["default_truncation"] == 0.9
     assert metrics.chosen_truncation(out) == [0.9, 0.7]
     assert metrics.chosen_truncation({"default_truncation": 0.8, "class_truncation": None}) == 0.8

@@ -153,7 +153,35 @@ def test_the_gate_refuses_typical_designs_naming_the_settings():
 
 def test_the_limits_are_settings():
     s = Settings()
-    limits = (s.truncation_min_diversity, s.promotion_min_diversity, s.promotion_min_recall)
-    assert limits == (0.9, 0.85, 0.2)
+    limits = (
+        s.truncation_min_diversity,
+        s.truncation_recall_keep,
+        s.promotion_min_diversity,
+        s.promotion_min_recall,
+    )
+    assert limits == (0.9, 1.0, 0.85, 0.2)
     with pytest.raises(ValueError, match="promotion_min_recall"):
         Settings(promotion_min_recall=-1)
+    with pytest.raises(ValueError, match="truncation_recall_keep"):
+        Settings(truncation_recall_keep=1.5)
+
+
+def test_a_model_versions_sweep_takes_its_limits_from_the_settings(monkeypatch):
+    from atelier.core.config import get_settings
+    from atelier.training.evaluation import evaluate_version
+
+    seen = {}
+
+    def fake_swept(G, judge, dataset, values, *, min_diversity, recall_keep, **kwargs):
+        seen.update(values=tuple(values), min_diversity=min_diversity, recall_keep=recall_keep)
+        return {"gan_test_accuracy": 0.5, "default_truncation": 0.9}
+
+    monkeypatch.setattr(metrics, "swept_metrics", fake_swept)
+    monkeypatch.setenv("ATELIER_TRUNCATION_RECALL_KEEP", "0.8")
+    monkeypatch.setenv("ATELIER_TRUNCATION_MIN_DIVERSITY", "0.85")
+    get_settings.cache_clear()
+    try:
+        assert evaluate_version(None, None, {}, sweep=True)["default_truncation"] == 0.9
+    finally:
+        get_settings.cache_clear()
+    assert seen == {"values": (1.0, 0.9, 0.8, 0.7), "min_diversity": 0.85, "recall_keep": 0.8}
