@@ -81,9 +81,10 @@ class GanConfig:
     # category of real photos (cross-entropy), G is rewarded when D names the asked-for category.
     aux_weight: float = 0.0
     # Mode-seeking term in G's loss (losses.mode_seeking, MSGAN): designs of one category drawn from
-    # distant z are pushed apart, against typical designs. 0 = off (the loss of checkpoints before it),
-    # in every preset: at 1 (small, 64 px, ~4,100 steps, two seeds) recall_ratio rose 0.33-0.39 ->
-    # 0.49-0.52 but GAN-test fell 0.81-0.86x -> 0.69x of the judge (GAN_NOTES.md round 10).
+    # distant z are pushed apart, against typical designs. 0 = off (the loss of checkpoints before it,
+    # and of every preset but small, which takes 0.3): at 1 (small at Adam 2e-4, ~4,100 steps, two seeds)
+    # recall_ratio rose 0.33-0.39 -> 0.49-0.52 but GAN-test fell 0.81-0.86x -> 0.69x of the judge
+    # (GAN_NOTES.md round 10).
     mode_seeking: float = 0.0
     # Real batches sample category c with weight count(c) ** -class_balance: 0 = the catalogue's mix,
     # 1 = every category equally often (rare categories are otherwise learned last, or never).
@@ -177,7 +178,9 @@ PRESETS: dict[str, dict] = {
     # same 4,096-4,177 steps (two seeds) GAN-test 0.81-0.86x -> 0.98-0.99x of the judge, recall_ratio
     # 0.33-0.39 -> 0.43-0.49, diversity 0.90 kept (GAN_NOTES.md round 11). Fine-tunes take it too. As
     # `--minutes 30` at one thread (5,006-5,033 steps, two seeds): 0.89-1.00x, every category 0.57x or
-    # more, diversity 0.90-0.91, recall_ratio 0.53-0.60 (round 12).
+    # more, diversity 0.90-0.91, recall_ratio 0.53-0.60 (round 12). The mode-seeking term at 0.3, with a
+    # sweep that keeps recall within its noise, as `--minutes 30` (5,017-5,019 steps): 0.84-0.94x, every
+    # category 0.60x or more, diversity 0.91-0.97, recall_ratio 0.58-0.71 (round 13).
     "small": dict(
         resolution=64,
         generator="style",
@@ -194,6 +197,7 @@ PRESETS: dict[str, dict] = {
         d_convs=1,
         batch_size=32,
         augment="",
+        mode_seeking=0.3,
         **_CLASS_SIGNAL,
     ),
     # 128 px for a GPU: the same family at StyleGAN2's widths, two convs per block, ADA. Not measured
