@@ -173,7 +173,7 @@ def test_a_model_versions_sweep_takes_its_limits_from_the_settings(monkeypatch):
     seen = {}
 
     def fake_swept(G, judge, dataset, values, *, min_diversity, recall_keep, **kwargs):
-        seen.update(values=tuple(values), min_diversity=min_diversity, recall_keep=recall_keep)
+        seen.update(values=sorted(values), min_diversity=min_diversity, recall_keep=recall_keep)
         return {"gan_test_accuracy": 0.5, "default_truncation": 0.9}
 
     monkeypatch.setattr(metrics, "swept_metrics", fake_swept)
@@ -184,4 +184,4 @@ def test_a_model_versions_sweep_takes_its_limits_from_the_settings(monkeypatch):
         assert evaluate_version(None, None, {}, sweep=True)["default_truncation"] == 0.9
     finally:
         get_settings.cache_clear()
-    assert seen == {"values": (1.0, 0.9, 0.8, 0.7), "min_diversity": 0.85, "recall_keep": 0.8}
+    assert seen == {"values": [0.7, 0.8, 0.9, 1.0], "min_diversity": 0.85, "recall_keep": 0.8}
