@@ -392,8 +392,7 @@ def train(
         # seeds 20,000+: neither `gan eval`'s (10,000+) nor `gan sample`'s (0+)
         swept = swept_metrics(
             G, judge, dataset, settings.truncation_values, n_per_class=settings.eval_per_class,
-            seed=20_000, max_real=settings.eval_max_real, min_diversity=settings.truncation_min_diversity,
-            recall_keep=settings.truncation_recall_keep,
+            seed=20_000, max_real=settings.eval_max_real, **settings.sweep_limits,
         )  # fmt: skip
         truncation = chosen_truncation(swept)
         ckpt.update({k: swept[k] for k in SWEPT_CHECKPOINT_FIELDS})
@@ -539,7 +538,7 @@ def eval_cmd(
         settings = get_settings()
         metrics = swept_metrics(
             G, judge, dataset, settings.truncation_values, n_per_class=n_per_class, seed=seed,
-            min_diversity=settings.truncation_min_diversity, recall_keep=settings.truncation_recall_keep,
+            **settings.sweep_limits,
         )  # fmt: skip
         ckpt.update({k: metrics[k] for k in SWEPT_CHECKPOINT_FIELDS})
         Path(checkpoint).write_bytes(checkpoint_to_bytes(ckpt))

@@ -211,6 +211,12 @@ class Settings(BaseSettings):
         """The sweep's truncations, 1.0 (the reference) always among them."""
         return tuple(sorted({1.0, *(float(t) for t in self.truncation_sweep.split(",") if t.strip())}))
 
+    @property
+    def sweep_limits(self) -> dict:
+        """What the sweep's truncation must keep, as gan.metrics.swept_metrics' keywords: every caller
+        (gan train, gan eval --sweep, a model version's evaluation) applies the same limits."""
+        return {"min_diversity": self.truncation_min_diversity, "recall_keep": self.truncation_recall_keep}
+
     @field_validator("webhook_allow_networks")
     @classmethod
     def _networks(cls, v: str) -> str:

@@ -347,12 +347,12 @@ def binomial_se(p: float, n: int) -> float:
 
 
 # The diversity a truncation must keep (per category, spread of generated over spread of real photos)
-# unless the caller names another (ATELIER_TRUNCATION_MIN_DIVERSITY on the stack; the recall, below:
-# ATELIER_TRUNCATION_RECALL_KEEP).
+# unless the caller names another (ATELIER_TRUNCATION_MIN_DIVERSITY on the stack).
 MIN_DIVERSITY = 0.9
-# The recall a truncation must keep, as a fraction of recall at 1.0 (less the margin of its noise): 1.0
-# keeps it within its noise. At 0.8, a 64 px model's chosen truncation 0.8 took recall_ratio 0.71 / 0.54
-# back to 0.54 / 0.46 (two seeds, GAN_NOTES.md round 12) while every other limit held.
+# The recall a truncation must keep, as a fraction of recall at 1.0 (less the margin of its noise;
+# ATELIER_TRUNCATION_RECALL_KEEP on the stack): 1.0 keeps it within its noise. At 0.8, a 64 px model's
+# chosen truncation 0.8 took recall_ratio 0.71 / 0.54 back to 0.54 / 0.46 (two seeds, GAN_NOTES.md
+# round 12) while every other limit held.
 RECALL_KEEP = 1.0
 
 

@@ -51,8 +51,7 @@ def evaluate_version(G, judge, dataset: dict, *, sweep: bool = False) -> dict:  
             judge,
             dataset,
             settings.truncation_values,
-            min_diversity=settings.truncation_min_diversity,
-            recall_keep=settings.truncation_recall_keep,
+            **settings.sweep_limits,
             **kwargs,
         )
     else:
