@@ -43,12 +43,28 @@ class CleanImage:
         return FORMATS[self.format][1]
 
 
+def _signature(data: bytes) -> str | None:
+    """The format a file's first bytes claim: a cut-short header then reads as corrupt, not as no image."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return None
+
+
 def _open(data: bytes) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data), formats=list(FORMATS))
     except UnidentifiedImageError as exc:
+        claimed = _signature(data)
+        if claimed:
+            raise RejectedImage(
+                f"corrupt image: the file starts as a {claimed} but its header is damaged or cut short"
+            ) from exc
         raise RejectedImage("not an image: the file is not a JPEG, PNG or WebP") from exc
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise RejectedImage(f"decompression bomb: {exc} (ATELIER_MAX_IMAGE_PIXELS)") from exc

@@ -56,6 +56,16 @@ def test_rejected_files_name_the_reason(data, reason):
         validate_image(data, **LIMITS)
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_a_file_cut_in_its_first_half_is_corrupt_not_a_non_image(fmt):
+    # an upload cut short keeps its signature: the reason must say corrupt wherever the cut falls,
+    # the header included (a PNG missing only its end chunk still decodes, and is kept re-encoded)
+    data = encode(draw_garment("hat", random.Random(117)), fmt)
+    for cut in range(12, len(data) // 2):
+        with pytest.raises(RejectedImage, match="^corrupt image"):
+            validate_image(data[:cut], **LIMITS)
+
+
 def test_oversized_file_rejected_before_decoding():
     data = encode(draw_garment("dress", random.Random(3)))
     with pytest.raises(RejectedImage, match="file too large"):
