@@ -11,7 +11,8 @@ global batch; --nnodes/--node-rank/--master-addr/--master-port span several host
 says what each host runs). --nproc 1 (the default) is the single-process loop.
 
 --precision bf16 runs the GPU numerics (bf16 autocast; channels_last is the default everywhere) on any
-device: on the CPU it is slower, but it is how a CUDA worker's code path is tried without a GPU.
+device: training takes it by default on a CPU with AMX (1.6x the steps/s of fp32 there); on other CPUs
+it is slower, but it is how a CUDA worker's code path is tried without a GPU.
 
 torch is imported inside the commands so that `atelier` itself starts on machines without it.
 """
@@ -88,7 +89,8 @@ def _precision_option(f):
         "--precision",
         type=click.Choice(["bf16", "fp32"]),
         default=None,
-        help="autocast precision of the G and D passes (default: bf16 on CUDA, fp32 on the CPU)",
+        help="autocast precision of the G and D passes (default: bf16 on CUDA; on the CPU fp32, except "
+        "training on a CPU with AMX: bf16)",
     )(f)
 
 
@@ -315,9 +317,9 @@ def train(
     device_for_ranks = device
     if distributed:
         # The ranks hold the model on their devices; this process keeps its copy in host memory.
-        from atelier.gan.training import default_precision
+        from atelier.gan.training import default_train_precision
 
-        fast, device = {"precision": precision or default_precision(device)}, "cpu"
+        fast, device = {"precision": precision or default_train_precision(device)}, "cpu"
     if resume and ckpt_path.exists():
         if overrides:
             # A resumed run keeps the config it started with: a silently ignored --set would mislabel

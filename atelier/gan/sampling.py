@@ -100,8 +100,8 @@ def _device_of(G) -> torch.device:
 
 
 def _autocast(G, device: torch.device):
-    # The generator's own precision (load_generator); bf16 by default on CUDA only: CPU bf16 is slower
-    # on most CPUs and would change the pixels of a CPU rerun.
+    # The generator's own precision (load_generator); by default bf16 on CUDA only, so that a CPU rerun
+    # gives the same pixels on any CPU (training.default_precision).
     return autocast(device, getattr(G, "precision", None) or default_precision(device))
 
 

@@ -8,11 +8,12 @@ channels_last weights, exactly as ``precision="bf16", channels_last=True`` does 
 import pytest
 import torch
 
+from atelier.gan import training
 from atelier.gan.judge import train_judge
 from atelier.gan.metrics import evaluate
 from atelier.gan.networks import Discriminator, Generator, minibatch_stddev, minibatch_stddev_by_label
 from atelier.gan.sampling import generate, interpolate, load_generator, variations
-from atelier.gan.training import new_state, state_to_checkpoint, train, train_step
+from atelier.gan.training import new_state, state_from_checkpoint, state_to_checkpoint, train, train_step
 
 from .conftest import CATEGORIES, tiny_config
 
@@ -186,3 +187,18 @@ def test_ada_raises_p_when_d_is_sure_of_the_reals_and_lowers_it_otherwise():
     for state.step in (4, 5):
         _ada_update(state, -torch.ones(8))
     assert float(state.aug_p) == 0.0  # clamped to [0, 1]
+
+
+@pytest.mark.parametrize(("amx", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_cpu_training_takes_bf16_where_the_cpu_has_amx_and_sampling_stays_fp32(
+    monkeypatch, tiny_dataset, amx, expected
+):
+    monkeypatch.setattr(training, "cpu_has_bf16_units", lambda: amx)
+    state = new_state(_cfg(), CATEGORIES, seed=0)
+    assert state.precision == expected
+    train(state, tiny_dataset, steps=2)
+    # a checkpoint resumed on such a CPU trains as a new one would; a design's pixels never depend on it
+    assert state_from_checkpoint(state_to_checkpoint(state)).precision == expected
+    assert load_generator(state_to_checkpoint(state), "cpu")[0].precision == "fp32"
+    # asked for explicitly, either precision is kept whatever the CPU
+    assert new_state(_cfg(), CATEGORIES, seed=0, precision="fp32").precision == "fp32"
