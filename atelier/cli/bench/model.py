@@ -38,8 +38,10 @@ def bench_train(
     seconds: float = 8.0,
     device: str | None = None,
     min_steps: int = 3,
+    precision: str | None = None,
 ) -> dict:
-    """Time the bare training step on synthetic data (the loop cost is independent of the pixels)."""
+    """Time the bare training step on synthetic data (the loop cost is independent of the pixels);
+    ``precision`` None: training's default on ``device``."""
     import torch
 
     from atelier.gan.config import preset_config
@@ -50,7 +52,7 @@ def bench_train(
     for preset in presets:
         for arch in archs:
             cfg = preset_config(preset, arch=arch, num_classes=10)
-            state = new_state(cfg, [f"c{i}" for i in range(10)], seed=0, device=dev)
+            state = new_state(cfg, [f"c{i}" for i in range(10)], seed=0, device=dev, precision=precision)
             n = 4 * cfg.batch_size
             gen = torch.Generator().manual_seed(0)
             images = torch.randint(
@@ -68,6 +70,7 @@ def bench_train(
             results[f"{preset}/{arch}"] = {
                 "resolution": cfg.resolution,
                 "batch_size": cfg.batch_size,
+                "precision": state.precision,  # bf16 by default on CUDA and on a CPU with AMX
                 "steps": steps,
                 "steps_per_s": round(steps / dt, 3),
                 "images_per_s": round(steps * cfg.batch_size / dt, 1),
@@ -156,6 +159,12 @@ def bench_generate_bare(
 @click.option("--seconds", type=float, default=None, help="per preset and arch [8; 20 with --nproc]")
 @click.option("--device", default=None)
 @click.option(
+    "--precision",
+    type=click.Choice(["bf16", "fp32"]),
+    default=None,
+    help="default: training's (bf16 on CUDA and on a CPU with AMX, else fp32); one process only",
+)
+@click.option(
     "--nproc",
     type=click.IntRange(1),
     default=1,
@@ -169,8 +178,12 @@ def bench_generate_bare(
     show_default=True,
     help="with --nproc: runs of each, best kept",
 )
-def bench_train_cmd(as_json, presets, archs, seconds, device, nproc, repeats):
+def bench_train_cmd(as_json, presets, archs, seconds, device, precision, nproc, repeats):
     """Bare training loop: steps/s and images/s per preset; with --nproc N, 1 rank against N ranks."""
+    if nproc > 1 and precision:
+        raise click.BadParameter(
+            "--precision is measured in one process; drop it or --nproc", param_hint="--precision"
+        )
     if nproc > 1:
         from atelier.cli.bench.dist import bench_train_distributed
 
@@ -191,5 +204,6 @@ def bench_train_cmd(as_json, presets, archs, seconds, device, nproc, repeats):
         archs=archs or ("atelier", "dcgan"),
         seconds=seconds or 8.0,
         device=device,
+        precision=precision,
     )
     click.echo(json.dumps(out))

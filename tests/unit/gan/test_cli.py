@@ -86,6 +86,33 @@ def test_bare_generate_bench_reports_images_per_second():
     assert out["count"] == 8 and out["images_per_s"] > 0 and out["mean_png_bytes"] > 0
 
 
+def test_bare_train_bench_names_the_precision_it_measured():
+    from atelier.cli.bench.model import bench_train_cmd
+
+    runner = CliRunner()
+    for precision in ("fp32", "bf16"):
+        res = runner.invoke(
+            bench_train_cmd,
+            [
+                "--preset",
+                "tiny",
+                "--arch",
+                "atelier",
+                "--seconds",
+                "0.2",
+                "--device",
+                "cpu",
+                "--precision",
+                precision,
+            ],
+        )
+        assert res.exit_code == 0, res.output
+        row = json.loads(res.output)["results"]["tiny/atelier"]
+        assert row["precision"] == precision and row["steps"] >= 3 and row["steps_per_s"] > 0
+    res = runner.invoke(bench_train_cmd, ["--nproc", "2", "--precision", "bf16"])
+    assert res.exit_code != 0 and "--precision" in res.output
+
+
 def test_precision_bf16_train_and_sample_and_default_truncation(tmp_path):
     data, out = _catalogue(tmp_path / "data"), tmp_path / "run"
     runner = CliRunner()
