@@ -63,8 +63,8 @@ def default_precision(device: str | torch.device) -> str:
 
 def default_train_precision(device: str | torch.device) -> str:
     # Training: bf16 on CUDA, and on a CPU with AMX (`small`, one thread: 4.46 steps/s against 2.79 in
-    # fp32 on a Xeon with AMX, GAN_NOTES.md round 14); fp32 on other CPUs, where bf16 is emulated and
-    # slower. Weights, Adam, EMA and the losses stay fp32 either way.
+    # fp32 on a Xeon with AMX, GAN_NOTES.md round 14); fp32 on other CPUs, which have no bf16 units
+    # (bf16 there is not measured). Weights, Adam, EMA and the losses stay fp32 either way.
     if torch.device(device).type == "cpu" and cpu_has_bf16_units():
         return "bf16"
     return default_precision(device)
