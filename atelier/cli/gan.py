@@ -382,7 +382,8 @@ def train(
     ckpt = state_to_checkpoint(state)
     if not distributed:  # with ranks, rank 0 has written it
         ckpt_path.write_bytes(checkpoint_to_bytes(ckpt))
-    G, _, _ = load_generator(ckpt, device, **fast)
+    # Sampling (the sweep, the grid) takes the sampling default where it runs, unless --precision says.
+    G, _, _ = load_generator(ckpt, device, precision)
     truncation, summary = 1.0, None
     if sweep:  # the trained checkpoint is already on disk: a failed sweep loses no training
         from atelier.core.config import get_settings
