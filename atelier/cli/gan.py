@@ -211,6 +211,7 @@ EVAL_SUMMARY = (
     "diversity",
     "diversity_min",
     "diversity_by_category",
+    "recall_by_category",
 )
 
 
@@ -401,6 +402,7 @@ def train(
         ckpt.update({k: swept[k] for k in SWEPT_CHECKPOINT_FIELDS})
         ckpt_path.write_bytes(checkpoint_to_bytes(ckpt))
         swept["diversity_by_category"] = _by_category(swept.get("diversity_per_class"), names)
+        swept["recall_by_category"] = _by_category(swept.get("recall_ratio_per_class"), names)
         (out_dir / "metrics.json").write_text(json.dumps(swept, indent=1))
         (out_dir / "categories.png").write_bytes(
             category_chart_png(swept, names, settings.truncation_min_diversity)
@@ -551,6 +553,7 @@ def eval_cmd(
         step=ckpt["step"], arch=cfg.arch, generator=cfg.generator, preset=cfg.preset,
         resolution=cfg.resolution, categories=names,
         diversity_by_category=_by_category(metrics.get("diversity_per_class"), names),
+        recall_by_category=_by_category(metrics.get("recall_ratio_per_class"), names),
     )  # fmt: skip
     json.dump(metrics, sys.stdout)
     sys.stdout.write("\n")

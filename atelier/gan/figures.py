@@ -119,14 +119,17 @@ def loss_curve_png(history, width: int = 640, height: int = 360, smooth: int = 1
 
 
 def category_chart_png(metrics: dict, class_names: list[str], min_diversity: float | None = None) -> bytes:
-    """Per category, two bars: GAN-test (does the judge see the category) and diversity (spread of the
-    generated designs over that of the real photos; a line marks ``min_diversity``). A category that is
-    recognised but not varied shows a tall first bar and a short second one."""
+    """Per category, up to three bars: GAN-test (does the judge see the category), diversity (spread of
+    the generated designs over that of the real photos; a line marks ``min_diversity``) and recall (held-out
+    photos of the category the designs cover, over what other real photos cover). A category that is
+    recognised but not varied shows a tall first bar and a short second one; one whose designs are
+    varied but miss the kinds of photo the catalogue holds, a short third one."""
     bars = (
         ("GAN-test", metrics.get("gan_test_per_class") or [], (31, 119, 180)),
         ("diversity", metrics.get("diversity_per_class") or [], (44, 160, 44)),
+        ("recall", metrics.get("recall_ratio_per_class") or [], (148, 103, 189)),
     )
-    row, width, left, scale = 22, 520, LABEL_W, 1.2  # bars from 0 to 1.2 (diversity may pass 1)
+    row, width, left, scale = 31, 520, LABEL_W, 1.2  # bars from 0 to 1.2 (diversity may pass 1)
     height = 30 + row * len(class_names) + 10
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)

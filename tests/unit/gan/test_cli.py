@@ -51,6 +51,8 @@ def test_train_sample_eval_round_trip(tmp_path):
     trained = checkpoint_from_bytes((out / "checkpoint.pt").read_bytes())
     chosen = json.loads(res.output.strip().splitlines()[-1])["default_truncation"]
     assert trained["default_truncation"] == chosen in (0.7, 0.8, 0.9, 1.0)
+    summary = json.loads(res.output.strip().splitlines()[-1])["eval"]
+    assert set(summary["recall_by_category"]) == {"dress", "hat", "pants"}
     assert set(trained["truncation_sweep"]) == {"0.7", "0.8", "0.9", "1.0"}
     again = runner.invoke(gan, args)  # resumes from the checkpoint
     assert again.exit_code == 0 and json.loads(again.output.strip().splitlines()[-1])["step"] == 4
@@ -71,6 +73,12 @@ def test_train_sample_eval_round_trip(tmp_path):
     assert res.exit_code == 0, res.output
     metrics = json.loads(res.output.strip().splitlines()[-1])
     assert {"gan_test_accuracy", "kid", "precision", "recall", "judge_heldout_accuracy"} <= set(metrics)
+    # per category by name, as diversity is (None where a category has no held-out photo)
+    assert (
+        set(metrics["recall_by_category"])
+        == set(metrics["diversity_by_category"])
+        == {"dress", "hat", "pants"}
+    )
 
 
 def test_unknown_preset_and_resolution_are_refused(tmp_path):

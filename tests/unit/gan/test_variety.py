@@ -59,6 +59,14 @@ def test_recall_against_heldout_photos_as_a_ratio_to_real_vs_real():
     means = torch.stack([real[labels == c].mean(dim=0) for c in range(3)])
     typical = means[labels] + 0.01 * fresh
     assert recall_vs_heldout(real, typical, labels, None)["recall_ratio"] < 0.3
+    # Per category: fresh draws cover each category about as real photos do; a generator that draws only
+    # the typical design of category 0 (and fresh ones elsewhere) misses category 0 alone.
+    per = recall_vs_heldout(real, fresh, labels, None, num_classes=4)["recall_ratio_per_class"]
+    assert all(0.6 < v < 1.4 for v in per[:3]) and per[3] is None  # no photo of category 3
+    one_typical = torch.where((labels == 0)[:, None], typical, fresh)
+    per = recall_vs_heldout(real, one_typical, labels, None, num_classes=3)["recall_ratio_per_class"]
+    assert per[0] < 0.3 and per[1] > 0.6 and per[2] > 0.6
+    assert recall_vs_heldout(real, fresh, labels, None)["recall_ratio_per_class"] is None
     # With the judge's own held-out positions.
     given = torch.tensor([0, 1, 60, 61, 120, 121])
     h, m = reference_split(labels, given)
@@ -81,6 +89,7 @@ def test_evaluate_reports_diversity_per_category_and_recall_ratio(tiny_dataset):
     assert m["diversity"] == pytest.approx(mean_diversity(m["diversity_per_class"]))
     assert m["recall_ratio"] is None or m["recall_ratio"] >= 0
     assert {"recall_heldout", "recall_real_baseline", "n_recall", "diversity_min"} <= set(m)
+    assert len(m["recall_ratio_per_class"]) == len(CATEGORIES)
     # Truncation 0 draws each category's centre: no spread left at all.
     flat = evaluate(G, judge, tiny_dataset, n_per_class=4, kid_subsets=2, truncation=0.0)
     assert flat["diversity"] == pytest.approx(0.0, abs=1e-6)
