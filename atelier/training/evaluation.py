@@ -137,14 +137,14 @@ def variety_refusal(candidate: dict, *, min_diversity: float = 0.0, min_recall: 
             lost.append(f"{name} {value:.3f} below {setting} {limit:g}")
     if not lost:
         return None
-    per_class = candidate.get("diversity_per_class")
-    detail = ""
-    if per_class and any(v is not None for v in per_class):
-        detail = (
-            " (diversity per category: "
-            + ", ".join("-" if v is None else f"{v:.2f}" for v in per_class)
-            + ")"
-        )
+    details = []
+    # Per category, so that whoever reads the refusal sees which categories lack variety or coverage.
+    for name, key in (("diversity", "diversity_per_class"), ("recall", "recall_ratio_per_class")):
+        per_class = candidate.get(key)
+        if per_class and any(v is not None for v in per_class):
+            values = ", ".join("-" if v is None else f"{v:.2f}" for v in per_class)
+            details.append(f"{name} per category: {values}")
+    detail = f" ({'; '.join(details)})" if details else ""
     return "designs too typical: " + "; ".join(lost) + detail
 
 

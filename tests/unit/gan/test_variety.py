@@ -150,8 +150,10 @@ def test_the_gate_refuses_typical_designs_naming_the_settings():
     ok, why = promotion_gate(typical, prod, "v1", min_diversity=0.85, min_recall=0.85)
     assert not ok
     assert "ATELIER_PROMOTION_MIN_DIVERSITY 0.85" in why and "0.800" in why and "0.70, 0.90" in why
-    ok, why = promotion_gate(_metrics(recall_ratio=0.6), prod, "v1", min_diversity=0.85, min_recall=0.85)
+    missed = _metrics(recall_ratio=0.6, recall_ratio_per_class=[0.45, None])
+    ok, why = promotion_gate(missed, prod, "v1", min_diversity=0.85, min_recall=0.85)
     assert not ok and "ATELIER_PROMOTION_MIN_RECALL 0.85" in why and "DIVERSITY" not in why
+    assert "recall per category: 0.45, -" in why and "diversity per category: 0.90, 1.00" in why
     # Refused even when production is worse still: variety is a floor, not a comparison.
     worse_prod = _metrics(kid=0.2, diversity=0.5, recall_ratio=0.3)
     assert promotion_gate(_metrics(diversity=0.8), worse_prod, "v1", min_diversity=0.85)[0] is False
