@@ -192,8 +192,9 @@ def recall_vs_heldout(
 
     ``recall_ratio_per_class`` (with ``num_classes``): the same ratio over each category's held-out
     photos, both manifolds still built from every category's images; None where a category has no
-    held-out photo. Tens of photos per category: a guide to which categories the designs miss (pants,
-    shoes and hats at 64 px, GAN_NOTES.md round 15), not a figure to gate on."""
+    held-out photo. Tens of photos per category (17-119 in clothing-small): a guide to which categories
+    a model's designs miss, not a figure to gate on (the lowest categories of four 64 px models
+    differed from model to model, GAN_NOTES.md round 15)."""
     held, match = reference_split(labels, held, seed)
     if held.numel() < 4:
         empty = None if num_classes is None else [None] * num_classes
