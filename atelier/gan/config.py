@@ -143,8 +143,10 @@ _ADA = dict(augment="color,translation,cutout", augment_p=0.0, ada_target=0.6)
 # 0.84 on held-out photos; skirt and longsleeve at 0.27-0.31 miss); with balance 0.5 skirt (112 photos)
 # stayed at 0.33 on seed 0 and longsleeve at 0.14 on seed 1; with the head at 0.1 skirt stayed at
 # 0.11-0.27 (round 4); with the head at 1.0 (seed 0) skirt stayed at 0.29-0.31 and recall fell to 0.29.
-# Early in a run they cost (round 3: at 230-400 steps the head at 0.2 worsened KID). Measured at 32 px
-# on the CPU only; small and base carry it unmeasured.
+# Early in a run they cost (round 3: at 230-400 steps the head at 0.2 worsened KID). At 64 px (small, 30
+# CPU-minutes, ~8,000 steps, seed 0) the head at 0 / 0.1 / 0.3 gave GAN-test 0.84x / 0.94x / 0.97x of
+# the judge and recall_ratio 0.71 / 0.67 / 0.67, within its noise (GAN_NOTES.md round 15); base and
+# large carry it unmeasured.
 _CLASS_SIGNAL = dict(class_balance=1.0, aux_weight=0.3)
 
 PRESETS: dict[str, dict] = {
