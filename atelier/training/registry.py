@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from atelier.core import jobs
 from atelier.core.models import ModelVersion, utcnow
+from atelier.core.models.base import new_id
 
 PRODUCTION = "production"
 
@@ -25,6 +26,23 @@ class ModelNotFound(LookupError):
 
 def checkpoint_key(version_id: str) -> str:
     return f"models/{version_id}/checkpoint.pt"
+
+
+def register_checkpoint(
+    store: Any, checkpoint: bytes, *, database_url: str | None = None, **fields: Any
+) -> str:
+    """Store ``checkpoint`` under a new version's key, then register that version (``fields``: the
+    columns besides id and checkpoint_key); returns its id. The object exists before any row names it,
+    and no transaction stays open across the upload: a slow put would otherwise run into the server's
+    idle-in-transaction timeout (``db_idle_in_transaction_seconds``) and lose the row."""
+    from atelier.core.db import session_scope
+
+    version_id = new_id()
+    key = checkpoint_key(version_id)
+    store.put(key, checkpoint)
+    with session_scope(database_url) as session:
+        create_version(session=session, id=version_id, checkpoint_key=key, **fields)
+    return version_id
 
 
 def production(*, session: Session) -> ModelVersion | None:

@@ -248,19 +248,14 @@ def register_model(stack, *, preset: str = "tiny", resolution: int = 64) -> str:
     """A freshly initialised generator (throughput does not depend on the weights), registered in the
     stack's database and store (this process's settings are left alone)."""
     from atelier.cli.bench.system import _model
-    from atelier.core.db import session_scope
     from atelier.core.storage import ObjectStore
     from atelier.training import registry
 
     ckpt, cfg = _model(preset, resolution, classes=4)
-    with session_scope(stack.env["ATELIER_DATABASE_URL"]) as session:
-        version = registry.create_version(
-            session=session, arch=cfg.arch, preset=preset, resolution=resolution,
-            class_names=[f"class{i}" for i in range(4)], checkpoint_key="pending",
-        )  # fmt: skip
-        version.checkpoint_key = registry.checkpoint_key(version.id)
-        ObjectStore(stack.settings).put(version.checkpoint_key, ckpt)
-        return version.id
+    return registry.register_checkpoint(
+        ObjectStore(stack.settings), ckpt, database_url=stack.env["ATELIER_DATABASE_URL"], arch=cfg.arch,
+        preset=preset, resolution=resolution, class_names=[f"class{i}" for i in range(4)],
+    )  # fmt: skip
 
 
 def bench_api(

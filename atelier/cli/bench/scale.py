@@ -84,7 +84,6 @@ def _process_env(env: dict[str, str]):  # noqa: ANN202
 def _tiny_model() -> str:
     """A model version of the 16 px GAN at CPU-test widths, checkpoint in S3: untrained, since
     throughput does not depend on the weights (as in `atelier bench generate`)."""
-    from atelier.core.db import session_scope
     from atelier.core.storage import get_store
     from atelier.gan.config import preset_config
     from atelier.gan.training import checkpoint_to_bytes, new_state, state_to_checkpoint
@@ -101,19 +100,9 @@ def _tiny_model() -> str:
         num_classes=len(CATEGORIES),
     )
     data = checkpoint_to_bytes(state_to_checkpoint(new_state(cfg, CATEGORIES, seed=0)))
-    with session_scope() as session:
-        version = registry.create_version(
-            session=session,
-            arch="atelier",
-            preset="tiny",
-            resolution=16,
-            class_names=CATEGORIES,
-            steps=0,
-            checkpoint_key="pending",
-        )
-        version.checkpoint_key = registry.checkpoint_key(version.id)
-        get_store().put(version.checkpoint_key, data)
-        return version.id
+    return registry.register_checkpoint(
+        get_store(), data, arch="atelier", preset="tiny", resolution=16, class_names=CATEGORIES, steps=0
+    )
 
 
 def _signal_all(pids: list[int], sig: int) -> None:

@@ -69,7 +69,6 @@ def _bare(ckpt: bytes, count: int, *, batch: int, store=None, prefix: str = "") 
 
 
 def bench_generate_system(preset: str = "tiny", resolution: int = 64, count: int = 10_000) -> dict:
-    from datetime import datetime
 
     from atelier.cli.stack import Stack
     from atelier.client import Client
@@ -89,28 +88,21 @@ def bench_generate_system(preset: str = "tiny", resolution: int = 64, count: int
     with tempfile.TemporaryDirectory(prefix="atelier-bench-") as tmp, Stack(Path(tmp)) as stack:
         os.environ.update(stack.env)
         _reset_caches()
-        from atelier.core.db import session_scope
         from atelier.core.storage import get_store
         from atelier.training import registry
 
         store = get_store()
         out["bare_memory"] = _bare(ckpt, count, batch=batch)
         out["bare_s3"] = _bare(ckpt, count, batch=batch, store=store, prefix="bench/bare/")
-        with session_scope() as session:
-            version = registry.create_version(
-                session=session, arch=cfg.arch, preset=preset, resolution=resolution,
-                class_names=[f"class{i}" for i in range(4)], checkpoint_key="pending",
-            )  # fmt: skip
-            version.checkpoint_key = registry.checkpoint_key(version.id)
-            store.put(version.checkpoint_key, ckpt)
-            version_id = version.id
+        version_id = registry.register_checkpoint(
+            store, ckpt, arch=cfg.arch, preset=preset, resolution=resolution,
+            class_names=[f"class{i}" for i in range(4)],
+        )  # fmt: skip
         client = Client(stack.api_url, stack.admin_key)
         job = client.post("/v1/generation-jobs", json={"model": version_id, "count": count, "seed": 0})
         job = client.wait(job["id"], timeout=3600, interval=0.5)
         client.close()
-        started = datetime.fromisoformat(job["started_at"].replace("Z", "+00:00"))
-        finished = datetime.fromisoformat(job["finished_at"].replace("Z", "+00:00"))
-        dt = (finished - started).total_seconds()
+        dt = (job.finished_at - job.started_at).total_seconds()  # the SDK's Job: aware datetimes
         out["system"] = {"status": job["status"], "images": job["progress"]["done"], "seconds": round(dt, 2),
                          "images_per_s": round(job["progress"]["done"] / dt, 1),
                          "chunks": job["result"].get("chunks") if job["result"] else None}  # fmt: skip
