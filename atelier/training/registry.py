@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from atelier.core import jobs
+from atelier.core.db import session_scope
 from atelier.core.models import ModelVersion, utcnow
 from atelier.core.models.base import new_id
 
@@ -35,8 +36,6 @@ def register_checkpoint(
     columns besides id and checkpoint_key); returns its id. The object exists before any row names it,
     and no transaction stays open across the upload: a slow put would otherwise run into the server's
     idle-in-transaction timeout (``db_idle_in_transaction_seconds``) and lose the row."""
-    from atelier.core.db import session_scope
-
     version_id = new_id()
     key = checkpoint_key(version_id)
     store.put(key, checkpoint)
