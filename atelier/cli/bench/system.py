@@ -69,7 +69,6 @@ def _bare(ckpt: bytes, count: int, *, batch: int, store=None, prefix: str = "") 
 
 
 def bench_generate_system(preset: str = "tiny", resolution: int = 64, count: int = 10_000) -> dict:
-
     from atelier.cli.stack import Stack
     from atelier.client import Client
 
