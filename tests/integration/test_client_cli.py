@@ -61,18 +61,13 @@ def catalogue(stack) -> None:
 @pytest.fixture(scope="module")
 def broken_model(stack) -> str:
     """A registered model version whose checkpoint is not one: fine-tuning it fails in the worker."""
-    from atelier.core.db import session_scope
     from atelier.core.storage import get_store
     from atelier.training import registry
 
-    with session_scope() as session:
-        version = registry.create_version(
-            session=session, arch="atelier", preset="tiny", resolution=16, class_names=list(CATS), steps=1,
-            checkpoint_key="pending",
-        )  # fmt: skip
-        version.checkpoint_key = registry.checkpoint_key(version.id)
-        get_store().put(version.checkpoint_key, b"these bytes are not a checkpoint")
-        return version.id
+    return registry.register_checkpoint(
+        get_store(), b"these bytes are not a checkpoint",
+        arch="atelier", preset="tiny", resolution=16, class_names=list(CATS), steps=1,
+    )  # fmt: skip
 
 
 def test_generate_wait_prints_only_json_and_exits_0_then_download_resumes(stack, model, tmp_path):  # noqa: F811

@@ -40,7 +40,6 @@ def gallery_stack(tmp_path_factory) -> Iterator[Stack]:  # noqa: ANN001
 @pytest.fixture(scope="module")
 def model_id(gallery_stack: Stack) -> str:
     """A tiny 16 px conditional GAN, ten steps, registered the way a finished training job would."""
-    from atelier.core.db import session_scope
     from atelier.core.storage import ObjectStore
     from atelier.gan.data import prepare_images
     from atelier.gan.training import checkpoint_to_bytes, new_state, state_to_checkpoint, train
@@ -49,16 +48,12 @@ def model_id(gallery_stack: Stack) -> str:
 
     state = new_state(tiny_config(num_classes=3), CATS, seed=0)
     train(state, prepare_images(make_catalogue(24), resolution=16), steps=10)
-    with session_scope(gallery_stack.env["ATELIER_DATABASE_URL"]) as session:
-        version = registry.create_version(
-            session=session, arch="atelier", preset="tiny", resolution=16, class_names=CATS, steps=10,
-            checkpoint_key="pending", metrics={"kid": 0.25, "gan_test_accuracy": 0.5},
-        )  # fmt: skip
-        version.checkpoint_key = registry.checkpoint_key(version.id)
-        ObjectStore(gallery_stack.settings).put(
-            version.checkpoint_key, checkpoint_to_bytes(state_to_checkpoint(state))
-        )
-        return version.id
+    return registry.register_checkpoint(
+        ObjectStore(gallery_stack.settings), checkpoint_to_bytes(state_to_checkpoint(state)),
+        database_url=gallery_stack.env["ATELIER_DATABASE_URL"],
+        arch="atelier", preset="tiny", resolution=16, class_names=CATS, steps=10,
+        metrics={"kid": 0.25, "gan_test_accuracy": 0.5},
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +70,14 @@ def browser():  # noqa: ANN201
 
 
 def grid_loaded(page) -> None:  # noqa: ANN001
-    """Every thumbnail of the grid has arrived (each first view makes its thumbnail in the API)."""
+    """Every thumbnail of the grid has arrived (each first view makes its thumbnail in the API).
+
+    Up to 2 minutes, not the page's 30 s: a page of 60 first views decodes and resizes 60 images on the
+    API's CPU, which a test training a GAN on the other xdist worker of a 2-core machine shares (30 s
+    ran out that way once on a 2-core AVX2-only CPU)."""
     page.wait_for_function(
-        "() => [...document.querySelectorAll('ul.grid img')].every(i => i.complete && i.naturalWidth > 0)"
+        "() => [...document.querySelectorAll('ul.grid img')].every(i => i.complete && i.naturalWidth > 0)",
+        timeout=120_000,
     )
 
 

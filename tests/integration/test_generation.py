@@ -28,7 +28,6 @@ CATS = ["dress", "hat", "pants"]
 @pytest.fixture(scope="module")
 def model(stack) -> str:
     """A model version: ten training steps of the tiny 16 px GAN, checkpoint in S3, row in SQL."""
-    from atelier.core.db import session_scope
     from atelier.core.storage import get_store
     from atelier.gan.data import prepare_images
     from atelier.gan.training import checkpoint_to_bytes, new_state, state_to_checkpoint, train
@@ -38,19 +37,9 @@ def model(stack) -> str:
     state = new_state(tiny_config(num_classes=3), CATS, seed=0)
     train(state, prepare_images(make_catalogue(24), resolution=16), steps=10)
     data = checkpoint_to_bytes(state_to_checkpoint(state))
-    with session_scope() as session:
-        version = registry.create_version(
-            session=session,
-            arch="atelier",
-            preset="tiny",
-            resolution=16,
-            class_names=CATS,
-            steps=10,
-            checkpoint_key="pending",
-        )
-        version.checkpoint_key = registry.checkpoint_key(version.id)
-        get_store().put(version.checkpoint_key, data)
-        return version.id
+    return registry.register_checkpoint(
+        get_store(), data, arch="atelier", preset="tiny", resolution=16, class_names=CATS, steps=10
+    )
 
 
 def submit(stack, body: dict, key: str | None = None, idem: str | None = None) -> httpx.Response:
