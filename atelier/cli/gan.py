@@ -11,8 +11,8 @@ global batch; --nnodes/--node-rank/--master-addr/--master-port span several host
 says what each host runs). --nproc 1 (the default) is the single-process loop.
 
 --precision bf16 runs the GPU numerics (bf16 autocast; channels_last is the default everywhere) on any
-device: training takes it by default on a CPU with AMX (1.6x the steps/s of fp32 there); on any other
-CPU it is how a CUDA worker's code path is tried without a GPU.
+device: training takes it by default on a CPU with AMX or AVX512-BF16 (1.4-1.6x the steps/s of fp32
+there); on any other CPU it is how a CUDA worker's code path is tried without a GPU.
 
 torch is imported inside the commands so that `atelier` itself starts on machines without it.
 """
@@ -90,7 +90,7 @@ def _precision_option(f):
         type=click.Choice(["bf16", "fp32"]),
         default=None,
         help="autocast precision of the G and D passes (default: bf16 on CUDA; on the CPU fp32, except "
-        "training on a CPU with AMX: bf16)",
+        "training on a CPU with AMX or AVX512-BF16: bf16)",
     )(f)
 
 

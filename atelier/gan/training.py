@@ -16,8 +16,8 @@ on CPU.
 
 Precision: ``precision="bf16"`` runs the G and D passes under bf16 autocast (weights, Adam, EMA, losses
 and the R1 gradient norm stay fp32); ``channels_last`` stores conv weights and activations NHWC. bf16
-is the default on CUDA and on CPUs with AMX (default_train_precision), and can be asked for on any
-CPU, which is how the tests prove the GPU path;
+is the default on CUDA and on CPUs with AMX or AVX512-BF16 (default_train_precision), and can be asked
+for on any CPU, which is how the tests prove the GPU path;
 channels_last is the default on both (GAN_NOTES.md round 6: +27 % steps/s for tiny on an AVX2 CPU).
 
 Across ranks: ``train(..., dist=Dist)`` runs the same step on one rank of a torch.distributed group
@@ -48,10 +48,11 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def cpu_has_bf16_units() -> bool:
-    """AMX tiles: oneDNN then runs bf16 convolutions in hardware (private torch API, hence the guard)."""
+    """AMX tiles or AVX512-BF16: oneDNN then runs bf16 convolutions in hardware (private torch API,
+    hence the guard)."""
     try:
-        return bool(torch.cpu._is_amx_tile_supported())
-    except Exception:  # a torch without the probe: fp32, the safe choice
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except Exception:  # a torch without the probes: fp32, the safe choice
         return False
 
 
@@ -62,9 +63,10 @@ def default_precision(device: str | torch.device) -> str:
 
 
 def default_train_precision(device: str | torch.device) -> str:
-    # Training: bf16 on CUDA, and on a CPU with AMX (`small`, one thread: 4.46 steps/s against 2.79 in
-    # fp32 on a Xeon with AMX, GAN_NOTES.md round 14); fp32 on other CPUs, which have no bf16 units
-    # (bf16 there is not measured). Weights, Adam, EMA and the losses stay fp32 either way.
+    # Training: bf16 on CUDA, and on a CPU with AMX or AVX512-BF16 (`small`, one thread: 4.46 steps/s
+    # against 2.79 in fp32 on a Xeon with AMX, GAN_NOTES.md round 14; 5.6 against 3.9 on an AMD EPYC
+    # with AVX512-BF16, round 17); fp32 on other CPUs, which have no bf16 units (bf16 there is not
+    # measured). Weights, Adam, EMA and the losses stay fp32 either way.
     if torch.device(device).type == "cpu" and cpu_has_bf16_units():
         return "bf16"
     return default_precision(device)

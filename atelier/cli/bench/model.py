@@ -70,7 +70,7 @@ def bench_train(
             results[f"{preset}/{arch}"] = {
                 "resolution": cfg.resolution,
                 "batch_size": cfg.batch_size,
-                "precision": state.precision,  # bf16 by default on CUDA and on a CPU with AMX
+                "precision": state.precision,  # bf16 by default on CUDA and on a CPU with bf16 units
                 "steps": steps,
                 "steps_per_s": round(steps / dt, 3),
                 "images_per_s": round(steps * cfg.batch_size / dt, 1),
@@ -162,7 +162,8 @@ def bench_generate_bare(
     "--precision",
     type=click.Choice(["bf16", "fp32"]),
     default=None,
-    help="default: training's (bf16 on CUDA and on a CPU with AMX, else fp32); one process only",
+    help="default: training's (bf16 on CUDA and on a CPU with AMX or AVX512-BF16, else fp32); "
+    "one process only",
 )
 @click.option(
     "--nproc",

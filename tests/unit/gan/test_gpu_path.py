@@ -189,8 +189,35 @@ def test_ada_raises_p_when_d_is_sure_of_the_reals_and_lowers_it_otherwise():
     assert float(state.aug_p) == 0.0  # clamped to [0, 1]
 
 
+@pytest.mark.parametrize(
+    ("amx", "avx512_bf16", "expected"),
+    [
+        (True, True, True),
+        (True, False, True),
+        (False, True, True),
+        (False, False, False),
+        (None, None, False),
+    ],
+)
+def test_bf16_units_are_amx_or_avx512_bf16_and_a_missing_probe_means_fp32(
+    monkeypatch, amx, avx512_bf16, expected
+):
+    def probe(value):  # None: a torch without the probe
+        def answer() -> bool:
+            if value is None:
+                raise AttributeError("no such probe in this torch")
+            return value
+
+        return answer
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", probe(amx), raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", probe(avx512_bf16), raising=False)
+    assert training.cpu_has_bf16_units() is expected
+    assert training.default_train_precision("cpu") == ("bf16" if expected else "fp32")
+
+
 @pytest.mark.parametrize(("amx", "expected"), [(True, "bf16"), (False, "fp32")])
-def test_cpu_training_takes_bf16_where_the_cpu_has_amx_and_sampling_stays_fp32(
+def test_cpu_training_takes_bf16_where_the_cpu_has_bf16_units_and_sampling_stays_fp32(
     monkeypatch, tiny_dataset, amx, expected
 ):
     monkeypatch.setattr(training, "cpu_has_bf16_units", lambda: amx)
