@@ -217,7 +217,10 @@ class ScaleOut:
         from atelier.core.db import session_scope
         from atelier.core.models import WorkUnit
 
-        with session_scope() as session:
+        # A read-only, deferred transaction: the observer must not queue for SQLite's write lock behind
+        # the workers (a BEGIN IMMEDIATE here once ran past the busy timeout on a loaded 2-core machine:
+        # "database is locked"); WAL readers see the last commit without any lock.
+        with session_scope(readonly=True) as session:
             rows = session.execute(
                 select(WorkUnit.id, WorkUnit.status, WorkUnit.worker, WorkUnit.done).where(
                     WorkUnit.job_id == job_id, WorkUnit.kind == "chunk"
@@ -264,7 +267,7 @@ class ScaleOut:
             for o in get_store().list(f"generated/{job_id}/")
             if o["Key"].rsplit("/", 1)[1][:6].isdigit()
         }
-        with session_scope() as session:
+        with session_scope(readonly=True) as session:
             rows = session.execute(
                 select(func.count()).select_from(GeneratedImage).where(GeneratedImage.job_id == job_id)
             ).scalar_one()
