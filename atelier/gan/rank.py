@@ -162,10 +162,10 @@ def main() -> None:
     _die_with_parent()
     code = run_rank()
     # Everything a rank leaves (checkpoint, result.json) is written and the group destroyed by now. The
-    # interpreter's own teardown can still abort the process: the two-host test once saw "terminate
-    # called without an active exception" (SIGABRT) right after "rank 1 done", the symptom torch's
-    # c10d reports give for gloo's C++ threads being torn down during finalisation, and the launcher
-    # rightly reports a rank killed by a signal as failed. So flush and leave without that teardown.
+    # interpreter's own teardown can still abort the process: gloo's C++ worker threads outlive the
+    # group and std::terminate fires when their objects are destroyed during finalisation ("terminate
+    # called without an active exception", SIGABRT after "rank N done"), which the launcher rightly
+    # reports as a failed rank. So flush and leave without that teardown.
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
