@@ -160,16 +160,7 @@ def main() -> None:
         format=f"%(asctime)s rank {os.environ.get('RANK', '?')} %(levelname)s %(message)s",
     )
     _die_with_parent()
-    code = run_rank()
-    # Everything a rank leaves (checkpoint, result.json) is written and the group destroyed by now. The
-    # interpreter's own teardown can still abort the process: gloo's C++ worker threads outlive the
-    # group and std::terminate fires when their objects are destroyed during finalisation ("terminate
-    # called without an active exception", SIGABRT after "rank N done"), which the launcher rightly
-    # reports as a failed rank. So flush and leave without that teardown.
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    sys.exit(run_rank())
 
 
 if __name__ == "__main__":
