@@ -45,6 +45,7 @@ usually at once, when the socket closes) instead of hanging them.
 from __future__ import annotations
 
 import datetime
+import gc
 import hashlib
 import os
 from dataclasses import dataclass
@@ -138,8 +139,15 @@ class Dist:
         tdist.barrier()
 
     def close(self) -> None:
+        # DDP's reducers hold the process group: destroy_process_group only unregisters it while a
+        # wrapper lives, and the group (gloo's threads) then goes at the interpreter's teardown, in an
+        # order of its choosing; a finished rank once died there by SIGABRT ("terminate called without an
+        # active exception") after logging "done". Dropped first, the wrappers take the group down here.
+        self.G = self.D = None
+        gc.collect()
         if tdist.is_initialized():
             tdist.destroy_process_group()
+        gc.collect()
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:

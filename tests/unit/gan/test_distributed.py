@@ -23,13 +23,14 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 
 import pytest
 import torch
 from PIL import Image
 
 from atelier.gan import launch
-from atelier.gan.distributed import Dist, replica_digest
+from atelier.gan.distributed import Dist, init_process_group_from_env, replica_digest
 from atelier.gan.launch import DistributedTrainingError, free_port, run_distributed_segment
 from atelier.gan.sampling import encode_png, generate, load_generator
 from atelier.gan.training import (
@@ -160,6 +161,26 @@ def test_rank_shares_are_disjoint_and_make_the_global_batch():
     draws = [torch.rand(4, generator=d.aug_generator(7)) for d in ranks[:2]]
     assert not torch.equal(draws[0], draws[1])
     assert torch.equal(draws[0], torch.rand(4, generator=ranks[0].aug_generator(7)))
+
+
+def test_closing_a_rank_takes_its_ddp_wrappers_down_before_the_group(tiny_dataset, monkeypatch):
+    """A wrapper left alive keeps the process group (gloo's threads) until the interpreter's teardown."""
+    import torch.distributed as tdist
+
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0", "WORLD_SIZE": "1"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    dist = init_process_group_from_env("cpu", PG_TIMEOUT_S)
+    try:
+        state = new_state(tiny_config(), CATEGORIES, seed=0)
+        dist.wrap(state)
+        train(state, tiny_dataset, steps=1, dist=dist)
+        wrappers = [weakref.ref(dist.G), weakref.ref(dist.D)]
+    finally:
+        dist.close()
+    assert not tdist.is_initialized()
+    assert [w() for w in wrappers] == [None, None]
+    assert state.step == 1
 
 
 def test_launcher_refuses_what_cannot_run(tiny_dataset):
