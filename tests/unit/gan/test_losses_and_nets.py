@@ -2,10 +2,9 @@ import math
 
 import pytest
 import torch
-
-from atelier.gan.config import PRESETS, GanConfig, preset_config
 import torch.nn.functional as F
 
+from atelier.gan.config import PRESETS, GanConfig, preset_config
 from atelier.gan.losses import d_loss, g_loss, mode_seeking, radial_power, spectral
 from atelier.gan.networks import build_networks
 
