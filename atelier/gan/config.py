@@ -86,9 +86,6 @@ class GanConfig:
     # recall_ratio rose 0.33-0.39 -> 0.49-0.52 but GAN-test fell 0.81-0.86x -> 0.69x of the judge
     # (GAN_NOTES.md round 10).
     mode_seeking: float = 0.0
-    # Spectral term in G's loss (losses.spectral): the designs' power per spatial frequency matched to
-    # the real batch's. 0 = off.
-    spectral_weight: float = 0.0
     # Real batches sample category c with weight count(c) ** -class_balance: 0 = the catalogue's mix,
     # 1 = every category equally often (rare categories are otherwise learned last, or never).
     class_balance: float = 0.0
@@ -274,9 +271,8 @@ def validate(cfg: GanConfig) -> None:
         raise ValueError(f"augment_p must be in [0, 1], got {cfg.augment_p}")
     if not 0.0 <= cfg.ada_target < 1.0:
         raise ValueError(f"ada_target must be in [0, 1), got {cfg.ada_target}")
-    for name in ("aux_weight", "class_balance", "mode_seeking", "spectral_weight"):
-        if getattr(cfg, name) < 0:
-            raise ValueError(f"{name} must not be negative, got {getattr(cfg, name)}")
+    if cfg.aux_weight < 0 or cfg.class_balance < 0 or cfg.mode_seeking < 0:
+        raise ValueError("aux_weight, class_balance and mode_seeking must not be negative")
 
 
 def preset_config(

@@ -10,11 +10,6 @@ The softplus form is the same number without the log(sigmoid) underflow at large
 Mode seeking (MSGAN, Mao et al. 2019), for G: two designs of one category drawn from different z should
 differ as their z do. ``mode_seeking`` is 1 / (|G(z1) - G(z2)| / |z1 - z2|), averaged over the pairs of
 a batch that share a label; it is large where G maps distant z to near-identical designs.
-
-Spectral (Durall et al. 2020, "Watch your up-convolution"), for G: the batch's mean power spectrum,
-azimuthally averaged into one value per spatial frequency, matched in log to the real batch's.
-Upsampling generators under-produce the high frequencies of photos; the adversarial loss sees that only
-through D's features, this term sees it directly, frequency by frequency.
 """
 
 from __future__ import annotations
@@ -53,32 +48,3 @@ def mode_seeking(
     per_pair = d_z / (d_img + eps)
     # where() rather than indexing: a boolean mask's size would be read on the host.
     return torch.where(pairs, per_pair, 0.0).sum() / pairs.sum().clamp_min(1)
-
-
-def _radial_bins(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, int]:
-    """For rfft2's [h, w // 2 + 1] grid: each frequency's radius (rounded), and the number of radii kept.
-
-    Radii up to the Nyquist frequency of the shorter side only: the corners beyond it are partial rings of
-    a few frequencies each, where photos resized with antialiasing have almost no power and a log ratio
-    would swing wildly."""
-    fy = torch.fft.fftfreq(h, device=device) * h
-    fx = torch.fft.rfftfreq(w, device=device) * w
-    r = (fy[:, None].square() + fx[None, :].square()).sqrt().round().long()
-    n = min(h, w) // 2 + 1
-    return r.flatten().clamp_max(n), n  # radius n collects the corners, and is dropped
-
-
-def radial_power(images: torch.Tensor) -> torch.Tensor:
-    """log of the batch's mean power per spatial frequency radius, 1 .. min(h, w) // 2, in fp32."""
-    x = images.float()
-    x = x - x.mean(dim=(2, 3), keepdim=True)  # the mean colour is not a frequency worth matching
-    power = torch.fft.rfft2(x, norm="ortho").abs().square().mean(dim=(0, 1)).flatten()
-    radius, n = _radial_bins(x.shape[2], x.shape[3], x.device)
-    sums = power.new_zeros(n + 1).index_add_(0, radius, power)[:n]
-    counts = power.new_zeros(n + 1).index_add_(0, radius, torch.ones_like(power))[:n]
-    return (sums[1:] / counts[1:] + 1e-8).log()  # radius 0 (the mean) is removed above
-
-
-def spectral(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """Mean squared log-ratio of the fakes' radial power spectrum to the reals' (the reals' is fixed)."""
-    return (radial_power(fake) - radial_power(real).detach()).square().mean()

@@ -40,7 +40,7 @@ from torch import nn
 from .augment import diff_augment, parse_policy
 from .config import ARCH_FIELDS, GanConfig, preset_config
 from .data import images_as_float
-from .losses import d_loss, g_loss, mode_seeking, r1_penalty, spectral
+from .losses import d_loss, g_loss, mode_seeking, r1_penalty
 from .networks import build_networks
 
 HISTORY_EVERY = 10  # record (step, loss_d, loss_g) every N steps for the loss curve
@@ -306,9 +306,6 @@ def train_step(
         # Over this rank's rows: pairs within a rank's share of the batch (the term is a mean, so the
         # gradient average across ranks keeps its scale).
         total_g = total_g + cfg.mode_seeking * mode_seeking(fake, z, y)
-    if cfg.spectral_weight > 0:
-        # Against this step's real rows, before augmentation (a flip leaves the radial spectrum as it is).
-        total_g = total_g + cfg.spectral_weight * spectral(fake, real)
     state.opt_G.zero_grad(set_to_none=True)
     total_g.backward()
     state.opt_G.step()

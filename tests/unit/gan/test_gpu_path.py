@@ -22,7 +22,7 @@ BF16 = dict(precision="bf16", channels_last=True)
 
 def _cfg(**kw):
     # Every optional piece on: R1 at step 0, EMA, DiffAugment with ADA, the classifier head, balancing,
-    # the mode-seeking term, the spectral term.
+    # the mode-seeking term.
     base = dict(
         augment="color,translation,cutout",
         augment_p=0.5,
@@ -30,7 +30,6 @@ def _cfg(**kw):
         ada_interval=2,
         aux_weight=0.5,
         mode_seeking=1.0,
-        spectral_weight=1.0,
         class_balance=1.0,
         embed_dim=16,
         mbstd_by_class=True,

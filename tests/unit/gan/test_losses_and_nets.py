@@ -2,10 +2,9 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from atelier.gan.config import PRESETS, GanConfig, preset_config
-from atelier.gan.losses import d_loss, g_loss, mode_seeking, radial_power, spectral
+from atelier.gan.losses import d_loss, g_loss, mode_seeking
 from atelier.gan.networks import build_networks
 
 from .conftest import tiny_config
@@ -34,49 +33,6 @@ def test_mode_seeking_equals_hand_computation_over_same_label_pairs():
     assert mode_seeking(img, z, labels).item() == pytest.approx((2.0 + 1 / 3) / 2, rel=1e-4)
     # No two rows share a label: no pair, no term (and no NaN from an empty mean).
     assert mode_seeking(img, z, torch.arange(4)).item() == 0.0
-
-
-def _blur(x: torch.Tensor) -> torch.Tensor:
-    k = torch.tensor([0.25, 0.5, 0.25])
-    k2 = (k[:, None] * k[None, :]).expand(x.shape[1], 1, 3, 3)
-    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="circular"), k2, groups=x.shape[1])
-
-
-def test_radial_power_of_white_noise_is_flat_and_of_a_blur_falls_with_frequency():
-    torch.manual_seed(0)
-    noise = torch.randn(64, 3, 32, 32)
-    flat = radial_power(noise).exp()
-    assert flat.shape == (16,)  # radii 1 .. 16 of a 32 px image
-    assert flat.min() > 0.8 and flat.max() < 1.2  # unit variance per pixel: unit power everywhere
-    ratio = (radial_power(_blur(noise)) - radial_power(noise)).exp()
-    assert ratio[0] > 0.9 and ratio[-1] < 0.05  # the [1, 2, 1] kernel keeps low frequencies, kills Nyquist
-    assert (ratio[1:] <= ratio[:-1] + 1e-3).all()
-
-
-def test_spectral_term_is_zero_for_the_same_spectrum_and_its_gradient_restores_fine_detail():
-    torch.manual_seed(0)
-    real = torch.randn(16, 3, 32, 32)
-    assert spectral(real, real).item() == pytest.approx(0.0, abs=1e-9)
-    fake = _blur(torch.randn(16, 3, 32, 32)).requires_grad_(True)
-    loss = spectral(fake, real)
-    assert loss.item() > 1.0
-    loss.backward()
-    with torch.no_grad():
-        moved = fake - 0.05 * fake.grad
-    assert spectral(moved, real).item() < loss.item()
-    gain = (radial_power(moved) - radial_power(fake.detach())).exp()
-    assert gain[-4:].min() > gain[:4].max()  # the highest frequencies gain the most power
-
-
-def test_spectral_term_under_bf16_autocast_and_channels_last():
-    torch.manual_seed(0)
-    real = torch.randn(8, 3, 16, 16).contiguous(memory_format=torch.channels_last)
-    fake = torch.randn(8, 3, 16, 16).contiguous(memory_format=torch.channels_last).requires_grad_(True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = spectral(fake.to(torch.bfloat16), real)
-    assert loss.dtype == torch.float32 and torch.isfinite(loss)
-    loss.backward()
-    assert torch.isfinite(fake.grad).all()
 
 
 def test_mode_seeking_gradient_pushes_same_label_designs_apart():
@@ -129,8 +85,6 @@ def test_preset_config_validates():
             preset_config("tiny", resolution=bad)
     with pytest.raises(ValueError, match="mode_seeking must not be negative"):
         preset_config("tiny", mode_seeking=-1.0)
-    with pytest.raises(ValueError, match="spectral_weight must not be negative"):
-        preset_config("tiny", spectral_weight=-0.1)
     cfg = preset_config("tiny", num_classes=7)
     assert GanConfig.from_dict({**cfg.to_dict(), "future_field": 1}) == cfg
     # A checkpoint saved before the field loads without the term.
