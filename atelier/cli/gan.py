@@ -510,6 +510,13 @@ def sample(checkpoint, out, per_category, categories, seed, truncation, device, 
     is_flag=True,
     help="evaluate truncation 1.0/0.9/0.8/0.7, store the chosen default in the checkpoint",
 )
+@click.option(
+    "--recall-draws",
+    type=click.IntRange(0, 50),
+    default=0,
+    show_default=True,
+    help="also report recall_ratio's mean and sd over this many independent draws of designs",
+)
 @click.option("--cache", type=click.Path(file_okay=False), default=None)
 @click.option("--threads", type=int, default=None)
 def eval_cmd(
@@ -522,11 +529,12 @@ def eval_cmd(
     seed,
     truncation,
     sweep,
+    recall_draws,
     cache,
     threads,
 ):
     """Print JSON metrics: judge accuracy, GAN-test accuracy, KID, precision/recall, novelty."""
-    from atelier.gan.metrics import SWEPT_CHECKPOINT_FIELDS, evaluate, swept_metrics
+    from atelier.gan.metrics import SWEPT_CHECKPOINT_FIELDS, evaluate, recall_over_draws, swept_metrics
     from atelier.gan.sampling import load_generator
     from atelier.gan.training import checkpoint_from_bytes, checkpoint_to_bytes
 
@@ -549,6 +557,12 @@ def eval_cmd(
         Path(checkpoint).write_bytes(checkpoint_to_bytes(ckpt))
     else:
         metrics = evaluate(G, judge, dataset, n_per_class=n_per_class, seed=seed, truncation=truncation)
+    if recall_draws:
+        try:
+            chosen = metrics["truncation"]
+            metrics.update(recall_over_draws(G, judge, dataset, recall_draws, seed=seed, truncation=chosen))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--recall-draws") from exc
     metrics.update(
         step=ckpt["step"], arch=cfg.arch, generator=cfg.generator, preset=cfg.preset,
         resolution=cfg.resolution, categories=names,

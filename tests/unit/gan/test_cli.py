@@ -73,6 +73,16 @@ def test_train_sample_eval_round_trip(tmp_path):
     assert res.exit_code == 0, res.output
     metrics = json.loads(res.output.strip().splitlines()[-1])
     assert {"gan_test_accuracy", "kid", "precision", "recall", "judge_heldout_accuracy"} <= set(metrics)
+    # Draws of recall need held-out photos: 4 photos per category leave one each, and the error says so.
+    judge_args = ["--judge", str(out / "judge.pt")]
+    res = runner.invoke(
+        gan, ["eval", "--checkpoint", ckpt, "--data", str(data), *judge_args, "--recall-draws", "2"]
+    )
+    assert res.exit_code == 2 and "--recall-draws" in res.output and "held-out photos" in res.output
+    res = runner.invoke(
+        gan, ["eval", "--checkpoint", ckpt, "--data", str(data), *judge_args, "--recall-draws", "51"]
+    )
+    assert res.exit_code == 2 and "--recall-draws" in res.output and "0<=x<=50" in res.output
     # per category by name, as diversity is (None where a category has no held-out photo)
     assert (
         set(metrics["recall_by_category"])

@@ -97,6 +97,30 @@ def test_evaluate_reports_diversity_per_category_and_recall_ratio(tiny_dataset):
     assert png.startswith(b"\x89PNG")
 
 
+def test_recall_over_draws_gives_each_draws_ratio_their_mean_and_spread(tiny_dataset):
+    from atelier.gan.judge import train_judge
+    from atelier.gan.sampling import load_generator
+    from atelier.gan.training import new_state, state_to_checkpoint
+
+    from .conftest import tiny_config
+
+    judge, _ = train_judge(tiny_dataset, seed=0, epochs=1, heldout_fraction=0.5)  # 4 held out per category
+    G, _, _ = load_generator(state_to_checkpoint(new_state(tiny_config(), CATEGORIES, seed=0)), "cpu")
+    r = metrics.recall_over_draws(G, judge, tiny_dataset, 3, seed=5)
+    assert r["n_recall_draws"] == 3 and len(r["recall_ratio_draws"]) == len(r["recall_heldout_draws"]) == 3
+    assert r["recall_ratio_mean"] == pytest.approx(sum(r["recall_ratio_draws"]) / 3)
+    assert r["recall_ratio_sd"] == pytest.approx(torch.tensor(r["recall_ratio_draws"]).std().item())
+    assert all(0 <= v <= 1 for v in r["recall_heldout_draws"])
+    # A function of the seed: the same call gives the same draws; another seed, other designs.
+    assert metrics.recall_over_draws(G, judge, tiny_dataset, 3, seed=5) == r
+    assert metrics.recall_over_draws(G, judge, tiny_dataset, 1, seed=6)["recall_ratio_sd"] is None
+    with pytest.raises(ValueError, match="draws must be at least 1"):
+        metrics.recall_over_draws(G, judge, tiny_dataset, 0)
+    judge.info = {}  # a judge that does not know which photos it held out
+    with pytest.raises(ValueError, match="held-out photos"):
+        metrics.recall_over_draws(G, judge, tiny_dataset, 2)
+
+
 def _rows(diversity: dict):
     """What evaluate gives at each truncation: GAN-test rises as truncation strengthens, diversity falls."""
 
