@@ -18,6 +18,9 @@ ARCHS = ("atelier", "dcgan")
 # or "style" (StyleGAN2: modulated and demodulated convs, noise inputs, skip toRGB; stylegan.py). The
 # "dcgan" arch is the seed's baseline, G and D together.
 GENERATORS = ("film", "style")
+# The adversarial loss (losses.py): "ns" the seed's non-saturating loss, "rpgan" relativistic pairing,
+# which adds R2 (the gradient penalty on fakes) beside R1 at the same gamma and interval.
+LOSSES = ("ns", "rpgan")
 # How the style generator's noise inputs are drawn when sampling (stylegan.py): "seeded" from each image's
 # own seed, "const" one fixed map per layer shared by every design (checkpoints before the field).
 SAMPLE_NOISE = ("const", "seeded")
@@ -53,6 +56,7 @@ class GanConfig:
     lr_d: float = 2e-4
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     # Lazy R1 (StyleGAN2): the penalty is computed every r1_interval D steps and scaled by the interval.
+    loss: str = "ns"
     r1_gamma: float = 0.1
     r1_interval: int = 16
     # EMA of G: half-life in thousands of images, ramped up early (StyleGAN2-ADA's ema_kimg/ema_rampup).
@@ -256,6 +260,8 @@ def validate(cfg: GanConfig) -> None:
     if cfg.sample_noise not in SAMPLE_NOISE:
         expected = ", ".join(SAMPLE_NOISE)
         raise ValueError(f"unknown sample_noise {cfg.sample_noise!r}; expected one of {expected}")
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"unknown loss {cfg.loss!r}; expected one of {', '.join(LOSSES)}")
     if cfg.generator not in GENERATORS:
         raise ValueError(f"unknown generator {cfg.generator!r}; expected one of {', '.join(GENERATORS)}")
     r = cfg.resolution

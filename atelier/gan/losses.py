@@ -7,6 +7,13 @@ With D(x) = sigmoid(l):  log D(x) = -softplus(-l)  and  log(1 - D(x)) = -softplu
 
 The softplus form is the same number without the log(sigmoid) underflow at large |l|.
 
+Relativistic pairing (RpGAN; Jolicoeur-Martineau 2019, with R1 and R2 as R3GAN, Huang et al. 2024): D
+judges each fake against a real of the batch (row i with row i, which share a label) rather than each
+image on its own, so G gains by moving a fake past its real partner wherever that partner lies, not by
+collapsing onto the region D currently scores highest:
+
+    L_D = E[softplus(l_fake - l_real)]      L_G = E[softplus(l_real - l_fake)]
+
 Mode seeking (MSGAN, Mao et al. 2019), for G: two designs of one category drawn from different z should
 differ as their z do. ``mode_seeking`` is 1 / (|G(z1) - G(z2)| / |z1 - z2|), averaged over the pairs of
 a batch that share a label; it is large where G maps distant z to near-identical designs.
@@ -26,8 +33,17 @@ def g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return F.softplus(-fake_logits).mean()
 
 
+def rp_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    return F.softplus(fake_logits - real_logits).mean()
+
+
+def rp_g_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    return F.softplus(real_logits - fake_logits).mean()
+
+
 def r1_penalty(real_images: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:
-    """E[||grad_x D(x)||^2] on reals (Mescheder et al. 2018); ``real_images`` must require grad."""
+    """E[||grad_x D(x)||^2] on reals (Mescheder et al. 2018); ``real_images`` must require grad. On fakes
+    the same function is R2."""
     (grad,) = torch.autograd.grad(real_logits.sum(), real_images, create_graph=True)
     return grad.square().sum(dim=(1, 2, 3)).mean()
 

@@ -40,7 +40,7 @@ from torch import nn
 from .augment import diff_augment, parse_policy
 from .config import ARCH_FIELDS, GanConfig, preset_config
 from .data import images_as_float
-from .losses import d_loss, g_loss, mode_seeking, r1_penalty
+from .losses import d_loss, g_loss, mode_seeking, r1_penalty, rp_d_loss, rp_g_loss
 from .networks import build_networks
 
 HISTORY_EVERY = 10  # record (step, loss_d, loss_g) every N steps for the loss curve
@@ -272,21 +272,27 @@ def train_step(
         with torch.no_grad(), cast:
             G.mapping(z_all, labels[idx_all], update_w_avg=True)
 
-    # D step: L_D = softplus(-D(real)) + softplus(D(fake)), plus lazy R1 on the same real logits.
+    # D step: L_D = softplus(-D(real)) + softplus(D(fake)) (or the paired form, losses.py), plus lazy R1
+    # on the same real logits (and R2 on the fake ones with the paired loss).
     D.requires_grad_(True)
     do_r1 = cfg.r1_gamma > 0 and state.step % cfg.r1_interval == 0
+    relativistic = cfg.loss == "rpgan"
     real_in = aug(real).detach().requires_grad_(do_r1)
+    fake_in = aug(fake.detach()).detach().requires_grad_(do_r1 and relativistic)
     with cast:
         real_logits, real_cls = D_fwd(real_in, y, with_aux=True)
-        fake_logits = D_fwd(aug(fake.detach()), y)
+        fake_logits = D_fwd(fake_in, y)
     real_logits, fake_logits = real_logits.float(), fake_logits.float()
-    loss_d = d_loss(real_logits, fake_logits)
+    loss_d = rp_d_loss(real_logits, fake_logits) if relativistic else d_loss(real_logits, fake_logits)
     total_d = loss_d
     if aux and real_cls is not None:
         total_d = total_d + cfg.aux_weight * F.cross_entropy(real_cls.float(), y)
     if do_r1:
         # The gradient norm in fp32 (the backward through the convs runs at the pass's precision).
-        total_d = total_d + r1_penalty(real_in, real_logits) * (cfg.r1_gamma / 2 * cfg.r1_interval)
+        reg = r1_penalty(real_in, real_logits)
+        if relativistic:
+            reg = reg + r1_penalty(fake_in, fake_logits)  # R2: RpGAN needs both to converge (R3GAN)
+        total_d = total_d + reg * (cfg.r1_gamma / 2 * cfg.r1_interval)
     state.opt_D.zero_grad(set_to_none=True)
     total_d.backward()
     state.opt_D.step()
@@ -298,7 +304,10 @@ def train_step(
     D.requires_grad_(False)
     with cast:
         g_logits, g_cls = D(aug(fake), y, with_aux=True)
-    loss_g = g_loss(g_logits.float())
+    # Paired: each fake against its real partner's logit from the D pass above (one D step old, and no
+    # gradient into D); a second D pass over the reals would cost a tenth of a step for it.
+    g_logits = g_logits.float()
+    loss_g = rp_g_loss(real_logits.detach(), g_logits) if relativistic else g_loss(g_logits)
     total_g = loss_g
     if aux and g_cls is not None:
         total_g = total_g + cfg.aux_weight * F.cross_entropy(g_cls.float(), y)

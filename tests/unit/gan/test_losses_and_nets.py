@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from atelier.gan.config import PRESETS, GanConfig, preset_config
-from atelier.gan.losses import d_loss, g_loss, mode_seeking
+from atelier.gan.losses import d_loss, g_loss, mode_seeking, rp_d_loss, rp_g_loss
 from atelier.gan.networks import build_networks
 
 from .conftest import tiny_config
@@ -23,6 +23,25 @@ def test_seed_losses_equal_hand_computation():
     zeros = torch.zeros(5)
     assert d_loss(zeros, zeros).item() == pytest.approx(2 * math.log(2))
     assert g_loss(zeros).item() == pytest.approx(math.log(2))
+
+
+def test_paired_losses_equal_hand_computation_and_compare_rows_not_batches():
+    real = torch.tensor([2.0, -1.0, 0.5])
+    fake = torch.tensor([-3.0, 1.5, 0.25])
+    sig = torch.sigmoid
+    # D's probability that real i is more real than its fake partner i, and G's of the opposite.
+    assert rp_d_loss(real, fake).item() == pytest.approx(-torch.log(sig(real - fake)).mean().item(), rel=1e-6)
+    assert rp_g_loss(real, fake).item() == pytest.approx(-torch.log(sig(fake - real)).mean().item(), rel=1e-6)
+    # Only the difference within a pair counts: shifting both logits of a pair leaves both losses.
+    shift = torch.tensor([5.0, -7.0, 0.3])
+    assert rp_d_loss(real + shift, fake + shift).item() == pytest.approx(rp_d_loss(real, fake).item())
+    assert torch.isfinite(rp_d_loss(torch.tensor([-300.0]), torch.tensor([300.0])))
+
+
+def test_unknown_loss_is_refused_by_name():
+    with pytest.raises(ValueError, match="unknown loss 'wgan'; expected one of ns, rpgan"):
+        preset_config("tiny", loss="wgan")
+    assert preset_config("small").loss == "ns"
 
 
 def test_mode_seeking_equals_hand_computation_over_same_label_pairs():
