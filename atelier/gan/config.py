@@ -55,8 +55,8 @@ class GanConfig:
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
-    # Lazy R1 (StyleGAN2): the penalty is computed every r1_interval D steps and scaled by the interval.
     loss: str = "ns"  # the seed's; checkpoints saved before the field load with it
+    # Lazy R1 (StyleGAN2): the penalty is computed every r1_interval D steps and scaled by the interval.
     r1_gamma: float = 0.1
     r1_interval: int = 16
     # EMA of G: half-life in thousands of images, ramped up early (StyleGAN2-ADA's ema_kimg/ema_rampup).

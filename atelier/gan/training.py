@@ -305,7 +305,7 @@ def train_step(
     with cast:
         g_logits, g_cls = D(aug(fake), y, with_aux=True)
     # Paired: each fake against its real partner's logit from the D pass above (one D step old, and no
-    # gradient into D); a second D pass over the reals would cost a tenth of a step for it.
+    # gradient into D), rather than a second D pass over the reals in every step.
     g_logits = g_logits.float()
     loss_g = rp_g_loss(real_logits.detach(), g_logits) if relativistic else g_loss(g_logits)
     total_g = loss_g
