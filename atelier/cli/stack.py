@@ -394,9 +394,15 @@ class Stack:
             self.ensure_admin_key()
             if self.with_api:
                 self._start_listener("api", lambda: self._wait_http(f"{self.api_url}/healthz", timeout))
+            serving = []
             for name, argv in self._specs():
                 if name not in self.children:
                     self._start_child(name, argv)
+                    # the worker says so at INFO; below that level its port is not watched
+                    if f"metrics-{name}" in self.ports and self.settings.log_level in ("DEBUG", "INFO"):
+                        serving.append(name)
+            for name in serving:
+                self._await_metrics(name, timeout)
         except BaseException:
             self.stop()
             raise
@@ -416,6 +422,35 @@ class Stack:
                 for port_name in LISTENERS[name]:
                     self.ports[port_name] = free_port()
                 self._save_ports()
+
+    def _await_metrics(self, name: str, timeout: float) -> None:
+        """A worker serves /metrics on its port once it is ready. If another process bound that port
+        between free_port() and the worker's bind, the worker logs "address already in use" and would run
+        without metrics while the port answers for someone else: give it a new port and start it again."""
+        port_name = f"metrics-{name}"
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                self._wait_for_log(name, f"worker metrics on port {self.ports[port_name]}", timeout)
+                return
+            except PortTaken:
+                _kill_group(self.children.pop(name).proc)
+                if attempt + 1 == PORT_ATTEMPTS:
+                    raise
+                self.ports[port_name] = free_port()
+                self._save_ports()
+                self._start_child(name, dict(self._specs())[name])
+
+    def _wait_for_log(self, name: str, text: str, timeout: float) -> None:
+        child, deadline = self.children[name], time.monotonic() + timeout
+        while True:
+            self._check_alive(name)  # PortTaken, or the child's exit, ends the wait
+            with contextlib.suppress(FileNotFoundError), open(child.log, "rb") as f:
+                f.seek(child.log_offset)
+                if text in f.read().decode(errors="replace"):
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} did not log {text!r} in {timeout:.0f} s")
+            time.sleep(0.1)
 
     def _start_child(self, name: str, argv: list[str]) -> None:
         child = Child(name, argv, self.data_dir / "logs" / f"{name}.log")

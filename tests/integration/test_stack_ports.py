@@ -38,6 +38,27 @@ def test_stack_starts_on_new_ports_when_its_chosen_ports_are_taken(tmp_path):
             sock.close()
 
 
+def test_a_worker_whose_metrics_port_is_taken_is_started_again_on_a_new_one(tmp_path):
+    stack = Stack(tmp_path / "stack", workers=("cpu",), with_beat=False, with_api=False)
+    taken = stack.ports["metrics-worker-cpu"]
+    squatter = socket.socket()  # another process bound it first and answers nothing
+    squatter.bind(("127.0.0.1", taken))
+    squatter.listen()
+    try:
+        stack.start(timeout=90)
+        try:
+            url = stack.metrics_urls()["worker-cpu"]
+            assert stack.ports["metrics-worker-cpu"] != taken and url.endswith(
+                f":{stack.ports['metrics-worker-cpu']}/metrics"
+            )
+            scraped = httpx.get(url, timeout=10)  # the worker's own exposition, no series before a task
+            assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+        finally:
+            stack.stop()
+    finally:
+        squatter.close()
+
+
 def _nice(pid: int) -> int:
     return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[16])
 
