@@ -401,17 +401,21 @@ class Stack:
                     # the worker says so at INFO; below that level its port is not watched
                     if f"metrics-{name}" in self.ports and self.settings.log_level in ("DEBUG", "INFO"):
                         serving.append(name)
+            # all workers start at once; then each is watched until it serves /metrics on its port
             for name in serving:
-                self._await_metrics(name, timeout)
+                served = functools.partial(self._wait_for_metrics, name, timeout)
+                self._start_listener(name, served, started=True)
         except BaseException:
             self.stop()
             raise
 
-    def _start_listener(self, name: str, wait) -> None:  # noqa: ANN001
-        """Start a child that listens on ports; if another process took one of them between
-        free_port() and the bind ("address already in use"), pick new ports and start it again."""
+    def _start_listener(self, name: str, wait, started: bool = False) -> None:  # noqa: ANN001
+        """Start a child that listens on ports (``started``: it was spawned already); if another process
+        took one of them between free_port() and the bind ("address already in use"), pick new ports and
+        start it again. A worker's port is its metrics port."""
         for attempt in range(PORT_ATTEMPTS):
-            self._start_child(name, dict(self._specs())[name])
+            if not (started and attempt == 0):
+                self._start_child(name, dict(self._specs())[name])
             try:
                 wait()
                 return
@@ -419,29 +423,14 @@ class Stack:
                 _kill_group(self.children.pop(name).proc)
                 if attempt + 1 == PORT_ATTEMPTS or (name == "api" and self.api_port):
                     raise
-                for port_name in LISTENERS[name]:
+                for port_name in LISTENERS.get(name, (f"metrics-{name}",)):
                     self.ports[port_name] = free_port()
                 self._save_ports()
 
-    def _await_metrics(self, name: str, timeout: float) -> None:
-        """A worker serves /metrics on its port once it is ready. If another process bound that port
-        between free_port() and the worker's bind, the worker logs "address already in use" and would run
-        without metrics while the port answers for someone else: give it a new port and start it again."""
-        port_name = f"metrics-{name}"
-        for attempt in range(PORT_ATTEMPTS):
-            try:
-                self._wait_for_log(name, f"worker metrics on port {self.ports[port_name]}", timeout)
-                return
-            except PortTaken:
-                _kill_group(self.children.pop(name).proc)
-                if attempt + 1 == PORT_ATTEMPTS:
-                    raise
-                self.ports[port_name] = free_port()
-                self._save_ports()
-                self._start_child(name, dict(self._specs())[name])
-
-    def _wait_for_log(self, name: str, text: str, timeout: float) -> None:
+    def _wait_for_metrics(self, name: str, timeout: float) -> None:
+        """Until the worker logs that it serves /metrics on its port (read now: a retry changes it)."""
         child, deadline = self.children[name], time.monotonic() + timeout
+        text = f"worker metrics on port {self.ports[f'metrics-{name}']}"
         while True:
             self._check_alive(name)  # PortTaken, or the child's exit, ends the wait
             with contextlib.suppress(FileNotFoundError), open(child.log, "rb") as f:
