@@ -1,4 +1,5 @@
 import io
+import math
 
 import pytest
 import torch
@@ -263,3 +264,43 @@ def test_evaluate_with_a_judge_trained_on_another_catalogue(tiny_dataset):
         m = evaluate(state.G_ema, judge, smaller, n_per_class=2, seed=0, kid_subsets=2, max_real=max_real)
         assert "kid_heldout" not in m and 0.0 <= m["near_copy_fraction"] <= 1.0
     assert "kid_heldout" in evaluate(state.G_ema, judge, tiny_dataset, n_per_class=2, kid_subsets=2)
+
+
+def test_truncation_sweep_measures_recall_noise_on_the_photos_whose_coverage_changed(monkeypatch):
+    from atelier.gan import metrics
+
+    n = 2000
+    gen = torch.Generator().manual_seed(0)
+    real_f = torch.randn(n, 4, generator=gen).double()
+    designs = torch.randn(n, 4, generator=gen).double()
+    # 0.8: the same designs pulled 5 % towards the centre (truncation's pull towards the typical)
+    pulled = 0.95 * designs
+    fake_f = {1.0: designs, 0.8: pulled}
+
+    def fake_evaluate(G, judge, dataset, truncation, keep_samples=False, **kw):
+        pr = metrics.precision_recall(real_f, fake_f[truncation])
+        out = {"kid": 0.01, "kid_std": 0.001, "n_real": n, **pr}
+        if keep_samples:
+            out["samples"] = {
+                "hits": torch.ones(10, dtype=torch.bool),
+                "gan_test_labels": torch.zeros(10, dtype=torch.int64),
+                "real_f": real_f,
+                "fake_f": fake_f[truncation],
+                "kid_labels": torch.zeros(n, dtype=torch.int64),
+            }
+        return out
+
+    monkeypatch.setattr(metrics, "evaluate", fake_evaluate)
+    r1, r8 = (metrics.precision_recall(real_f, fake_f[t])["recall"] for t in (1.0, 0.8))
+    changed = (metrics.covered(real_f, designs) != metrics.covered(real_f, pulled)).sum().item()
+    unpaired = 2 * math.hypot(metrics.binomial_se(r1, n), metrics.binomial_se(r8, n))
+    # the loss is real: every photo that changed lost its cover, beyond the paired margin but within
+    # two independent binomial errors, which would have let 0.8 through
+    assert 0 < r1 - r8 < unpaired and r1 - r8 > 2 * math.sqrt(changed) / n
+    assert metrics.truncation_sweep(None, None, {}, values=(1.0, 0.8))["default_truncation"] == 1.0
+    assert metrics.paired_margin(metrics.covered(real_f, pulled), metrics.covered(real_f, designs), 2.0) == (
+        pytest.approx(2 * math.sqrt(changed) / n)
+    )
+    # the same designs at both values: nothing changed, 0.8 keeps recall exactly
+    fake_f[0.8] = designs
+    assert metrics.truncation_sweep(None, None, {}, values=(1.0, 0.8))["default_truncation"] == 0.8
