@@ -294,8 +294,8 @@ def test_truncation_sweep_measures_recall_noise_on_the_photos_whose_coverage_cha
     r1, r8 = (metrics.precision_recall(real_f, fake_f[t])["recall"] for t in (1.0, 0.8))
     changed = (metrics.covered(real_f, designs) != metrics.covered(real_f, pulled)).sum().item()
     unpaired = 2 * math.hypot(metrics.binomial_se(r1, n), metrics.binomial_se(r8, n))
-    # the loss is real: every photo that changed lost its cover, beyond the paired margin but within
-    # two independent binomial errors, which would have let 0.8 through
+    # the loss is beyond the paired margin (the photos whose coverage changed) but within two
+    # independent binomial errors, which would have let 0.8 through
     assert 0 < r1 - r8 < unpaired and r1 - r8 > 2 * math.sqrt(changed) / n
     assert metrics.truncation_sweep(None, None, {}, values=(1.0, 0.8))["default_truncation"] == 1.0
     assert metrics.paired_margin(metrics.covered(real_f, pulled), metrics.covered(real_f, designs), 2.0) == (
