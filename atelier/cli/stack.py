@@ -429,14 +429,12 @@ class Stack:
 
     def _wait_for_metrics(self, name: str, timeout: float) -> None:
         """Until the worker logs that it serves /metrics on its port (read now: a retry changes it)."""
-        child, deadline = self.children[name], time.monotonic() + timeout
+        deadline = time.monotonic() + timeout
         text = f"worker metrics on port {self.ports[f'metrics-{name}']}"
         while True:
-            self._check_alive(name)  # PortTaken, or the child's exit, ends the wait
-            with contextlib.suppress(FileNotFoundError), open(child.log, "rb") as f:
-                f.seek(child.log_offset)
-                if text in f.read().decode(errors="replace"):
-                    return
+            # PortTaken, or the child's exit, ends the wait
+            if text in self._check_alive(name):
+                return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{name} did not log {text!r} in {timeout:.0f} s")
             time.sleep(0.1)
@@ -448,7 +446,9 @@ class Stack:
         self._spawn(child)
         self.children[name] = child
 
-    def _check_alive(self, name: str) -> None:
+    def _check_alive(self, name: str) -> str:
+        """What the child has logged since this start; raises if it exited or another process holds
+        one of its ports."""
         child = self.children[name]
         if not child.log.exists():
             tail = ""
@@ -460,6 +460,7 @@ class Stack:
             raise PortTaken(f"{name}: a port was taken by another process:\n{tail[-2000:]}")
         if child.proc is not None and child.proc.poll() is not None:
             raise RuntimeError(f"{name} exited with {child.proc.returncode} while starting:\n{tail[-2000:]}")
+        return tail
 
     def _wait_for_redis(self, timeout: float) -> None:
         import redis
