@@ -138,8 +138,19 @@ def _parse_overrides(cfg, overrides: tuple[str, ...]) -> dict:  # noqa: ANN001 -
                 raise ValueError(f"--set {name}: {raw!r} is not a {type(current).__name__}") from None
         elif isinstance(current, str):
             parsed[name] = raw
+        elif isinstance(current, list) and all(isinstance(v, (int, float)) for v in current):
+            # A list of numbers (Adam's betas): as many comma-separated numbers as the preset holds.
+            try:
+                numbers = [float(v) for v in raw.split(",")]
+            except ValueError:
+                raise ValueError(f"--set {name}: {raw!r} is not a list of numbers, e.g. 0,0.99") from None
+            if len(numbers) != len(current):
+                raise ValueError(
+                    f"--set {name}: expected {len(current)} comma-separated numbers, got {raw!r}"
+                )
+            parsed[name] = numbers
         else:
-            raise ValueError(f"--set {name}: only number, flag and text fields can be set here")
+            raise ValueError(f"--set {name}: only number, flag, text and number-list fields can be set here")
     if "augment" in parsed:
         from atelier.gan.augment import parse_policy
 

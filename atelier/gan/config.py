@@ -282,6 +282,8 @@ def validate(cfg: GanConfig) -> None:
         raise ValueError(f"augment_p must be in [0, 1], got {cfg.augment_p}")
     if not 0.0 <= cfg.ada_target < 1.0:
         raise ValueError(f"ada_target must be in [0, 1), got {cfg.ada_target}")
+    if len(cfg.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.betas):
+        raise ValueError(f"betas must be two numbers in [0, 1) (Adam's beta1, beta2), got {cfg.betas!r}")
     if cfg.aux_weight < 0 or cfg.class_balance < 0 or cfg.mode_seeking < 0:
         raise ValueError("aux_weight, class_balance and mode_seeking must not be negative")
 

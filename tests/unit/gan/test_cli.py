@@ -227,12 +227,19 @@ def test_finetune_from_a_parent_and_the_gate_verdict(tmp_path):
 def test_set_overrides_a_preset_field_and_names_what_is_wrong(tmp_path):
     data, out = _catalogue(tmp_path / "data"), tmp_path / "run"
     base = _quick_train(data, "--out", str(out))
-    res = CliRunner().invoke(gan, [*base, "--set", "aux_weight=0.2", "--set", "class_balance=0.5"])
+    sets = ["--set", "aux_weight=0.2", "--set", "class_balance=0.5", "--set", "betas=0,0.99"]
+    res = CliRunner().invoke(gan, [*base, *sets])
     assert res.exit_code == 0, res.output
     from atelier.gan.training import checkpoint_from_bytes
 
-    cfg = checkpoint_from_bytes((out / "checkpoint.pt").read_bytes())["config"]
-    assert cfg["aux_weight"] == 0.2 and cfg["class_balance"] == 0.5
+    ckpt = checkpoint_from_bytes((out / "checkpoint.pt").read_bytes())
+    cfg = ckpt["config"]
+    assert cfg["aux_weight"] == 0.2 and cfg["class_balance"] == 0.5 and cfg["betas"] == [0.0, 0.99]
+    assert ckpt["opt_G"]["param_groups"][0]["betas"] == (0.0, 0.99)
+    short = CliRunner().invoke(gan, [*base, "--no-resume", "--set", "betas=0"])
+    assert short.exit_code != 0 and "--set betas: expected 2 comma-separated numbers" in short.output
+    big = CliRunner().invoke(gan, [*base, "--no-resume", "--set", "betas=0,1.5"])
+    assert big.exit_code != 0 and "betas must be two numbers in [0, 1)" in big.output
     bad = CliRunner().invoke(gan, [*base, "--no-resume", "--set", "nonsense=1"])
     assert bad.exit_code != 0 and "--set 'nonsense=1'" in bad.output
     own = CliRunner().invoke(gan, [*base, "--no-resume", "--set", "resolution=64"])
