@@ -90,13 +90,19 @@ def _kth_nn_radius(f: torch.Tensor, k: int) -> torch.Tensor:
     return dist.topk(min(k + 1, f.shape[0]), dim=1, largest=False).values[:, -1]
 
 
-def precision_recall(real_f: torch.Tensor, fake_f: torch.Tensor, k: int = 3) -> dict:
+def _precision_coverage(real_f: torch.Tensor, fake_f: torch.Tensor, k: int = 3) -> tuple[float, torch.Tensor]:
+    """Precision, and per real image whether it lies inside the fakes' k-NN manifold (recall is its
+    mean): one distance matrix for both, which a sweep reuses for its paired recall margins."""
     real_f, fake_f = real_f.double(), fake_f.double()
     r_real, r_fake = _kth_nn_radius(real_f, k), _kth_nn_radius(fake_f, k)
     d = torch.cdist(fake_f, real_f)  # [fake, real]
     precision = (d <= r_real[None, :]).any(dim=1).double().mean().item()
-    recall = (r_fake[None, :] >= d.T).any(dim=1).double().mean().item()
-    return {"precision": precision, "recall": recall}
+    return precision, (r_fake[None, :] >= d.T).any(dim=1)
+
+
+def precision_recall(real_f: torch.Tensor, fake_f: torch.Tensor, k: int = 3) -> dict:
+    precision, coverage = _precision_coverage(real_f, fake_f, k)
+    return {"precision": precision, "recall": coverage.double().mean().item()}
 
 
 @torch.no_grad()
@@ -364,6 +370,7 @@ def evaluate(
         device=device,
     )
     fake_f = extract_features(judge, kid_fakes)
+    precision, coverage = _precision_coverage(real_f, fake_f, k=3)
     info = getattr(judge, "info", {}) or {}
     out = {
         "gan_test_accuracy": hits.double().mean().item(),
@@ -376,7 +383,8 @@ def evaluate(
                 strict=True,
             )
         ),
-        **precision_recall(real_f, fake_f, k=3),
+        "precision": precision,
+        "recall": coverage.double().mean().item(),
         "n_gan_test": int(gen_labels.numel()),
         "n_generated": int(gen_labels.numel() + real_idx.numel()),
         "n_real": int(real_idx.numel()),
@@ -433,6 +441,7 @@ def evaluate(
             "real_f": real_f,
             "fake_f": fake_f,
             "kid_labels": kid_labels,
+            "covered": coverage,
         }
     return out
 
@@ -507,7 +516,7 @@ def truncation_sweep(
     samples = {t: m.pop("samples", None) for t, m in rows.items()}
     ref = rows[max(rows)]
     # Which photos each truncation's designs cover: the same photos and design seeds at every value.
-    coverage = {t: covered(s["real_f"], s["fake_f"]) if s is not None else None for t, s in samples.items()}
+    coverage = {t: s["covered"] if s is not None else None for t, s in samples.items()}
     ref_coverage = coverage[max(rows)]
 
     def keeps(m: dict, coverage_m: torch.Tensor | None = None) -> bool:
@@ -560,14 +569,16 @@ def _class_truncation(
             real_f, fake_f, seed=kwargs.get("seed", 0), subsets=kwargs.get("kid_subsets", 50)
         )
         per_class = diversity_per_class(real_f, kid_labels, fake_f, kid_labels, num_classes)
+        precision, coverage = _precision_coverage(real_f, fake_f)
         mix = {
             "kid": kid_,
             "kid_std": kid_std,
             "n_real": real_f.shape[0],
             "diversity": mean_diversity(per_class),
-            **precision_recall(real_f, fake_f),
+            "precision": precision,
+            "recall": coverage.double().mean().item(),
         }
-        return mix, covered(real_f, fake_f)
+        return mix, coverage
 
     moved = [c for c in range(num_classes) if choice[c] != best]
     # Give back the smallest gains first until the mix keeps the limits.

@@ -188,6 +188,7 @@ def _sweep(monkeypatch, hits: dict, fake_f: dict, **kwargs) -> dict:
                 "real_f": REAL_F,
                 "fake_f": fake_f[truncation],
                 "kid_labels": KID_LABELS,
+                "covered": metrics.covered(REAL_F, fake_f[truncation]),
             }
         return out
 
@@ -263,7 +264,14 @@ def test_evaluate_with_a_judge_trained_on_another_catalogue(tiny_dataset):
     for max_real in (1000, 10):  # every photo, and a subsample
         m = evaluate(state.G_ema, judge, smaller, n_per_class=2, seed=0, kid_subsets=2, max_real=max_real)
         assert "kid_heldout" not in m and 0.0 <= m["near_copy_fraction"] <= 1.0
-    assert "kid_heldout" in evaluate(state.G_ema, judge, tiny_dataset, n_per_class=2, kid_subsets=2)
+    from atelier.gan import metrics
+
+    full = evaluate(state.G_ema, judge, tiny_dataset, n_per_class=2, kid_subsets=2, keep_samples=True)
+    assert "kid_heldout" in full
+    # The per-photo coverage a sweep reuses is the recall reported, photo by photo.
+    samples = full["samples"]
+    assert torch.equal(samples["covered"], metrics.covered(samples["real_f"], samples["fake_f"]))
+    assert full["recall"] == samples["covered"].double().mean().item()
 
 
 def test_truncation_sweep_measures_recall_noise_on_the_photos_whose_coverage_changed(monkeypatch):
@@ -287,6 +295,7 @@ def test_truncation_sweep_measures_recall_noise_on_the_photos_whose_coverage_cha
                 "real_f": real_f,
                 "fake_f": fake_f[truncation],
                 "kid_labels": torch.zeros(n, dtype=torch.int64),
+                "covered": metrics.covered(real_f, fake_f[truncation]),
             }
         return out
 
