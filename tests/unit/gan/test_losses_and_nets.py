@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from atelier.gan.config import PRESETS, GanConfig, preset_config
+from atelier.gan.config import PRESETS, GanConfig, preset_config, r1_gamma_for
 from atelier.gan.losses import d_loss, g_loss, mode_seeking, rp_d_loss, rp_g_loss
 from atelier.gan.networks import build_networks
 
@@ -90,6 +90,20 @@ def test_networks_shapes_per_category(arch, norms, resolution):
     img = G(z, labels)
     assert img.shape == (8, 3, resolution, resolution)
     assert D(img, labels).shape == (8,)
+
+
+def test_r1_gamma_follows_resolution_and_batch_from_a_presets_own_value():
+    # StyleGAN2-ADA's heuristic where a preset names none; small's own 0.2 (R3GAN's recipe, GAN_NOTES.md
+    # round 23) at its 64 px and batch 32, scaled as the heuristic scales elsewhere.
+    assert preset_config("tiny").r1_gamma == pytest.approx(r1_gamma_for(32, 32))
+    small = preset_config("small")
+    assert small.r1_gamma == pytest.approx(0.2) and small.betas == [0.0, 0.99]
+    assert preset_config("small", resolution=128).r1_gamma == pytest.approx(0.8)
+    assert preset_config("small", batch_size=64).r1_gamma == pytest.approx(0.1)
+    assert preset_config("small", r1_gamma=0.05).r1_gamma == 0.05
+    assert preset_config("small", arch="dcgan").r1_gamma == 0.0
+    small.betas[0] = 0.5  # a config's list is its own
+    assert preset_config("small").betas == [0.0, 0.99]
 
 
 def test_preset_config_validates():
