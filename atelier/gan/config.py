@@ -149,8 +149,9 @@ _ADA = dict(augment="color,translation,cutout", augment_p=0.0, ada_target=0.6)
 # 0.11-0.27 (round 4); with the head at 1.0 (seed 0) skirt stayed at 0.29-0.31 and recall fell to 0.29.
 # Early in a run they cost (round 3: at 230-400 steps the head at 0.2 worsened KID). At 64 px (small, 30
 # CPU-minutes, ~8,000 steps, seed 0) the head at 0 / 0.1 / 0.3 gave GAN-test 0.84x / 0.94x / 0.97x of
-# the judge and recall_ratio 0.71 / 0.67 / 0.67, within its noise (GAN_NOTES.md round 15); base and
-# large carry it unmeasured.
+# the judge and recall_ratio 0.71 / 0.67 / 0.67, within its noise (GAN_NOTES.md round 15); over 8
+# draws, with R3GAN's betas and R1, the head at 0 is worth 0.05-0.08 of recall and `small` drops it
+# (round 23); base and large carry it unmeasured.
 _CLASS_SIGNAL = dict(class_balance=1.0, aux_weight=0.3)
 
 PRESETS: dict[str, dict] = {
@@ -214,7 +215,12 @@ PRESETS: dict[str, dict] = {
         loss="rpgan",
         betas=[0.0, 0.99],
         r1_gamma=0.2,  # at 64 px and batch 32; another resolution or batch scales it as the heuristic does
-        **_CLASS_SIGNAL,
+        # Balanced categories, without the classifier head (round 23): with R3GAN's recipe the head at
+        # 0.3 held recall over 8 draws at 0.75 / 0.79 (seeds 2 and 3), at 0 it reached 0.83 / 0.84,
+        # diversity 0.96-0.97 -> 1.03-1.04 and KID 0.035 -> 0.020-0.025, for recognition 0.99-1.04x ->
+        # 0.88-0.89x (every category 0.60x or more). A fine-tune from a parent with the head drops it.
+        class_balance=_CLASS_SIGNAL["class_balance"],
+        aux_weight=0.0,
     ),
     # 128 px for a GPU: the same family at StyleGAN2's widths, two convs per block, ADA. Not measured
     # on a GPU yet.

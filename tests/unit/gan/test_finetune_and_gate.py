@@ -45,6 +45,22 @@ def test_finetune_with_a_new_category_keeps_matching_moments_only(tiny_dataset):
     assert ft.G.const.weight in ft.opt_G.state
 
 
+def test_a_finetune_drops_a_head_its_preset_no_longer_has(tiny_dataset):
+    # `small` models trained with D's classifier head before the preset dropped it: their nightly
+    # fine-tune takes the preset's settings, trains without the head, and keeps every other weight of D
+    # with its Adam moments.
+    ckpt = _parent(tiny_dataset, aux_weight=0.3)
+    ckpt["config"]["preset"] = "small"  # tiny's shapes, trained as small was
+    assert any(k.startswith("aux.") for k in ckpt["D"])
+    ft = finetune_state(ckpt, CATEGORIES)
+    assert ft.config.aux_weight == 0 and ft.D.aux is None
+    for name, value in ft.D.state_dict().items():
+        assert torch.equal(value, ckpt["D"][name]), name
+    assert all(p in ft.opt_D.state for p in ft.D.parameters())
+    train(ft, tiny_dataset, steps=2)
+    assert ft.step == 2 and all(torch.isfinite(p).all() for p in ft.D.parameters())
+
+
 def _m(kid, kid_std=0.01, gan_test=0.5, recall=0.3, n=1000):
     return {
         "kid": kid,
