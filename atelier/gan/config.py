@@ -150,8 +150,9 @@ _ADA = dict(augment="color,translation,cutout", augment_p=0.0, ada_target=0.6)
 # Early in a run they cost (round 3: at 230-400 steps the head at 0.2 worsened KID). At 64 px (small, 30
 # CPU-minutes, ~8,000 steps, seed 0) the head at 0 / 0.1 / 0.3 gave GAN-test 0.84x / 0.94x / 0.97x of
 # the judge and recall_ratio 0.71 / 0.67 / 0.67, within its noise (GAN_NOTES.md round 15); over 8
-# draws, with R3GAN's betas and R1, the head at 0 is worth 0.05-0.08 of recall and `small` drops it
-# (round 23); base and large carry it unmeasured.
+# draws, with R3GAN's betas and R1, the head at 0 is worth 0.05-0.08 of recall at ~7,300 steps and none
+# at ~3,400, where recognition falls below 0.75x without it (rounds 23-24); base and large carry it
+# unmeasured.
 _CLASS_SIGNAL = dict(class_balance=1.0, aux_weight=0.3)
 
 PRESETS: dict[str, dict] = {
@@ -215,12 +216,13 @@ PRESETS: dict[str, dict] = {
         loss="rpgan",
         betas=[0.0, 0.99],
         r1_gamma=0.2,  # at 64 px and batch 32; another resolution or batch scales it as the heuristic does
-        # Balanced categories, without the classifier head (round 23): with R3GAN's recipe the head at
-        # 0.3 held recall over 8 draws at 0.75 / 0.79 (seeds 2 and 3), at 0 it reached 0.83 / 0.84,
-        # diversity 0.96-0.97 -> 1.03-1.04 and KID 0.035 -> 0.020-0.025, for recognition 0.99-1.04x ->
-        # 0.88-0.89x (every category 0.60x or more). A fine-tune from a parent with the head drops it.
-        class_balance=_CLASS_SIGNAL["class_balance"],
-        aux_weight=0.0,
+        # Balanced categories and the classifier head. Without the head (round 23) a CPU with bf16 units
+        # (~7,300 steps in 30 min) gained recall over 8 draws (0.75 / 0.79 -> 0.83 / 0.84) for 0.10-0.16x
+        # of recognition; a CPU without them (fp32, ~3,400 steps, round 24) lost the recognition target
+        # (0.93 / 0.96x -> 0.63 / 0.66x, one category 0.32x) and gained no recall (0.64 / 0.73 -> 0.65 /
+        # 0.68). `--set aux_weight=0` is the fast CPU's option. A fine-tune from a parent trained without
+        # the head gains a fresh one.
+        **_CLASS_SIGNAL,
     ),
     # 128 px for a GPU: the same family at StyleGAN2's widths, two convs per block, ADA. Not measured
     # on a GPU yet.

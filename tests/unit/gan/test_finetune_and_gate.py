@@ -45,18 +45,33 @@ def test_finetune_with_a_new_category_keeps_matching_moments_only(tiny_dataset):
     assert ft.G.const.weight in ft.opt_G.state
 
 
-def test_a_finetune_drops_a_head_its_preset_no_longer_has(tiny_dataset):
-    # `small` models trained with D's classifier head before the preset dropped it: their nightly
-    # fine-tune takes the preset's settings, trains without the head, and keeps every other weight of D
-    # with its Adam moments.
+def test_a_finetune_drops_a_head_it_is_asked_to_train_without(tiny_dataset):
+    # A model trained with D's classifier head, fine-tuned with `--set aux_weight=0`: it trains without
+    # the head and keeps every other weight of D with its Adam moments.
     ckpt = _parent(tiny_dataset, aux_weight=0.3)
-    ckpt["config"]["preset"] = "small"  # tiny's shapes, trained as small was
     assert any(k.startswith("aux.") for k in ckpt["D"])
-    ft = finetune_state(ckpt, CATEGORIES)
+    ft = finetune_state(ckpt, CATEGORIES, overrides={"aux_weight": 0.0})
     assert ft.config.aux_weight == 0 and ft.D.aux is None
     for name, value in ft.D.state_dict().items():
         assert torch.equal(value, ckpt["D"][name]), name
     assert all(p in ft.opt_D.state for p in ft.D.parameters())
+    train(ft, tiny_dataset, steps=2)
+    assert ft.step == 2 and all(torch.isfinite(p).all() for p in ft.D.parameters())
+
+
+def test_a_finetune_gains_the_head_its_preset_has(tiny_dataset):
+    # `small` models trained while the preset had no head: their nightly fine-tune takes the preset's
+    # head, freshly initialised, and keeps every other weight of D with its Adam moments.
+    ckpt = _parent(tiny_dataset, aux_weight=0.0)
+    ckpt["config"]["preset"] = "small"  # tiny's shapes, trained as small was
+    assert not any(k.startswith("aux.") for k in ckpt["D"])
+    ft = finetune_state(ckpt, CATEGORIES)
+    assert ft.config.aux_weight == preset_config("small").aux_weight > 0 and ft.D.aux is not None
+    for name, value in ckpt["D"].items():
+        assert torch.equal(ft.D.state_dict()[name], value), name
+    kept = [p for p in ft.D.parameters() if p in ft.opt_D.state]
+    assert len(kept) == len(ckpt["opt_D"]["state"])
+    assert all(p not in ft.opt_D.state for p in ft.D.aux.parameters())
     train(ft, tiny_dataset, steps=2)
     assert ft.step == 2 and all(torch.isfinite(p).all() for p in ft.D.parameters())
 
