@@ -84,6 +84,18 @@ class GanConfig:
     # Auxiliary classifier head on D's features beside the projection (AC-GAN): D learns to name the
     # category of real photos (cross-entropy), G is rewarded when D names the asked-for category.
     aux_weight: float = 0.0
+    # The share of aux_weight in G's loss: 1 is AC-GAN's (G rewarded when D names the asked-for category),
+    # 0 lets the head shape D's features (and through them the projection's class signal) without
+    # rewarding G for designs the head finds easy, the typical ones.
+    aux_g_scale: float = 1.0
+    # aux_fade_kimg > 0: the head's weight holds at aux_weight for aux_hold_kimg thousand images, then
+    # falls linearly to 0 over aux_fade_kimg thousand more (on while the categories are learned, off
+    # while variety is). Counted in the run's images (cur_nimg), which a fine-tune continues.
+    # Neither is in a preset: on small (GAN_NOTES.md round 25, two seeds each) the G share at 0 kept the
+    # head's recall (0.76 / 0.78 over 8 draws against 0.75 / 0.79) and a fade from 100 to 150 kimg
+    # bought none (0.75 / 0.81) for 0.1x of recognition.
+    aux_hold_kimg: float = 0.0
+    aux_fade_kimg: float = 0.0
     # Mode-seeking term in G's loss (losses.mode_seeking, MSGAN): designs of one category drawn from
     # distant z are pushed apart, against typical designs. 0 = off (the loss of checkpoints before it,
     # and of every preset but small, which takes 0.3): at 1 (small at Adam 2e-4, ~4,100 steps, two seeds)
@@ -298,8 +310,18 @@ def validate(cfg: GanConfig) -> None:
         raise ValueError(f"ada_target must be in [0, 1), got {cfg.ada_target}")
     if len(cfg.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.betas):
         raise ValueError(f"betas must be two numbers in [0, 1) (Adam's beta1, beta2), got {cfg.betas!r}")
-    if cfg.aux_weight < 0 or cfg.class_balance < 0 or cfg.mode_seeking < 0:
-        raise ValueError("aux_weight, class_balance and mode_seeking must not be negative")
+    signal = ("aux_weight", "aux_g_scale", "aux_hold_kimg", "aux_fade_kimg", "class_balance", "mode_seeking")
+    negative = [name for name in signal if getattr(cfg, name) < 0]
+    if negative:
+        raise ValueError(f"{', '.join(negative)} must not be negative")
+
+
+def aux_weight_at(cfg: GanConfig, cur_nimg: int) -> float:
+    """The classifier head's weight after ``cur_nimg`` training images (see ``aux_fade_kimg``)."""
+    if cfg.aux_fade_kimg <= 0:
+        return cfg.aux_weight
+    past = cur_nimg / 1000 - cfg.aux_hold_kimg
+    return cfg.aux_weight * min(1.0, max(0.0, 1.0 - past / cfg.aux_fade_kimg))
 
 
 def preset_config(

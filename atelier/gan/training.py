@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import diff_augment, parse_policy
-from .config import ARCH_FIELDS, GanConfig, preset_config
+from .config import ARCH_FIELDS, GanConfig, aux_weight_at, preset_config
 from .data import images_as_float
 from .losses import d_loss, g_loss, mode_seeking, r1_penalty, rp_d_loss, rp_g_loss
 from .networks import build_networks
@@ -260,7 +260,7 @@ def train_step(
             out = out.contiguous(memory_format=torch.channels_last)
         return out
 
-    aux = cfg.aux_weight > 0
+    aux_weight = aux_weight_at(cfg, state.cur_nimg)
     cast = autocast(dev, state.precision)
     G.train()
     D.train()
@@ -285,8 +285,9 @@ def train_step(
     real_logits, fake_logits = real_logits.float(), fake_logits.float()
     loss_d = rp_d_loss(real_logits, fake_logits) if relativistic else d_loss(real_logits, fake_logits)
     total_d = loss_d
-    if aux and real_cls is not None:
-        total_d = total_d + cfg.aux_weight * F.cross_entropy(real_cls.float(), y)
+    if real_cls is not None:
+        # At weight 0 too (a head faded out): under DDP every parameter of D must receive a gradient.
+        total_d = total_d + aux_weight * F.cross_entropy(real_cls.float(), y)
     if do_r1:
         # The gradient norm in fp32 (the backward through the convs runs at the pass's precision).
         reg = r1_penalty(real_in, real_logits)
@@ -309,8 +310,8 @@ def train_step(
     g_logits = g_logits.float()
     loss_g = rp_g_loss(real_logits.detach(), g_logits) if relativistic else g_loss(g_logits)
     total_g = loss_g
-    if aux and g_cls is not None:
-        total_g = total_g + cfg.aux_weight * F.cross_entropy(g_cls.float(), y)
+    if g_cls is not None and aux_weight * cfg.aux_g_scale > 0:
+        total_g = total_g + aux_weight * cfg.aux_g_scale * F.cross_entropy(g_cls.float(), y)
     if cfg.mode_seeking > 0:
         # Over this rank's rows: pairs within a rank's share of the batch (the term is a mean, so the
         # gradient average across ranks keeps its scale).

@@ -56,6 +56,47 @@ def test_paired_loss_trains_with_r1_and_r2_and_resumes_bit_identical(tiny_datase
     assert not _same(_params(plain.D), _params(straight.D))
 
 
+def test_a_head_kept_out_of_gs_loss_still_trains_d_and_leaves_g_elsewhere(tiny_dataset):
+    # tiny carries the head at 0.3: with aux_g_scale=0 D's first step is the same (the head's loss on
+    # the reals is D's), G's is not (no reward for designs the head names).
+    ac = new_state(tiny_config(), CATEGORIES, seed=3)
+    d_only = new_state(tiny_config(aux_g_scale=0.0), CATEGORIES, seed=3)
+    assert d_only.D.aux is not None
+    train(ac, tiny_dataset, steps=1)
+    train(d_only, tiny_dataset, steps=1)
+    assert _same(_params(ac.D), _params(d_only.D))
+    assert not _same(_params(ac.G), _params(d_only.G))
+
+
+def test_a_faded_head_holds_then_falls_to_zero_and_then_steers_nothing(tiny_dataset):
+    from atelier.gan.config import aux_weight_at
+
+    cfg = tiny_config(aux_hold_kimg=0.016, aux_fade_kimg=0.016)  # batch 8: steps 0-1 full, 2-3 falling
+    assert [aux_weight_at(cfg, n) for n in (0, 16, 24, 32, 800)] == [0.3, 0.3, 0.15, 0.0, 0.0]
+    assert aux_weight_at(tiny_config(), 10**9) == 0.3  # no fade: the weight holds
+    state = new_state(cfg, CATEGORIES, seed=3)
+    train(state, tiny_dataset, steps=4)
+    saved = checkpoint_to_bytes(state_to_checkpoint(state))
+    a, b = (state_from_checkpoint(checkpoint_from_bytes(saved)) for _ in range(2))
+    with torch.no_grad():  # a head that said anything else: at weight 0 nothing hears it
+        b.D.aux.weight.normal_()
+        b.D.aux.bias.normal_()
+    train(a, tiny_dataset, steps=1)
+    train(b, tiny_dataset, steps=1)
+    assert _same(_params(a.G), _params(b.G))
+    shared = [k for k in a.D.state_dict() if not k.startswith("aux.")]
+    assert all(torch.equal(a.D.state_dict()[k], b.D.state_dict()[k]) for k in shared)
+    # while the head still had weight, the same change moved G
+    c, d = (state_from_checkpoint(checkpoint_from_bytes(saved)) for _ in range(2))
+    for s in (c, d):
+        s.config = tiny_config()
+    with torch.no_grad():
+        d.D.aux.weight.normal_()
+    train(c, tiny_dataset, steps=1)
+    train(d, tiny_dataset, steps=1)
+    assert not _same(_params(c.G), _params(d.G))
+
+
 def test_g_ema_differs_from_g(tiny_dataset):
     state = new_state(tiny_config(), CATEGORIES, seed=1)
     train(state, tiny_dataset, steps=3)
