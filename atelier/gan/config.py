@@ -91,9 +91,9 @@ class GanConfig:
     # aux_fade_kimg > 0: the head's weight holds at aux_weight for aux_hold_kimg thousand images, then
     # falls linearly to 0 over aux_fade_kimg thousand more (on while the categories are learned, off
     # while variety is). Counted in the run's images (cur_nimg), which a fine-tune continues.
-    # Neither is in a preset: on small (GAN_NOTES.md round 25, two seeds each) the G share at 0 kept the
-    # head's recall (0.76 / 0.78 over 8 draws against 0.75 / 0.79) and a fade from 100 to 150 kimg
-    # bought none (0.75 / 0.81) for 0.1x of recognition.
+    # Neither is in a preset: on small (GAN_NOTES.md round 25, two seeds each, one machine) the G share
+    # at 0 kept the head's recall (0.76 / 0.78 over 8 draws against 0.75 / 0.80) and a fade from 100 to
+    # 150 kimg bought none (0.75 / 0.81) for 0.1x of recognition (0.81x / 0.88x against 0.93x / 0.98x).
     aux_hold_kimg: float = 0.0
     aux_fade_kimg: float = 0.0
     # Mode-seeking term in G's loss (losses.mode_seeking, MSGAN): designs of one category drawn from
