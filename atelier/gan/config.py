@@ -96,6 +96,12 @@ class GanConfig:
     # 150 kimg bought none (0.75 / 0.81) for 0.1x of recognition (0.81x / 0.88x against 0.93x / 0.98x).
     aux_hold_kimg: float = 0.0
     aux_fade_kimg: float = 0.0
+    # aux_start_kimg > 0: the head's weight is 0 for the run's first aux_start_kimg thousand images, then
+    # aux_weight (variety first, the categories after).
+    aux_start_kimg: float = 0.0
+    # aux_probe: D's cross-entropy trains the head only, as a linear probe on D's features (detached from
+    # D's blocks), so the head no longer teaches D the categories; G is still rewarded through it.
+    aux_probe: bool = False
     # Mode-seeking term in G's loss (losses.mode_seeking, MSGAN): designs of one category drawn from
     # distant z are pushed apart, against typical designs. 0 = off (the loss of checkpoints before it,
     # and of every preset but small, which takes 0.3): at 1 (small at Adam 2e-4, ~4,100 steps, two seeds)
@@ -310,14 +316,25 @@ def validate(cfg: GanConfig) -> None:
         raise ValueError(f"ada_target must be in [0, 1), got {cfg.ada_target}")
     if len(cfg.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.betas):
         raise ValueError(f"betas must be two numbers in [0, 1) (Adam's beta1, beta2), got {cfg.betas!r}")
-    signal = ("aux_weight", "aux_g_scale", "aux_hold_kimg", "aux_fade_kimg", "class_balance", "mode_seeking")
+    signal = (
+        "aux_weight",
+        "aux_g_scale",
+        "aux_hold_kimg",
+        "aux_fade_kimg",
+        "aux_start_kimg",
+        "class_balance",
+        "mode_seeking",
+    )
     negative = [name for name in signal if getattr(cfg, name) < 0]
     if negative:
         raise ValueError(f"{', '.join(negative)} must not be negative")
 
 
 def aux_weight_at(cfg: GanConfig, cur_nimg: int) -> float:
-    """The classifier head's weight after ``cur_nimg`` training images (see ``aux_fade_kimg``)."""
+    """The classifier head's weight after ``cur_nimg`` training images (see ``aux_fade_kimg`` and
+    ``aux_start_kimg``)."""
+    if cur_nimg < cfg.aux_start_kimg * 1000:
+        return 0.0
     if cfg.aux_fade_kimg <= 0:
         return cfg.aux_weight
     past = cur_nimg / 1000 - cfg.aux_hold_kimg

@@ -70,6 +70,6 @@ class DCGANDiscriminator(nn.Module):
         self.net = nn.Sequential(*layers)
         self.apply(_init)
 
-    def forward(self, x, labels, with_aux: bool = False):
+    def forward(self, x, labels, with_aux: bool = False, aux_probe: bool = False):
         logits = self.net(x).flatten()
         return (logits, None) if with_aux else logits

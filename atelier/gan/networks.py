@@ -192,8 +192,9 @@ class Discriminator(nn.Module):
         if cfg.he_init:
             he_init(self)
 
-    def forward(self, x, labels, with_aux: bool = False):
-        """Logits [N]; with ``with_aux``, also the auxiliary class logits [N, C] (None without the head)."""
+    def forward(self, x, labels, with_aux: bool = False, aux_probe: bool = False):
+        """Logits [N]; with ``with_aux``, also the auxiliary class logits [N, C] (None without the head);
+        with ``aux_probe`` the head reads D's features detached (its loss trains the head only)."""
         x = F.leaky_relu(self.from_rgb(x), 0.2)
         x = self.blocks(x)
         if self.mbstd_by_class:
@@ -206,7 +207,7 @@ class Discriminator(nn.Module):
         if self.embed is not None:
             logits = logits + (self.embed(labels) * phi).sum(dim=1) / math.sqrt(phi.shape[1])
         if with_aux:
-            return logits, self.aux(phi) if self.aux is not None else None
+            return logits, self.aux(phi.detach() if aux_probe else phi) if self.aux is not None else None
         return logits
 
 

@@ -280,7 +280,7 @@ def train_step(
     real_in = aug(real).detach().requires_grad_(do_r1)
     fake_in = aug(fake.detach()).detach().requires_grad_(do_r1 and relativistic)
     with cast:
-        real_logits, real_cls = D_fwd(real_in, y, with_aux=True)
+        real_logits, real_cls = D_fwd(real_in, y, with_aux=True, aux_probe=cfg.aux_probe)
         fake_logits = D_fwd(fake_in, y)
     real_logits, fake_logits = real_logits.float(), fake_logits.float()
     loss_d = rp_d_loss(real_logits, fake_logits) if relativistic else d_loss(real_logits, fake_logits)

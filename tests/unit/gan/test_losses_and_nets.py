@@ -122,6 +122,8 @@ def test_preset_config_validates():
         preset_config("tiny", mode_seeking=-1.0)
     with pytest.raises(ValueError, match="aux_g_scale"):
         preset_config("tiny", aux_g_scale=-0.5)
+    with pytest.raises(ValueError, match="aux_start_kimg"):
+        preset_config("tiny", aux_start_kimg=-1.0)
     cfg = preset_config("tiny", num_classes=7)
     assert GanConfig.from_dict({**cfg.to_dict(), "future_field": 1}) == cfg
     # A checkpoint saved before the field loads without the term.

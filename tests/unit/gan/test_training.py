@@ -97,6 +97,34 @@ def test_a_faded_head_holds_then_falls_to_zero_and_then_steers_nothing(tiny_data
     assert not _same(_params(c.G), _params(d.G))
 
 
+def _with_head_changed(cfg, tiny_dataset):
+    """Two states of one seed whose heads differ, after one step each."""
+    a, b = new_state(cfg, CATEGORIES, seed=3), new_state(cfg, CATEGORIES, seed=3)
+    with torch.no_grad():
+        b.D.aux.weight.normal_()
+        b.D.aux.bias.normal_()
+    train(a, tiny_dataset, steps=1)
+    train(b, tiny_dataset, steps=1)
+    trunk = [k for k in a.D.state_dict() if not k.startswith("aux.")]
+    same_trunk = all(torch.equal(a.D.state_dict()[k], b.D.state_dict()[k]) for k in trunk)
+    return same_trunk, _same(_params(a.G), _params(b.G))
+
+
+def test_a_probe_head_leaves_ds_blocks_alone_and_still_rewards_g(tiny_dataset):
+    # aux_probe: the head's cross-entropy reaches only the head, so what the head says cannot move
+    # D's blocks; G is still rewarded through it. Without the probe the same change moves D's blocks.
+    assert _with_head_changed(tiny_config(aux_probe=True), tiny_dataset) == (True, False)
+    assert _with_head_changed(tiny_config(), tiny_dataset)[0] is False
+
+
+def test_a_late_head_is_silent_before_its_start(tiny_dataset):
+    from atelier.gan.config import aux_weight_at
+
+    cfg = tiny_config(aux_start_kimg=0.016)  # batch 8: steps 0-1 without the head, from step 2 with it
+    assert [aux_weight_at(cfg, n) for n in (0, 8, 16, 800)] == [0.0, 0.0, 0.3, 0.3]
+    assert _with_head_changed(cfg, tiny_dataset) == (True, True)
+
+
 def test_g_ema_differs_from_g(tiny_dataset):
     state = new_state(tiny_config(), CATEGORIES, seed=1)
     train(state, tiny_dataset, steps=3)
