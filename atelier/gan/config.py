@@ -171,8 +171,8 @@ _ADA = dict(augment="color,translation,cutout", augment_p=0.0, ada_target=0.6)
 # CPU-minutes, ~8,000 steps, seed 0) the head at 0 / 0.1 / 0.3 gave GAN-test 0.84x / 0.94x / 0.97x of
 # the judge and recall_ratio 0.71 / 0.67 / 0.67, within its noise (GAN_NOTES.md round 15); over 8
 # draws, with R3GAN's betas and R1, the head at 0 is worth 0.05-0.08 of recall at ~7,300 steps and none
-# at ~3,400, where recognition falls below 0.75x without it (rounds 23-24); base and large carry it
-# unmeasured.
+# at ~3,400, where recognition falls below 0.75x without it (rounds 23-24); small drops it (round 27);
+# base and large carry it unmeasured.
 _CLASS_SIGNAL = dict(class_balance=1.0, aux_weight=0.3)
 
 PRESETS: dict[str, dict] = {
@@ -236,13 +236,15 @@ PRESETS: dict[str, dict] = {
         loss="rpgan",
         betas=[0.0, 0.99],
         r1_gamma=0.2,  # at 64 px and batch 32; another resolution or batch scales it as the heuristic does
-        # Balanced categories and the classifier head. Without the head (round 23) a CPU with bf16 units
-        # (~7,300 steps in 30 min) gained recall over 8 draws (0.75 / 0.79 -> 0.83 / 0.84) for 0.10-0.16x
-        # of recognition; a CPU without them (fp32, ~3,400 steps, round 24) lost the recognition target
-        # (0.93 / 0.96x -> 0.63 / 0.66x, one category 0.32x) and gained no recall (0.64 / 0.73 -> 0.65 /
-        # 0.68). `--set aux_weight=0` is the fast CPU's option. A fine-tune from a parent trained without
-        # the head gains a fresh one.
-        **_CLASS_SIGNAL,
+        # Balanced categories, no classifier head: the head makes the designs typical. With it (0.3) a
+        # run alone on both cores (10,840 steps, bf16) held recall at 0.79 over 8 draws; without it
+        # (11,700-16,200 steps, seeds 0 / 2 / 3 in bf16, seed 2 in fp32) recall 0.85-0.90 at 0.91-0.94x
+        # of recognition, every category 0.61x or more (GAN_NOTES.md rounds 26-27). The head is worth its
+        # recognition only in short runs: at 3,400 steps (one fp32 thread) recognition fell to 0.63 /
+        # 0.66x without it (round 24), at 5,500 (fp32, both cores) it holds at 0.80x (round 27).
+        # `--set aux_weight=0.3` brings it back; a fine-tune of a parent trained with it drops it and
+        # keeps the rest of D.
+        class_balance=1.0,
     ),
     # 128 px for a GPU: the same family at StyleGAN2's widths, two convs per block, ADA. Not measured
     # on a GPU yet.
