@@ -238,8 +238,8 @@ PRESETS: dict[str, dict] = {
         r1_gamma=0.2,  # at 64 px and batch 32; another resolution or batch scales it as the heuristic does
         # Balanced categories, no classifier head: the head makes the designs typical. With it (0.3) a
         # run alone on both cores (10,840 steps, bf16) held recall at 0.79 over 8 draws; without it
-        # (11,700-16,200 steps, seeds 0 / 2 / 3 in bf16, seed 2 in fp32) recall 0.85-0.90 at 0.91-0.94x
-        # of recognition, every category 0.61x or more (GAN_NOTES.md rounds 26-27). The head is worth its
+        # (11,700-16,200 steps, seeds 0-3 in bf16, seed 2 in fp32) recall 0.85-0.90 at 0.90-0.94x of
+        # recognition, every category 0.61x or more (GAN_NOTES.md rounds 26-27). The head is worth its
         # recognition only in short runs: at 3,400 steps (one fp32 thread) recognition fell to 0.63 /
         # 0.66x without it (round 24), at 5,500 (fp32, both cores) it holds at 0.80x (round 27).
         # `--set aux_weight=0.3` brings it back; a fine-tune of a parent trained with it drops it and
